@@ -1,0 +1,3 @@
+"""ovsnvgre: provision Open vSwitch hosts for NVGRE overlay networks."""
+
+__version__ = "0.1.0"

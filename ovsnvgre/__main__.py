@@ -1,0 +1,3 @@
+from ovsnvgre.cli import main
+
+main()

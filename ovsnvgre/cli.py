@@ -1,0 +1,218 @@
+"""The `ovsnvgre` command: thin Click wrappers, one library call each."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ovsnvgre import __version__
+from ovsnvgre.errors import OvsnvgreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONFIG_ENV = "OVSNVGRE_CONFIG"
+
+
+def _fail_cleanly(func: F) -> F:
+    """One line and an exit status for every failure; the traceback only with --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except OvsnvgreError as exc:
+            if debug:
+                raise
+            click.echo(f"ovsnvgre: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("ovsnvgre: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+            if debug:
+                raise
+            click.echo(f"ovsnvgre: internal error: {type(exc).__name__}: {exc} "
+                       "(run with --debug for the traceback)", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+config_option = click.option(
+    "-c", "--config", "config", envvar=CONFIG_ENV, required=True,
+    type=click.Path(dir_okay=False), metavar="FILE",
+    help=f"The fabric file (YAML). Also read from ${CONFIG_ENV}.")
+host_option = click.option(
+    "--host", metavar="NAME",
+    help="The fabric host this machine is. Default: the one host whose PA is configured "
+         "here or whose name is this machine's hostname.")
+db_option = click.option(
+    "--db", metavar="REMOTE",
+    help="The OVSDB remote, like unix:/run/openvswitch/db.sock or tcp:127.0.0.1:6640. "
+         "Default: unix:$OVS_RUNDIR/db.sock ($OVS_RUNDIR defaults to /var/run/openvswitch).")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print the result as JSON for scripts.")
+
+
+def _progress(as_json: bool) -> Callable[[str], None]:
+    def report(message: str) -> None:
+        if not as_json:
+            click.echo(f"... {message}", err=True)
+
+    return report
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ovsnvgre")
+@click.option("--debug", is_flag=True, help="Show tracebacks and library logs on failure.")
+def main(debug: bool) -> None:
+    """Provision Open vSwitch hosts for NVGRE overlay networks (RFC 7637).
+
+    One fabric file describes every host's Provider Address, the virtual
+    subnets (VSIDs) and every VM; `ovsnvgre up` on each host makes its switch
+    match the file, and running it again changes nothing.
+
+    Exit status: 0 success, 1 the switch or the system failed, 2 a bad fabric
+    file or bad arguments.
+    """
+    logging.basicConfig(level=logging.DEBUG if debug else logging.CRITICAL,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load(config: str) -> Any:
+    from ovsnvgre import fabric
+
+    return fabric.load(config)
+
+
+@main.command()
+@config_option
+@json_option
+@_fail_cleanly
+def validate(config: str, as_json: bool) -> None:
+    """Check a fabric file and say what it describes; changes nothing.
+
+    Exits 2 with one line naming the file, the line and the entry at the
+    first problem found.
+    """
+    fab = _load(config)
+    summary = {"fabric": fab.name, "file": config, "valid": True, "hosts": len(fab.hosts),
+               "virtual_subnets": len(fab.subnets), "vms": len(fab.vms),
+               "datapath_type": fab.datapath_type, "key_layout": fab.overlay.key_layout,
+               "tunnel_ports": fab.overlay.tunnel_ports}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{config}: fabric {fab.name!r} is valid: {len(fab.hosts)} hosts, "
+               f"{len(fab.subnets)} virtual subnets, {len(fab.vms)} VMs "
+               f"({fab.datapath_type} datapath, {fab.overlay.key_layout} keys, "
+               f"{fab.overlay.tunnel_ports} tunnel ports)")
+
+
+def _print_changes(lines: list[str], notes: tuple[str, ...], sign: str) -> None:
+    for line in lines:
+        click.echo(f"{sign} {line}")
+    for note in notes:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@config_option
+@host_option
+@db_option
+@json_option
+@_fail_cleanly
+def plan(config: str, host: str | None, db: str | None, as_json: bool) -> None:
+    """Show what `up` would change on this host; changes nothing.
+
+    Exit status 0 whether or not there are changes.
+    """
+    from ovsnvgre import engine
+
+    fab = _load(config)
+    chosen = engine.select_host(fab, host)
+    result = engine.plan(fab, chosen, db, _progress(as_json))
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    if result.empty:
+        click.echo(f"host {chosen}: no changes: the switch matches the fabric")
+    else:
+        _print_changes(result.lines(), (), "+")
+        click.echo(f"host {chosen}: {len(result.lines())} changes planned")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@config_option
+@host_option
+@db_option
+@json_option
+@_fail_cleanly
+def up(config: str, host: str | None, db: str | None, as_json: bool) -> None:
+    """Make this host's switch match the fabric.
+
+    Creates the underlay bridge with the tep port holding the PA (moving the
+    uplink's addresses and routes to it), the integration bridge, the GRE
+    ports to the peers and the VM ports. Safe to run again: with nothing
+    changed it writes nothing.
+    """
+    from ovsnvgre import engine
+
+    fab = _load(config)
+    chosen = engine.select_host(fab, host)
+    try:
+        result = engine.up(fab, chosen, db, _progress(as_json))
+    except engine.RefusedPorts as exc:
+        _report(exc.result, chosen, as_json)
+        raise
+    _report(result, chosen, as_json)
+
+
+@main.command()
+@config_option
+@host_option
+@db_option
+@json_option
+@_fail_cleanly
+def down(config: str, host: str | None, db: str | None, as_json: bool) -> None:
+    """Remove exactly what ovsnvgre made on this host.
+
+    Deletes the bridges, ports and tunnels that carry this fabric's marker,
+    and gives the uplink back the addresses and routes `up` moved off it.
+    Rows ovsnvgre did not create are never touched.
+    """
+    from ovsnvgre import engine
+
+    fab = _load(config)
+    chosen = engine.select_host(fab, host)
+    result = engine.down(fab, chosen, db, _progress(as_json))
+    _report(result, chosen, as_json, sign="-")
+
+
+def _report(result: Any, host: str, as_json: bool, sign: str = "+") -> None:
+    if as_json:
+        data = result.plan.as_dict()
+        data.update({"changed": result.changed, "ovsdb_writes": result.ovsdb_writes,
+                     "kernel_changes": result.kernel_changes, "refused": result.refused})
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not result.changed:
+        click.echo(f"host {host}: no changes")
+    else:
+        _print_changes(result.plan.lines(), (), sign)
+        click.echo(f"host {host}: {len(result.plan.lines())} changes applied")
+    for note in result.plan.notes:
+        click.echo(f"note: {note}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

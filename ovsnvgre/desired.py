@@ -1,0 +1,182 @@
+"""Fabric + host name -> the switch rows and the kernel state that host should have.
+
+Pure: no I/O.  The rows are described with the columns ovsnvgre manages; the
+plan compares exactly those columns with what the switch holds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ovsnvgre import nvgre
+from ovsnvgre.fabric import Fabric, Host
+
+# external_ids keys.  The fabric key is the ownership marker: a row is ovsnvgre's
+# when it carries it with this fabric's name.
+OWNER_KEY = "ovsnvgre-fabric"
+ROLE_KEY = "ovsnvgre-role"
+PEER_KEY = "ovsnvgre-peer"
+VSID_KEY = "ovsnvgre-vsid"
+VM_KEY = "ovsnvgre-vm"
+# On the uplink port: what sat on the uplink before ovsnvgre moved it to the tep
+# port, so that `down` can put it back.  Written once, when the uplink is enslaved.
+SAVED_ADDRESSES_KEY = "ovsnvgre-saved-addresses"
+SAVED_ROUTES_KEY = "ovsnvgre-saved-routes"
+SAVED_KEYS = (SAVED_ADDRESSES_KEY, SAVED_ROUTES_KEY)
+
+ROLE_UNDERLAY_BRIDGE = "underlay-bridge"
+ROLE_INTEGRATION_BRIDGE = "integration-bridge"
+ROLE_TEP = "tep"
+ROLE_UPLINK = "uplink"
+ROLE_TUNNEL = "tunnel"
+ROLE_VM = "vm"
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    name: str
+    datapath_type: str
+    protocols: tuple[str, ...]
+    fail_mode: str | None
+    external_ids: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A Port row with its one Interface row (ovsnvgre never makes bonds)."""
+
+    name: str
+    bridge: str
+    role: str
+    iface_type: str
+    options: dict[str, str]
+    external_ids: dict[str, str]
+    # A VM port the hypervisor already put on the bridge is left alone.
+    adopt_existing: bool = False
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network
+    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    metric: int = 0
+
+    def __str__(self) -> str:
+        text = "default" if self.dst.prefixlen == 0 else str(self.dst)
+        if self.gateway is not None:
+            text += f" via {self.gateway}"
+        if self.metric:
+            text += f" metric {self.metric}"
+        return text
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What one host should look like: OVSDB rows, and the kernel side of the tep port."""
+
+    fabric: Fabric
+    host: Host
+    bridges: dict[str, BridgeSpec]
+    ports: dict[str, PortSpec]
+    pa: ipaddress.IPv4Interface
+    peer_routes: tuple[RouteSpec, ...] = field(default=())
+
+    @property
+    def owner(self) -> str:
+        return self.fabric.name
+
+    @property
+    def tep_port(self) -> str:
+        return self.fabric.underlay.tep_port
+
+    @property
+    def uplink(self) -> str | None:
+        return self.host.uplink
+
+
+def owner_ids(fabric: Fabric, role: str, **extra: str) -> dict[str, str]:
+    ids = {OWNER_KEY: fabric.name, ROLE_KEY: role}
+    ids.update({key: value for key, value in extra.items()})
+    return ids
+
+
+def desired_state(fabric: Fabric, host_name: str) -> HostState:
+    host = fabric.hosts[host_name]
+    underlay, overlay = fabric.underlay, fabric.overlay
+    bridges = {
+        underlay.bridge: BridgeSpec(
+            name=underlay.bridge, datapath_type=fabric.datapath_type, protocols=(),
+            fail_mode=None, external_ids=owner_ids(fabric, ROLE_UNDERLAY_BRIDGE)),
+        # fail_mode=secure: a bridge without flows drops instead of flooding, so a
+        # freshly restarted switch never leaks frames between tenants.
+        overlay.bridge: BridgeSpec(
+            name=overlay.bridge, datapath_type=fabric.datapath_type,
+            protocols=("OpenFlow10", "OpenFlow13"), fail_mode="secure",
+            external_ids=owner_ids(fabric, ROLE_INTEGRATION_BRIDGE)),
+    }
+    ports: list[PortSpec] = [
+        PortSpec(name=underlay.tep_port, bridge=underlay.bridge, role=ROLE_TEP,
+                 iface_type="internal", options={},
+                 external_ids=owner_ids(fabric, ROLE_TEP)),
+    ]
+    if host.uplink:
+        ports.append(PortSpec(name=host.uplink, bridge=underlay.bridge, role=ROLE_UPLINK,
+                              iface_type="", options={},
+                              external_ids=owner_ids(fabric, ROLE_UPLINK)))
+    ports.extend(tunnel_ports(fabric, host))
+    for vm in sorted(fabric.vms_on(host_name), key=lambda vm: vm.port):
+        ports.append(PortSpec(
+            name=vm.port, bridge=overlay.bridge, role=ROLE_VM, iface_type="", options={},
+            external_ids=owner_ids(fabric, ROLE_VM, **{VM_KEY: vm.name,
+                                                        VSID_KEY: str(fabric.vsid_of(vm))}),
+            adopt_existing=True))
+    return HostState(fabric=fabric, host=host, bridges=bridges,
+                     ports={port.name: port for port in ports}, pa=host.pa,
+                     peer_routes=tuple(peer_routes(fabric, host)))
+
+
+def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
+    """Each other host that has a VM in a VSID this host also has, with those VSIDs."""
+    mine = fabric.vsids_on(host.name)
+    shared: dict[str, set[int]] = {}
+    for other in fabric.hosts.values():
+        if other.name == host.name:
+            continue
+        common = mine & fabric.vsids_on(other.name)
+        if common:
+            shared[other.name] = common
+    return shared
+
+
+def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
+    layout = fabric.overlay.key_layout
+    ports = []
+    for peer_name, vsids in sorted(peers_sharing(fabric, host).items()):
+        peer = fabric.hosts[peer_name]
+        base_options = {"remote_ip": str(peer.pa.ip), "local_ip": str(host.pa.ip),
+                        "csum": "false"}
+        if fabric.overlay.tunnel_ports == "per-peer":
+            ports.append(PortSpec(
+                name=nvgre.tunnel_port_name(peer.pa.ip, None), bridge=fabric.overlay.bridge,
+                role=ROLE_TUNNEL, iface_type="gre", options={**base_options, "key": "flow"},
+                external_ids=owner_ids(fabric, ROLE_TUNNEL, **{PEER_KEY: peer_name})))
+            continue
+        for vsid in sorted(vsids):
+            key = nvgre.tunnel_key(vsid, layout)
+            ports.append(PortSpec(
+                name=nvgre.tunnel_port_name(peer.pa.ip, vsid), bridge=fabric.overlay.bridge,
+                role=ROLE_TUNNEL, iface_type="gre", options={**base_options, "key": str(key)},
+                external_ids=owner_ids(fabric, ROLE_TUNNEL,
+                                       **{PEER_KEY: peer_name, VSID_KEY: str(vsid)})))
+    return ports
+
+
+def peer_routes(fabric: Fabric, host: Host) -> list[RouteSpec]:
+    """Routes to the PA subnets of the other hosts that are not on-link, via the gateway."""
+    if host.gateway is None:
+        return []
+    networks = {other.pa.network for other in fabric.hosts.values()
+                if other.pa.network != host.pa.network}
+    return [RouteSpec(dst=network, gateway=host.gateway)
+            for network in sorted(networks, key=lambda n: (int(n.network_address), n.prefixlen))]

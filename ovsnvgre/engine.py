@@ -1,0 +1,150 @@
+"""read -> plan -> apply: the one path that `plan`, `up` and `down` share."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ovsnvgre.desired import ROLE_KEY, ROLE_TEP, ROLE_UPLINK, HostState, desired_state
+from ovsnvgre.errors import SystemFailure, UsageError
+from ovsnvgre.fabric import Fabric
+from ovsnvgre.plan import (
+    KernelState,
+    Plan,
+    PortCreate,
+    SwitchState,
+    decode_saved,
+    diff_switch,
+    is_owned,
+    make_plan,
+    restore_kernel,
+)
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RunResult:
+    plan: Plan
+    ovsdb_writes: int = 0
+    kernel_changes: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.ovsdb_writes or self.kernel_changes)
+
+
+def select_host(fabric: Fabric, requested: str | None) -> str:
+    """The host named by --host, or the one host of the fabric that is this machine."""
+    if requested is not None:
+        if requested not in fabric.hosts:
+            raise UsageError(f"{fabric.source}: no host {requested!r} in the fabric "
+                             f"(hosts: {', '.join(fabric.hosts)})")
+        return requested
+    from ovsnvgre import netlink
+
+    local = netlink.local_addresses()
+    names = {socket.gethostname(), socket.gethostname().split(".")[0]}
+    matches = sorted(h.name for h in fabric.hosts.values() if h.pa.ip in local or h.name in names)
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UsageError(f"{fabric.source}: no host of the fabric matches this machine (no PA "
+                         f"configured here, hostname {socket.gethostname()!r} not listed); "
+                         f"pick one with --host ({', '.join(fabric.hosts)})")
+    raise UsageError(f"{fabric.source}: several hosts match this machine "
+                     f"({', '.join(matches)}); pick one with --host")
+
+
+def _read(desired: HostState, switch: object) -> tuple[SwitchState, KernelState]:
+    from ovsnvgre import netlink
+
+    return switch.read(), netlink.read(desired.uplink, desired.tep_port)  # type: ignore[attr-defined]
+
+
+def plan(fabric: Fabric, host: str, db: str | None = None,
+         progress: Progress = _quiet) -> Plan:
+    from ovsnvgre.ovsdb import Switch
+
+    desired = desired_state(fabric, host)
+    with Switch(db) as switch:
+        progress(f"reading {switch.remote} and the kernel")
+        return make_plan(desired, *_read(desired, switch))
+
+
+def up(fabric: Fabric, host: str, db: str | None = None, progress: Progress = _quiet) -> RunResult:
+    from ovsnvgre import netlink
+    from ovsnvgre.ovsdb import Switch
+
+    desired = desired_state(fabric, host)
+    with Switch(db) as switch:
+        progress(f"reading {switch.remote} and the kernel")
+        the_plan = make_plan(desired, *_read(desired, switch))
+        writes = 0
+        if the_plan.ovsdb:
+            progress(f"applying {len(the_plan.ovsdb)} OVSDB changes in one transaction")
+            writes = switch.apply(the_plan.ovsdb)
+        kernel_changes = 0
+        if the_plan.kernel:
+            progress(f"applying {len(the_plan.kernel)} address, route and link changes")
+            tep_created = any(isinstance(c, PortCreate) and c.spec.role == ROLE_TEP
+                              for c in the_plan.ovsdb)
+            kernel_changes = netlink.apply(the_plan.kernel,
+                                           wait_for=[desired.tep_port] if tep_created else [])
+        refused = switch.refused_ports(desired.ports)
+    result = RunResult(the_plan, writes, kernel_changes, refused)
+    if refused:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(refused.items()))
+        raise RefusedPorts(result, f"ovs-vswitchd refused {len(refused)} port(s): {reasons}")
+    return result
+
+
+class RefusedPorts(SystemFailure):
+    def __init__(self, result: RunResult, message: str) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def down(fabric: Fabric, host: str, db: str | None = None,
+         progress: Progress = _quiet) -> RunResult:
+    """Remove every row ovsnvgre owns on this switch, and give the uplink back its addresses."""
+    from ovsnvgre import netlink
+    from ovsnvgre.ovsdb import Switch
+
+    desired = desired_state(fabric, host)
+    with Switch(db) as switch:
+        progress(f"reading {switch.remote}")
+        actual = switch.read()
+        changes, notes = diff_switch(desired, actual, removing=True)
+        # Restore the uplink ovsnvgre enslaved, whatever the fabric says now.
+        uplinks = [port for port in actual.ports.values()
+                   if is_owned(port.external_ids, desired.owner)
+                   and port.external_ids.get(ROLE_KEY) == ROLE_UPLINK]
+        writes = 0
+        if changes:
+            progress(f"removing {len(changes)} owned rows in one transaction")
+            writes = switch.apply(changes)
+    kernel_changes = []
+    for uplink in uplinks:
+        restore_to = _with_uplink(desired, uplink.name)
+        state = netlink.read(uplink.name, desired.tep_port)
+        kernel_changes += restore_kernel(restore_to, state, decode_saved(uplink.external_ids))
+    made = 0
+    if kernel_changes:
+        progress(f"restoring {len(kernel_changes)} addresses and routes on the uplink")
+        made = netlink.apply(kernel_changes)
+    the_plan = Plan(host=host, ovsdb=tuple(changes), kernel=tuple(kernel_changes),
+                    notes=tuple(notes))
+    return RunResult(the_plan, writes, made)
+
+
+def _with_uplink(desired: HostState, uplink: str) -> HostState:
+    from dataclasses import replace
+
+    return replace(desired, host=replace(desired.host, uplink=uplink))

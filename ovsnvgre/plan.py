@@ -1,0 +1,437 @@
+"""diff(desired, actual) -> Plan, and how a Plan prints.  Pure: no I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovsnvgre.desired import (
+    OWNER_KEY,
+    ROLE_KEY,
+    ROLE_UPLINK,
+    SAVED_ADDRESSES_KEY,
+    SAVED_KEYS,
+    SAVED_ROUTES_KEY,
+    BridgeSpec,
+    HostState,
+    PortSpec,
+    RouteSpec,
+)
+from ovsnvgre.errors import SystemFailure
+
+Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+# --- what the switch and the kernel hold (filled in by ovsdb.py and netlink.py) ---
+
+
+@dataclass(frozen=True)
+class ActualBridge:
+    name: str
+    datapath_type: str
+    protocols: tuple[str, ...]
+    fail_mode: str | None
+    external_ids: dict[str, str]
+    ports: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ActualPort:
+    name: str
+    bridge: str | None
+    iface_type: str
+    options: dict[str, str]
+    external_ids: dict[str, str]
+    iface_external_ids: dict[str, str]
+    interfaces: int = 1
+
+
+@dataclass(frozen=True)
+class SwitchState:
+    bridges: dict[str, ActualBridge]
+    ports: dict[str, ActualPort]
+
+
+@dataclass(frozen=True)
+class LinkState:
+    name: str
+    up: bool
+    addresses: frozenset[Address]
+    routes: frozenset[RouteSpec]
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """The uplink and the tep port as the kernel sees them (None: no such link)."""
+
+    uplink: LinkState | None
+    tep: LinkState | None
+
+
+# --- the plan ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BridgeCreate:
+    spec: BridgeSpec
+
+    def describe(self) -> str:
+        return f"create bridge {self.spec.name} (datapath_type={self.spec.datapath_type})"
+
+
+@dataclass(frozen=True)
+class BridgeUpdate:
+    name: str
+    columns: dict[str, Any]
+    external_ids: dict[str, str]
+    stale_ids: tuple[str, ...]
+
+    def describe(self) -> str:
+        changed = sorted([*self.columns, *(["external_ids"] if self.external_ids or
+                                           self.stale_ids else [])])
+        return f"update bridge {self.name}: {', '.join(changed)}"
+
+
+@dataclass(frozen=True)
+class BridgeDelete:
+    name: str
+
+    def describe(self) -> str:
+        return f"delete bridge {self.name}"
+
+
+@dataclass(frozen=True)
+class PortCreate:
+    spec: PortSpec
+    extra_ids: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        kind = f" type={self.spec.iface_type}" if self.spec.iface_type else ""
+        options = "".join(f" {k}={v}" for k, v in sorted(self.spec.options.items()))
+        return f"add {self.spec.role} port {self.spec.name} to {self.spec.bridge}{kind}{options}"
+
+
+@dataclass(frozen=True)
+class PortUpdate:
+    spec: PortSpec
+    iface_type: str | None
+    options: dict[str, str] | None
+    external_ids: dict[str, str]
+    stale_ids: tuple[str, ...]
+    reason: str
+
+    def describe(self) -> str:
+        return f"repair {self.spec.role} port {self.spec.name}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class PortDelete:
+    name: str
+    bridge: str | None
+    role: str
+
+    def describe(self) -> str:
+        where = f" from {self.bridge}" if self.bridge else ""
+        return f"remove {self.role} port {self.name}{where}"
+
+
+@dataclass(frozen=True)
+class AddressChange:
+    action: str  # "add" | "delete"
+    link: str
+    address: Address
+
+    def describe(self) -> str:
+        preposition = "to" if self.action == "add" else "from"
+        return f"{self.action} address {self.address} {preposition} {self.link}"
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    action: str  # "add" | "delete"
+    link: str
+    route: RouteSpec
+
+    def describe(self) -> str:
+        return f"{self.action} route {self.route} dev {self.link}"
+
+
+@dataclass(frozen=True)
+class LinkUp:
+    link: str
+
+    def describe(self) -> str:
+        return f"set link {self.link} up"
+
+
+OvsdbChange = (BridgeCreate | BridgeUpdate | BridgeDelete | PortCreate | PortUpdate
+               | PortDelete)
+KernelChange = AddressChange | RouteChange | LinkUp
+
+
+@dataclass(frozen=True)
+class Plan:
+    host: str
+    ovsdb: tuple[OvsdbChange, ...] = ()
+    # In the order they must run: away from the uplink first, then onto the tep port.
+    kernel: tuple[KernelChange, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.ovsdb and not self.kernel
+
+    def lines(self) -> list[str]:
+        return [change.describe() for change in (*self.ovsdb, *self.kernel)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "changes": self.lines(), "notes": list(self.notes),
+                "ovsdb_changes": len(self.ovsdb), "kernel_changes": len(self.kernel)}
+
+
+# --- ownership -----------------------------------------------------------------------
+
+
+def is_owned(external_ids: dict[str, str], owner: str) -> bool:
+    return external_ids.get(OWNER_KEY) == owner
+
+
+def _managed(ids: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in ids.items() if k.startswith("ovsnvgre-") and k not in SAVED_KEYS}
+
+
+def _ids_diff(want: dict[str, str], have: dict[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Keys to set and stale ovsnvgre keys to remove; foreign keys are never touched."""
+    have_managed = _managed(have)
+    to_set = {k: v for k, v in want.items() if have_managed.get(k) != v}
+    stale = tuple(sorted(set(have_managed) - set(want)))
+    return to_set, stale
+
+
+# --- OVSDB diff ----------------------------------------------------------------------
+
+
+def diff_switch(desired: HostState, actual: SwitchState, removing: bool = False) -> tuple[
+        list[OvsdbChange], list[str]]:
+    """The OVSDB changes that take ``actual`` to ``desired`` (or to nothing, if removing).
+
+    Raises SystemFailure when the fabric asks for a name that something else owns.
+    """
+    owner = desired.owner
+    changes: list[OvsdbChange] = []
+    notes: list[str] = []
+    want_bridges = {} if removing else desired.bridges
+    want_ports = {} if removing else desired.ports
+
+    for name, spec in want_bridges.items():
+        have = actual.bridges.get(name)
+        if have is None:
+            changes.append(BridgeCreate(spec))
+            continue
+        if not is_owned(have.external_ids, owner):
+            raise SystemFailure(_foreign("bridge", name, have.external_ids, owner))
+        columns: dict[str, Any] = {}
+        if have.datapath_type != spec.datapath_type:
+            columns["datapath_type"] = spec.datapath_type
+        if tuple(sorted(have.protocols)) != tuple(sorted(spec.protocols)):
+            columns["protocols"] = list(spec.protocols)
+        if have.fail_mode != spec.fail_mode:
+            columns["fail_mode"] = [spec.fail_mode] if spec.fail_mode else []
+        to_set, stale = _ids_diff(spec.external_ids, have.external_ids)
+        if columns or to_set or stale:
+            changes.append(BridgeUpdate(name, columns, to_set, stale))
+
+    for name, spec in want_ports.items():
+        have = actual.ports.get(name)
+        if have is None:
+            changes.append(PortCreate(spec))
+            continue
+        owned = is_owned(have.external_ids, owner)
+        if not owned:
+            if spec.adopt_existing and have.bridge == spec.bridge:
+                continue  # the hypervisor's port, already where the fabric wants it
+            where = f"on bridge {have.bridge}" if have.bridge else "in the database"
+            raise SystemFailure(f"port {name} already exists {where} and was not created by "
+                                f"ovsnvgre (fabric {owner!r}); "
+                                f"{_foreign_hint(have.external_ids, owner)}")
+        if have.bridge != spec.bridge:
+            changes.append(PortDelete(name, have.bridge, spec.role))
+            changes.append(PortCreate(spec, _saved_ids(have)))
+            continue
+        update = _port_update(spec, have)
+        if update is not None:
+            changes.append(update)
+
+    owned_bridges = {name for name, br in actual.bridges.items()
+                     if is_owned(br.external_ids, owner)}
+    for name, have in sorted(actual.ports.items()):
+        if name in want_ports or name in actual.bridges or not is_owned(have.external_ids, owner):
+            continue
+        if have.bridge in owned_bridges and have.bridge not in want_bridges:
+            continue  # goes with its bridge
+        changes.append(PortDelete(name, have.bridge, have.external_ids.get(ROLE_KEY, "owned")))
+    for name in sorted(owned_bridges - set(want_bridges)):
+        foreign = [port for port in actual.bridges[name].ports
+                   if port != name and not is_owned(actual.ports[port].external_ids, owner)]
+        if foreign:
+            # Deleting the bridge would delete ports that are not ours.
+            for port in actual.bridges[name].ports:
+                if port != name and port not in foreign:
+                    changes.append(PortDelete(port, name, actual.ports[port].external_ids.get(
+                        ROLE_KEY, "owned")))
+            notes.append(f"kept bridge {name}: it holds ports ovsnvgre did not create "
+                         f"({', '.join(sorted(foreign))})")
+            continue
+        changes.append(BridgeDelete(name))
+    return changes, notes
+
+
+def _saved_ids(have: ActualPort) -> dict[str, str]:
+    return {k: v for k, v in have.external_ids.items() if k in SAVED_KEYS}
+
+
+def _port_update(spec: PortSpec, have: ActualPort) -> PortUpdate | None:
+    reasons = []
+    iface_type = None
+    options = None
+    if have.iface_type != spec.iface_type:
+        iface_type = spec.iface_type
+        reasons.append(f"type {have.iface_type or 'system'} -> {spec.iface_type or 'system'}")
+    if have.options != spec.options:
+        options = spec.options
+        reasons.append(f"options {_fmt_map(have.options)} -> {_fmt_map(spec.options)}")
+    to_set, stale = _ids_diff(spec.external_ids, have.external_ids)
+    iface_set, iface_stale = _ids_diff(spec.external_ids, have.iface_external_ids)
+    if to_set or stale or iface_set or iface_stale:
+        reasons.append("external_ids")
+    if not reasons:
+        return None
+    return PortUpdate(spec, iface_type, options, spec.external_ids,
+                      tuple(sorted(set(stale) | set(iface_stale))), "; ".join(reasons))
+
+
+def _fmt_map(values: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(values.items())) + "}"
+
+
+def _foreign(kind: str, name: str, ids: dict[str, str], owner: str) -> str:
+    return (f"{kind} {name} already exists and was not created by ovsnvgre (fabric "
+            f"{owner!r}); {_foreign_hint(ids, owner)}")
+
+
+def _foreign_hint(ids: dict[str, str], owner: str) -> str:
+    other = ids.get(OWNER_KEY)
+    if other and other != owner:
+        return (f"it belongs to fabric {other!r}: run `ovsnvgre down` with that fabric "
+                "first, or choose another name")
+    return "ovsnvgre never changes what it did not create: remove it or choose another name"
+
+
+# --- kernel diff ---------------------------------------------------------------------
+
+
+def _movable(link: LinkState | None) -> tuple[list[Address], list[RouteSpec]]:
+    if link is None:
+        return [], []
+    return sorted(link.addresses, key=str), sorted(link.routes, key=str)
+
+
+def saved_underlay(uplink_port: ActualPort | None, kernel: KernelState) -> tuple[
+        list[Address], list[RouteSpec]]:
+    """What belongs on the uplink when ovsnvgre is not there.
+
+    Once the uplink is on the bridge this is what the uplink port row records;
+    before that it is what the uplink holds now.
+    """
+    if uplink_port is not None and SAVED_ADDRESSES_KEY in uplink_port.external_ids:
+        return decode_saved(uplink_port.external_ids)
+    return _movable(kernel.uplink)
+
+
+def encode_saved(addresses: list[Address], routes: list[RouteSpec]) -> dict[str, str]:
+    return {
+        SAVED_ADDRESSES_KEY: json.dumps([str(a) for a in addresses]),
+        SAVED_ROUTES_KEY: json.dumps([
+            {"dst": str(r.dst), "gateway": str(r.gateway) if r.gateway else None,
+             "metric": r.metric} for r in routes]),
+    }
+
+
+def decode_saved(ids: dict[str, str]) -> tuple[list[Address], list[RouteSpec]]:
+    try:
+        addresses = [ipaddress.ip_interface(a) for a in json.loads(ids[SAVED_ADDRESSES_KEY])]
+        routes = [RouteSpec(dst=ipaddress.ip_network(r["dst"]),
+                            gateway=ipaddress.ip_address(r["gateway"]) if r["gateway"] else None,
+                            metric=int(r["metric"]))
+                  for r in json.loads(ids.get(SAVED_ROUTES_KEY, "[]"))]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SystemFailure(f"the uplink port's record of its addresses is damaged ({exc}); "
+                            "restore the uplink's addresses by hand") from None
+    return addresses, routes
+
+
+def diff_kernel(desired: HostState, kernel: KernelState,
+                saved: tuple[list[Address], list[RouteSpec]]) -> list[KernelChange]:
+    """Move what the uplink held onto the tep port, add the PA and the peer routes."""
+    tep = desired.tep_port
+    saved_addresses, saved_routes = saved
+    changes: list[KernelChange] = []
+    if desired.uplink and kernel.uplink is not None:
+        for route in saved_routes:
+            if route in kernel.uplink.routes:
+                changes.append(RouteChange("delete", desired.uplink, route))
+        for address in saved_addresses:
+            if address in kernel.uplink.addresses:
+                changes.append(AddressChange("delete", desired.uplink, address))
+        if not kernel.uplink.up:
+            changes.append(LinkUp(desired.uplink))
+    want_addresses = {desired.pa, *saved_addresses} if desired.uplink else {desired.pa}
+    want_routes = list(saved_routes) if desired.uplink else []
+    taken = {route.dst for route in want_routes}
+    want_routes += [route for route in desired.peer_routes if route.dst not in taken]
+    have_addresses = kernel.tep.addresses if kernel.tep else frozenset()
+    have_routes = kernel.tep.routes if kernel.tep else frozenset()
+    for route in sorted(have_routes - set(want_routes), key=str):
+        changes.append(RouteChange("delete", tep, route))
+    for address in sorted(have_addresses - want_addresses, key=str):
+        changes.append(AddressChange("delete", tep, address))
+    for address in sorted(want_addresses - have_addresses, key=str):
+        changes.append(AddressChange("add", tep, address))
+    if kernel.tep is None or not kernel.tep.up:
+        changes.append(LinkUp(tep))
+    for route in want_routes:
+        if route not in have_routes:
+            changes.append(RouteChange("add", tep, route))
+    return changes
+
+
+def restore_kernel(desired: HostState, kernel: KernelState,
+                   saved: tuple[list[Address], list[RouteSpec]]) -> list[KernelChange]:
+    """After `down` deleted the tep port: put back on the uplink what was moved off it."""
+    if not desired.uplink or kernel.uplink is None:
+        return []
+    addresses, routes = saved
+    changes: list[KernelChange] = [AddressChange("add", desired.uplink, a) for a in addresses
+                                   if a not in kernel.uplink.addresses]
+    changes += [RouteChange("add", desired.uplink, r) for r in routes
+                if r not in kernel.uplink.routes]
+    return changes
+
+
+def make_plan(desired: HostState, switch: SwitchState, kernel: KernelState) -> Plan:
+    ovsdb_changes, notes = diff_switch(desired, switch)
+    uplink_port = switch.ports.get(desired.uplink) if desired.uplink else None
+    saved = saved_underlay(uplink_port, kernel)
+    if desired.uplink:
+        # The first time the uplink goes on the bridge, record what it held.
+        ovsdb_changes = [
+            PortCreate(c.spec, {**encode_saved(*saved), **c.extra_ids})
+            if isinstance(c, PortCreate) and c.spec.role == ROLE_UPLINK and not c.extra_ids
+            else c for c in ovsdb_changes]
+        if kernel.uplink is None:
+            notes.append(f"uplink {desired.uplink} does not exist on this machine")
+    kernel_changes = diff_kernel(desired, kernel, saved)
+    return Plan(host=desired.host.name, ovsdb=tuple(ovsdb_changes),
+                kernel=tuple(kernel_changes), notes=tuple(notes))
