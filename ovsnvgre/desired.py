@@ -61,6 +61,9 @@ class RouteSpec:
     dst: ipaddress.IPv4Network | ipaddress.IPv6Network
     gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     metric: int = 0
+    # Who made the route (rtnetlink protocol; 4 = static).  Kept so that a moved
+    # route goes back as it was, but not part of a route's identity.
+    proto: int = field(default=4, compare=False)
 
     def __str__(self) -> str:
         text = "default" if self.dst.prefixlen == 0 else str(self.dst)

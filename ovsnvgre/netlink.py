@@ -74,7 +74,7 @@ def _read_link(ipr: Any, name: str) -> LinkState | None:
             gateway = msg.get("gateway")
             routes.add(RouteSpec(dst=dst,
                                  gateway=ipaddress.ip_address(gateway) if gateway else None,
-                                 metric=msg.get("priority") or 0))
+                                 metric=msg.get("priority") or 0, proto=msg["proto"]))
     return LinkState(name=name, up=bool(link["flags"] & IFF_UP),
                      addresses=frozenset(addresses), routes=frozenset(routes))
 
@@ -127,7 +127,8 @@ def _apply_one(ipr: Any, change: KernelChange) -> None:
                  prefixlen=change.address.network.prefixlen)
     elif isinstance(change, RouteChange):
         route = change.route
-        kwargs: dict[str, Any] = {"dst": str(route.dst), "oif": index, "table": MAIN_TABLE}
+        kwargs: dict[str, Any] = {"dst": str(route.dst), "oif": index, "table": MAIN_TABLE,
+                                  "proto": route.proto}
         if route.gateway is not None:
             kwargs["gateway"] = str(route.gateway)
         if route.metric:

@@ -355,7 +355,7 @@ def encode_saved(addresses: list[Address], routes: list[RouteSpec]) -> dict[str,
         SAVED_ADDRESSES_KEY: json.dumps([str(a) for a in addresses]),
         SAVED_ROUTES_KEY: json.dumps([
             {"dst": str(r.dst), "gateway": str(r.gateway) if r.gateway else None,
-             "metric": r.metric} for r in routes]),
+             "metric": r.metric, "proto": r.proto} for r in routes]),
     }
 
 
@@ -364,7 +364,7 @@ def decode_saved(ids: dict[str, str]) -> tuple[list[Address], list[RouteSpec]]:
         addresses = [ipaddress.ip_interface(a) for a in json.loads(ids[SAVED_ADDRESSES_KEY])]
         routes = [RouteSpec(dst=ipaddress.ip_network(r["dst"]),
                             gateway=ipaddress.ip_address(r["gateway"]) if r["gateway"] else None,
-                            metric=int(r["metric"]))
+                            metric=int(r["metric"]), proto=int(r.get("proto", 4)))
                   for r in json.loads(ids.get(SAVED_ROUTES_KEY, "[]"))]
     except (ValueError, KeyError, TypeError) as exc:
         raise SystemFailure(f"the uplink port's record of its addresses is damaged ({exc}); "

@@ -1,0 +1,146 @@
+import ipaddress
+
+import pytest
+from fabrics import TWO_HOSTS
+
+from ovsnvgre import fabric
+from ovsnvgre.errors import FabricError
+
+
+def load(text: str | bytes) -> fabric.Fabric:
+    return fabric.loads(text, "f.yaml")
+
+
+def refuse(text: str | bytes) -> str:
+    with pytest.raises(FabricError) as info:
+        load(text)
+    message = str(info.value)
+    assert "\n" not in message
+    assert info.value.exit_code == 2
+    return message
+
+
+def test_two_host_fabric_loads():
+    fab = load(TWO_HOSTS)
+    assert fab.name == "contoso"
+    assert fab.datapath_type == "netdev"
+    assert fab.hosts["host1"].pa == ipaddress.IPv4Interface("198.51.100.11/24")
+    assert fab.hosts["host2"].gateway == ipaddress.IPv4Address("203.0.113.1")
+    assert fab.subnets["blue"].vsid == 6001
+    assert fab.vms["red-a"].mac == "02:00:00:00:50:01"
+    assert fab.vsids_on("host1") == {5001, 6001}
+
+
+def test_defaults():
+    fab = load("fabric: f\nhosts:\n  h: {pa: 192.168.1.11/24}\n")
+    assert fab.datapath_type == "system"
+    assert (fab.underlay.bridge, fab.underlay.tep_port) == ("br0", "tep0")
+    assert (fab.overlay.bridge, fab.overlay.key_layout, fab.overlay.tunnel_ports) == (
+        "br-int", "rfc7637", "per-vsid")
+    assert fab.hosts["h"].uplink is None and fab.hosts["h"].gateway is None
+    assert fab.vms == {} and fab.subnets == {}
+
+
+def test_mac_is_normalised_to_lower_case():
+    fab = load(TWO_HOSTS.replace('"02:00:00:00:50:01"', '"02:00:00:00:5A:01"'))
+    assert fab.vms["red-a"].mac == "02:00:00:00:5a:01"
+
+
+# Each case: a change to the two-host fabric, the line the error must name,
+# and words the message must hold.
+CASES = [
+    ("vsid: 5001", "vsid: 4095", 9, ["virtual_subnets.red.vsid", "4095", "4096-16777214"]),
+    ("vsid: 5001", "vsid: 16777215", 9, ["virtual_subnets.red.vsid", "16777215"]),
+    ("vsid: 5001", "vsid: true", 9, ["virtual_subnets.red.vsid", "boolean true",
+                                     "not an integer"]),
+    ("vsid: 5001", 'vsid: "5001"', 9, ["virtual_subnets.red.vsid", "not an integer"]),
+    ("vsid: 6001", "vsid: 5001", 10, ["virtual_subnets.blue.vsid", "already used by subnet 'red'"]),
+    ("ca: 10.0.0.2/24}\n  blue-b", "ca: 10.0.0.1/24}\n  blue-b", 14,
+     ["vms.red-b.ca", "10.0.0.1", "red-a", "'red'"]),
+    ('"02:00:00:00:50:02"', '"02:00:00:00:50:01"', 14,
+     ["vms.red-b.mac", "already used by VM 'red-a'"]),
+    ('"02:00:00:00:50:01"', '"02:00:00:00:50"', 12, ["vms.red-a.mac", "not a MAC"]),
+    ('"02:00:00:00:50:01"', '"01:00:5e:00:00:01"', 12, ["vms.red-a.mac", "multicast"]),
+    ('"02:00:00:00:50:01"', '"00:00:00:00:00:00"', 12, ["vms.red-a.mac", "all-zero"]),
+    ("ca: 10.0.0.1/24}\n  blue-a", "ca: 10.0.0.300/24}\n  blue-a", 12,
+     ["vms.red-a.ca", "10.0.0.300"]),
+    ("ca: 10.0.0.1/24}\n  blue-a", "ca: 10.0.0.1}\n  blue-a", 12,
+     ["vms.red-a.ca", "prefix length"]),
+    ("pa: 203.0.113.11/24", "pa: 198.51.100.11/24", 7, ["hosts.host2.pa", "host1"]),
+    ("pa: 203.0.113.11/24", "pa: 203.0.113.11", 7, ["hosts.host2.pa", "prefix length"]),
+    ("pa: 203.0.113.11/24", "pa: 2001:db8::1/64", 7, ["hosts.host2.pa", "IPv4"]),
+    ("{host: host2, subnet: red,", "{host: host9, subnet: red,", 14,
+     ["vms.red-b.host", "unknown host 'host9'"]),
+    ("{host: host2, subnet: red,", "{host: host2, subnet: green,", 14,
+     ["vms.red-b.subnet", "unknown virtual subnet 'green'"]),
+    ("port: vnet1, mac: \"02:00:00:00:60:01\"", "port: vnet0, mac: \"02:00:00:00:60:01\"", 13,
+     ["vms.blue-a.port", "'vnet0'", "host1", "red-a"]),
+    ("port: vnet0, mac: \"02:00:00:00:50:01\"",
+     "port: averyveryverylongname, mac: \"02:00:00:00:50:01\"", 12,
+     ["vms.red-a.port", "15"]),
+    ("gateway: 203.0.113.1}", "gateway: 198.51.100.1}", 7,
+     ["hosts.host2.gateway", "outside", "203.0.113.0/24"]),
+    ("key_layout: rfc7637", "key_layout: vxlan", 4, ["overlay.key_layout", "'vxlan'",
+                                                      "rfc7637, plain"]),
+    ("tunnel_ports: per-vsid", "tunnel_ports: mesh", 4, ["overlay.tunnel_ports", "per-peer"]),
+    ("datapath_type: netdev", "datapath_type: dpdk", 2, ["datapath_type", "system, netdev"]),
+    ("{pa: 198.51.100.11/24, uplink", "{pa: 198.51.100.11/24, uplnk", 6,
+     ["hosts.host1.uplnk", "unknown key"]),
+    ("overlay: {bridge: br-int,", "overlay: {brige: br-int,", 4, ["overlay.brige",
+                                                                  "unknown key"]),
+    ("fabric: contoso", "fabric: contoso\nfabrik: x", 2, ["fabrik", "unknown key"]),
+    ("overlay: {bridge: br-int,", "overlay: {bridge: br0,", 4, ["overlay.bridge",
+                                                                "underlay bridge"]),
+    ("  blue: {vsid: 6001}", "  blue: {vsid: 6001}\n  blue: {vsid: 7001}", 11,
+     ["duplicate key 'blue'", "line 10"]),
+    ("uplink: eth1, gateway: 198.51.100.1", "uplink: vnet0, gateway: 198.51.100.1", 12,
+     ["vms.red-a.port", "uplink"]),
+]
+
+
+@pytest.mark.parametrize("old,new,line,words", CASES, ids=[c[1][:30] for c in CASES])
+def test_validation_refuses_with_file_line_and_entry(old, new, line, words):
+    assert old in TWO_HOSTS
+    message = refuse(TWO_HOSTS.replace(old, new, 1))
+    assert message.startswith(f"f.yaml:{line}:"), message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("text,words", [
+    ("", ["empty"]),
+    ("# only a comment\n", ["empty"]),
+    ("- a\n- b\n", ["must be a mapping", "list"]),
+    ("just a string\n", ["must be a mapping"]),
+    ("fabric: [unclosed\n", ["YAML syntax error"]),
+    ("fabric: x\nhosts: {}\n", ["hosts", "no host"]),
+    ("fabric: x\n", ["hosts", "required"]),
+    ("hosts: {h: {pa: 192.168.1.1/24}}\n", ["fabric", "required"]),
+    ("fabric: x\nhosts:\n  h: {pa: 192.168.1.0/24}\n", ["network or broadcast"]),
+])
+def test_documents_that_are_not_fabrics(text, words):
+    message = refuse(text)
+    for word in words:
+        assert word in message, message
+
+
+def test_non_utf8_bytes_name_their_line():
+    message = refuse(b"fabric: x\nhosts:\n  h: {pa: 192.168.1.1/24, uplink: eth\xff}\n")
+    assert message.startswith("f.yaml:3:")
+    assert "0xff" in message and "UTF-8" in message
+
+
+def test_yaml_syntax_error_names_its_line():
+    message = refuse("fabric: x\nhosts:\n  h: {pa: 1.2.3.4/24\n  k: v\n")
+    assert "YAML syntax error" in message
+    assert message.startswith("f.yaml:4:") or message.startswith("f.yaml:3:")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FabricError, match="no such file"):
+        fabric.load(tmp_path / "absent.yaml")
+
+
+def test_overlapping_cas_across_subnets_are_the_point():
+    fab = load(TWO_HOSTS)
+    assert fab.vms["red-a"].ca == fab.vms["blue-a"].ca
