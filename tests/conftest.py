@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fabrics import TWO_HOSTS  # noqa: E402
+from ovsenv import Namespace, Switch, netns_missing, ovs_missing, veth  # noqa: E402
+
+
+def _needs_switch() -> None:
+    reason = netns_missing() or ovs_missing()
+    if reason:
+        pytest.skip(reason)
+
+
+@dataclass
+class Host:
+    """One fabric host: a namespace, its own switch, an uplink to the router."""
+
+    name: str
+    netns: Namespace
+    switch: Switch
+    fabric: Path
+    vm_ports: list[str] = field(default_factory=list)
+
+    def ovsnvgre(self, *args: str, fabric: Path | None = None, host: str | None = "default"):
+        extra = ["-c", str(fabric or self.fabric)]
+        if host == "default":
+            extra += ["--host", self.name]
+        elif host is not None:
+            extra += ["--host", host]
+        return self.switch.ovsnvgre(*args, *extra)
+
+    def ip(self, *args: str) -> str:
+        return self.netns.exec("ip", *args).stdout
+
+    def ping(self, address: str, count: int = 1) -> bool:
+        result = self.netns.exec("ping", "-c", str(count), "-W", "2", "-i", "0.2", address,
+                                 check=False)
+        return result.returncode == 0
+
+
+class Lab:
+    """A router namespace between the two hosts' PA subnets, as in the HNV walkthrough."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.namespaces: list[Namespace] = []
+        self.switches: list[Switch] = []
+        self.fabric = tmp_path / "fabric.yaml"
+        self.fabric.write_text(TWO_HOSTS)
+
+    def start(self) -> None:
+        self.router = self._namespace("r")
+        self.router.exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def _namespace(self, tag: str) -> Namespace:
+        ns = Namespace(tag)
+        self.namespaces.append(ns)
+        return ns
+
+    def host(self, name: str, pa: str, gateway: str, vm_ports: tuple[str, ...] = ("vnet0",
+                                                                                "vnet1"),
+             start: bool = True) -> Host:
+        ns = self._namespace(name[-2:])
+        router_side = f"r-{name}"[-15:]
+        veth(ns, "eth1", self.router, router_side)
+        self.router.exec("ip", "addr", "add", f"{gateway}/24", "dev", router_side)
+        # The PA starts on the uplink NIC, as on a real machine.
+        ns.exec("ip", "addr", "add", pa, "dev", "eth1")
+        ns.exec("ip", "route", "add", "default", "via", gateway, "proto", "boot")
+        for index, port in enumerate(vm_ports):
+            ns.exec("ip", "link", "add", port, "type", "veth", "peer", "name", f"vm{index}")
+            ns.exec("ip", "link", "set", port, "up")
+        switch = Switch(ns)
+        self.switches.append(switch)
+        if start:
+            switch.start()
+        return Host(name, ns, switch, self.fabric, list(vm_ports))
+
+    def close(self) -> None:
+        for switch in self.switches:
+            switch.close()
+        for ns in self.namespaces:
+            ns.delete()
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    _needs_switch()
+    the_lab = Lab(tmp_path)
+    try:
+        the_lab.start()
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+@pytest.fixture
+def host1(lab: Lab) -> Host:
+    return lab.host("host1", "198.51.100.11/24", "198.51.100.1")
+
+
+@pytest.fixture
+def host2(lab: Lab) -> Host:
+    return lab.host("host2", "203.0.113.11/24", "203.0.113.1")

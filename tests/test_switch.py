@@ -1,0 +1,219 @@
+"""`ovsnvgre` against a real ovsdb-server + ovs-vswitchd (userspace datapath) in a namespace."""
+
+from __future__ import annotations
+
+import json
+
+from fabrics import TWO_HOSTS
+from ovsenv import sh
+
+PA = "198.51.100.11/24"
+GATEWAY = "198.51.100.1"
+RED_TUNNEL = "gcb00710b001389"   # to host2 (203.0.113.11), VSID 5001
+BLUE_TUNNEL = "gcb00710b001771"  # to host2, VSID 6001
+
+
+def rows(host, table: str) -> dict[str, dict]:
+    """name -> columns of every row of a table, _uuid and _version included."""
+    columns = ["_uuid", "_version", "name", "external_ids"]
+    if table == "Interface":
+        columns += ["type", "options"]
+    query = ["Open_vSwitch", {"op": "select", "table": table, "where": [],
+                              "columns": columns}]
+    out = sh("ovsdb-client", "transact", host.switch.db, json.dumps(query)).stdout
+    return {row["name"]: row for row in json.loads(out)[0]["rows"]}
+
+
+def ovs_map(value) -> dict[str, str]:
+    assert value[0] == "map"
+    return dict(value[1])
+
+
+def snapshot(host) -> tuple:
+    return (rows(host, "Bridge"), rows(host, "Port"), rows(host, "Interface"),
+            host.ip("-d", "addr", "show"), host.ip("route", "show", "table", "all"))
+
+
+def test_up_builds_the_host_and_keeps_it_reachable(host1):
+    assert host1.ping(GATEWAY)
+    result = host1.ovsnvgre("up")
+    assert result.returncode == 0, result.stderr
+    assert "changes applied" in result.stdout
+    sw = host1.switch
+    assert sw.vsctl("get", "bridge", "br0", "datapath_type").strip() == "netdev"
+    assert sw.vsctl("get", "bridge", "br-int", "fail_mode").strip() == "secure"
+    assert "OpenFlow13" in sw.vsctl("get", "bridge", "br-int", "protocols")
+    assert set(sw.vsctl("list-ports", "br0").split()) == {"eth1", "tep0"}
+    assert set(sw.vsctl("list-ports", "br-int").split()) == {"vnet0", "vnet1", RED_TUNNEL,
+                                                           BLUE_TUNNEL}
+    ifaces = rows(host1, "Interface")
+    assert ifaces["tep0"]["type"] == "internal"
+    red = ovs_map(ifaces[RED_TUNNEL]["options"])
+    assert ifaces[RED_TUNNEL]["type"] == "gre"
+    assert red == {"remote_ip": "203.0.113.11", "local_ip": "198.51.100.11", "csum": "false",
+                   "key": str(5001 << 8)}
+    assert ovs_map(ifaces[BLUE_TUNNEL]["options"])["key"] == str(6001 << 8)
+    ports = rows(host1, "Port")
+    for name in ("tep0", "eth1", "vnet0", RED_TUNNEL):
+        assert ovs_map(ports[name]["external_ids"])["ovsnvgre-fabric"] == "contoso"
+    assert ovs_map(ports[RED_TUNNEL]["external_ids"])["ovsnvgre-peer"] == "host2"
+    # The PA and the default route moved from the uplink to the tep port ...
+    assert "198.51.100.11/24" in host1.ip("addr", "show", "tep0")
+    assert "inet " not in host1.ip("addr", "show", "eth1")
+    assert f"default via {GATEWAY} dev tep0" in host1.ip("route")
+    assert f"203.0.113.0/24 via {GATEWAY} dev tep0" in host1.ip("route")
+    # ... and the host still reaches its gateway through the underlay bridge.
+    assert host1.ping(GATEWAY, count=2)
+
+
+def test_second_up_writes_nothing(host1):
+    assert host1.ovsnvgre("up").returncode == 0
+    before = snapshot(host1)
+    again = host1.ovsnvgre("up")
+    assert again.returncode == 0, again.stderr
+    assert "no changes" in again.stdout
+    assert "applying" not in again.stderr
+    # Every row keeps its _uuid and _version: no OVSDB write at all.
+    assert snapshot(host1) == before
+    plan = host1.ovsnvgre("plan")
+    assert plan.returncode == 0 and "no changes" in plan.stdout
+    data = json.loads(host1.ovsnvgre("up", "--json").stdout)
+    assert data["changed"] is False and data["ovsdb_writes"] == 0
+    assert data["kernel_changes"] == 0
+
+
+def test_plan_changes_nothing(host1):
+    before = snapshot(host1)
+    result = host1.ovsnvgre("plan")
+    assert result.returncode == 0, result.stderr
+    assert "+ create bridge br0" in result.stdout
+    assert f"+ add tunnel port {RED_TUNNEL} to br-int" in result.stdout
+    assert "+ delete address 198.51.100.11/24 from eth1" in result.stdout
+    assert snapshot(host1) == before
+
+
+def test_drift_is_shown_and_repaired(host1, tmp_path):
+    assert host1.ovsnvgre("up").returncode == 0
+    sw = host1.switch
+    sw.vsctl("set", "interface", RED_TUNNEL, "options:key=99", "options:ttl=5")
+    sw.vsctl("del-port", "br-int", BLUE_TUNNEL)
+    plan = host1.ovsnvgre("plan")
+    assert f"repair tunnel port {RED_TUNNEL}" in plan.stdout
+    assert f"add tunnel port {BLUE_TUNNEL}" in plan.stdout
+    assert host1.ovsnvgre("up").returncode == 0
+    ifaces = rows(host1, "Interface")
+    assert ovs_map(ifaces[RED_TUNNEL]["options"]) == {
+        "remote_ip": "203.0.113.11", "local_ip": "198.51.100.11", "csum": "false",
+        "key": str(5001 << 8)}  # the stray ttl key is gone too
+    assert BLUE_TUNNEL in ifaces
+    # A VM that leaves the fabric loses its port; the blue tunnel goes with its last VM.
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text("\n".join(line for line in TWO_HOSTS.splitlines()
+                                 if not line.startswith("  blue-a:")) + "\n")
+    result = host1.ovsnvgre("up", fabric=smaller)
+    assert result.returncode == 0, result.stderr
+    assert "remove vm port vnet1" in result.stdout
+    assert set(sw.vsctl("list-ports", "br-int").split()) == {"vnet0", RED_TUNNEL}
+
+
+def test_down_removes_exactly_what_it_made(host1):
+    sw = host1.switch
+    sw.vsctl("add-br", "br-foreign", "--", "set", "bridge", "br-foreign", "datapath_type=netdev")
+    sw.vsctl("add-port", "br-foreign", "f0", "--", "set", "interface", "f0", "type=internal")
+    assert host1.ovsnvgre("up").returncode == 0
+    sw.vsctl("br-set-external-id", "br0", "monitoring", "yes")
+    assert "no changes" in host1.ovsnvgre("up").stdout  # a foreign key is not drift
+    sw.vsctl("add-port", "br-int", "foreign1", "--", "set", "interface", "foreign1",
+             "type=internal")
+    result = host1.ovsnvgre("down")
+    assert result.returncode == 0, result.stderr
+    assert "kept bridge br-int" in result.stdout and "foreign1" in result.stdout
+    assert set(sw.vsctl("list-br").split()) == {"br-foreign", "br-int"}
+    assert sw.vsctl("list-ports", "br-int").split() == ["foreign1"]
+    assert sw.vsctl("list-ports", "br-foreign").split() == ["f0"]
+    # The uplink has its address and its default route back, and still works.
+    assert "198.51.100.11/24" in host1.ip("addr", "show", "eth1")
+    assert f"default via {GATEWAY} dev eth1" in host1.ip("route", "show", "proto", "boot")
+    assert host1.ping(GATEWAY)
+    again = host1.ovsnvgre("down")
+    assert again.returncode == 0 and "no changes" in again.stdout
+
+
+def test_up_after_down_converges_again(host1):
+    assert host1.ovsnvgre("up").returncode == 0
+    assert host1.ovsnvgre("down").returncode == 0
+    assert host1.ovsnvgre("up").returncode == 0
+    assert "no changes" in host1.ovsnvgre("up").stdout
+    assert host1.ping(GATEWAY)
+
+
+def test_a_bridge_it_did_not_create_is_refused_and_nothing_changes(host1):
+    host1.switch.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev")
+    before = snapshot(host1)
+    result = host1.ovsnvgre("up")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("ovsnvgre: error: bridge br0 "
+                                                             "already exists")
+    assert "Traceback" not in result.stderr
+    assert snapshot(host1) == before
+
+
+def test_refused_port_is_reported_with_the_reason(lab):
+    host = lab.host("host1", PA, GATEWAY, vm_ports=("vnet0",))  # vnet1 does not exist
+    result = host.ovsnvgre("up")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "refused 1 port(s): vnet1" in last and "No such device" in last, last
+    # Everything else was applied.
+    assert "tep0" in host.switch.vsctl("list-ports", "br0")
+
+
+def test_bad_fabric_exits_2_and_changes_nothing(host1, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TWO_HOSTS.replace("vsid: 5001", "vsid: 12"))
+    before = snapshot(host1)
+    result = host1.ovsnvgre("up", fabric=bad)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"ovsnvgre: error: {bad}:9: virtual_subnets.red.vsid: 12 "
+                                     "is outside 4096-16777214 (RFC 7637 reserves 0-4095 and "
+                                     "16777215)")
+    assert snapshot(host1) == before
+
+
+def test_host_is_found_from_its_pa(host1):
+    result = host1.ovsnvgre("plan", host=None)
+    assert result.returncode == 0, result.stderr
+    assert "host host1:" in result.stdout
+
+
+def test_no_matching_host_asks_for_one(lab):
+    host = lab.host("host1", "192.0.2.200/24", "192.0.2.1", vm_ports=())
+    result = host.ovsnvgre("plan", host=None)
+    assert result.returncode == 2
+    assert "pick one with --host (host1, host2)" in result.stderr
+
+
+def test_unknown_host_is_a_usage_error(host1):
+    result = host1.ovsnvgre("up", host="host9")
+    assert result.returncode == 2
+    assert "no host 'host9' in the fabric" in result.stderr
+
+
+def test_unreachable_database_fails_fast_with_one_line(host1, tmp_path):
+    for remote in (f"unix:{tmp_path}/nothing.sock", "tcp:127.0.0.1:1"):
+        result = host1.switch.ovsnvgre("up", "-c", str(host1.fabric), "--host", "host1",
+                                       "--db", remote)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith(f"ovsnvgre: error: cannot reach ovsdb-server at {remote}")
+        assert "Traceback" not in result.stderr
+
+
+def test_ovs_rundir_selects_the_switch(host1, tmp_path):
+    """With no --db the database is unix:$OVS_RUNDIR/db.sock, as for the OVS tools."""
+    env = {**host1.switch.env, "OVS_RUNDIR": str(tmp_path)}
+    result = host1.netns.exec("python3", "-m", "ovsnvgre", "plan", "-c", str(host1.fabric),
+                              "--host", "host1", env=env, check=False)
+    assert result.returncode == 1
+    assert f"unix:{tmp_path}/db.sock" in result.stderr
+    assert host1.ovsnvgre("plan").returncode == 0
