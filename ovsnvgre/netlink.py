@@ -82,6 +82,7 @@ def _read_link(ipr: Any, name: str) -> LinkState | None:
 def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
     """Run the changes in order; returns how many were made."""
     count = 0
+    moved: list[AddressChange] = []
     with _ipr() as ipr:
         for name in wait_for:
             _wait_for_link(ipr, name)
@@ -93,7 +94,35 @@ def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
             except Exception as exc:  # pyroute2 raises NetlinkError and OSError
                 raise SystemFailure(f"could not {change.describe()}: {_reason(exc)}") from exc
             count += 1
+            if isinstance(change, AddressChange) and change.action == "add" \
+                    and change.address.version == 4:
+                moved.append(change)
+        for change in moved:
+            link = ipr.get_links(_index(ipr, change.link))[0]
+            if link["flags"] & IFF_UP:
+                _announce(change.link, link.get("address"), change.address.ip)
     return count
+
+
+def _announce(ifname: str, mac: str | None, address: ipaddress.IPv4Address) -> None:
+    """Send a gratuitous ARP so that neighbours learn the address's new MAC at once.
+
+    Moving an address between the uplink and the tep port changes its MAC; without
+    this the gateway keeps sending to the old one until its ARP entry times out.
+    """
+    if not mac:
+        return
+    hw = bytes.fromhex(mac.replace(":", ""))
+    ip = address.packed
+    frame = (b"\xff" * 6 + hw + b"\x08\x06"            # Ethernet: broadcast, ARP
+             + b"\x00\x01\x08\x00\x06\x04\x00\x01"  # Ethernet/IPv4, request
+             + hw + ip + b"\x00" * 6 + ip)            # sender = target = the address
+    try:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+            sock.bind((ifname, 0))
+            sock.send(frame)
+    except OSError:
+        pass  # an optimisation: the neighbours re-learn the MAC by themselves later
 
 
 def _reason(exc: Exception) -> str:
