@@ -138,7 +138,7 @@ def plan(config: str, host: str | None, db: str | None, as_json: bool) -> None:
 
     fab = _load(config)
     chosen = engine.select_host(fab, host)
-    result = engine.plan(fab, chosen, db, _progress(as_json))
+    result = engine.plan(fab, chosen, db, progress=_progress(as_json))
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return

@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from ovsnvgre.desired import ROLE_KEY, ROLE_TEP, ROLE_UPLINK, HostState, desired_state
+from ovsnvgre.desired import ROLE_TEP, HostState, desired_state
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.fabric import Fabric
 from ovsnvgre.plan import (
@@ -14,11 +15,8 @@ from ovsnvgre.plan import (
     Plan,
     PortCreate,
     SwitchState,
-    decode_saved,
-    diff_switch,
-    is_owned,
+    links_to_read,
     make_plan,
-    restore_kernel,
 )
 
 Progress = Callable[[str], None]
@@ -62,30 +60,43 @@ def select_host(fabric: Fabric, requested: str | None) -> str:
                      f"({', '.join(matches)}); pick one with --host")
 
 
-def _read(desired: HostState, switch: object) -> tuple[SwitchState, KernelState]:
+def _read(desired: HostState, switch: Any) -> tuple[SwitchState, KernelState]:
     from ovsnvgre import netlink
 
-    return switch.read(), netlink.read(desired.uplink, desired.tep_port)  # type: ignore[attr-defined]
+    actual = switch.read()
+    return actual, netlink.read(links_to_read(desired, actual))
 
 
-def plan(fabric: Fabric, host: str, db: str | None = None,
+def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = False,
          progress: Progress = _quiet) -> Plan:
     from ovsnvgre.ovsdb import Switch
 
     desired = desired_state(fabric, host)
     with Switch(db) as switch:
         progress(f"reading {switch.remote} and the kernel")
-        return make_plan(desired, *_read(desired, switch))
+        return make_plan(desired, *_read(desired, switch), removing=removing)
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, progress: Progress = _quiet) -> RunResult:
+    """Make the host match the fabric."""
+    return _converge(fabric, host, db, removing=False, progress=progress)
+
+
+def down(fabric: Fabric, host: str, db: str | None = None,
+         progress: Progress = _quiet) -> RunResult:
+    """Remove every row ovsnvgre owns on this switch, and give the uplink back its addresses."""
+    return _converge(fabric, host, db, removing=True, progress=progress)
+
+
+def _converge(fabric: Fabric, host: str, db: str | None, removing: bool,
+              progress: Progress) -> RunResult:
     from ovsnvgre import netlink
     from ovsnvgre.ovsdb import Switch
 
     desired = desired_state(fabric, host)
     with Switch(db) as switch:
         progress(f"reading {switch.remote} and the kernel")
-        the_plan = make_plan(desired, *_read(desired, switch))
+        the_plan = make_plan(desired, *_read(desired, switch), removing=removing)
         writes = 0
         if the_plan.ovsdb:
             progress(f"applying {len(the_plan.ovsdb)} OVSDB changes in one transaction")
@@ -97,7 +108,7 @@ def up(fabric: Fabric, host: str, db: str | None = None, progress: Progress = _q
                               for c in the_plan.ovsdb)
             kernel_changes = netlink.apply(the_plan.kernel,
                                            wait_for=[desired.tep_port] if tep_created else [])
-        refused = switch.refused_ports(desired.ports)
+        refused = {} if removing else switch.refused_ports(desired.ports)
     result = RunResult(the_plan, writes, kernel_changes, refused)
     if refused:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(refused.items()))
@@ -109,42 +120,3 @@ class RefusedPorts(SystemFailure):
     def __init__(self, result: RunResult, message: str) -> None:
         super().__init__(message)
         self.result = result
-
-
-def down(fabric: Fabric, host: str, db: str | None = None,
-         progress: Progress = _quiet) -> RunResult:
-    """Remove every row ovsnvgre owns on this switch, and give the uplink back its addresses."""
-    from ovsnvgre import netlink
-    from ovsnvgre.ovsdb import Switch
-
-    desired = desired_state(fabric, host)
-    with Switch(db) as switch:
-        progress(f"reading {switch.remote}")
-        actual = switch.read()
-        changes, notes = diff_switch(desired, actual, removing=True)
-        # Restore the uplink ovsnvgre enslaved, whatever the fabric says now.
-        uplinks = [port for port in actual.ports.values()
-                   if is_owned(port.external_ids, desired.owner)
-                   and port.external_ids.get(ROLE_KEY) == ROLE_UPLINK]
-        writes = 0
-        if changes:
-            progress(f"removing {len(changes)} owned rows in one transaction")
-            writes = switch.apply(changes)
-    kernel_changes = []
-    for uplink in uplinks:
-        restore_to = _with_uplink(desired, uplink.name)
-        state = netlink.read(uplink.name, desired.tep_port)
-        kernel_changes += restore_kernel(restore_to, state, decode_saved(uplink.external_ids))
-    made = 0
-    if kernel_changes:
-        progress(f"restoring {len(kernel_changes)} addresses and routes on the uplink")
-        made = netlink.apply(kernel_changes)
-    the_plan = Plan(host=host, ovsdb=tuple(changes), kernel=tuple(kernel_changes),
-                    notes=tuple(notes))
-    return RunResult(the_plan, writes, made)
-
-
-def _with_uplink(desired: HostState, uplink: str) -> HostState:
-    from dataclasses import replace
-
-    return replace(desired, host=replace(desired.host, uplink=uplink))

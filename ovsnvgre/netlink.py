@@ -35,10 +35,14 @@ def _ipr() -> Any:
     return IPRoute()
 
 
-def read(uplink: str | None, tep: str) -> KernelState:
+def read(names: Iterable[str]) -> KernelState:
+    links = {}
     with _ipr() as ipr:
-        return KernelState(uplink=_read_link(ipr, uplink) if uplink else None,
-                           tep=_read_link(ipr, tep))
+        for name in names:
+            link = _read_link(ipr, name)
+            if link is not None:
+                links[name] = link
+    return KernelState(links)
 
 
 def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:

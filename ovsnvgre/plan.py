@@ -64,10 +64,12 @@ class LinkState:
 
 @dataclass(frozen=True)
 class KernelState:
-    """The uplink and the tep port as the kernel sees them (None: no such link)."""
+    """The links ovsnvgre cares about, by name; a link that does not exist is absent."""
 
-    uplink: LinkState | None
-    tep: LinkState | None
+    links: dict[str, LinkState]
+
+    def get(self, name: str | None) -> LinkState | None:
+        return self.links.get(name) if name else None
 
 
 # --- the plan ---------------------------------------------------------------------
@@ -338,7 +340,7 @@ def _movable(link: LinkState | None) -> tuple[list[Address], list[RouteSpec]]:
     return sorted(link.addresses, key=str), sorted(link.routes, key=str)
 
 
-def saved_underlay(uplink_port: ActualPort | None, kernel: KernelState) -> tuple[
+def saved_underlay(uplink_port: ActualPort | None, uplink: LinkState | None) -> tuple[
         list[Address], list[RouteSpec]]:
     """What belongs on the uplink when ovsnvgre is not there.
 
@@ -347,7 +349,21 @@ def saved_underlay(uplink_port: ActualPort | None, kernel: KernelState) -> tuple
     """
     if uplink_port is not None and SAVED_ADDRESSES_KEY in uplink_port.external_ids:
         return decode_saved(uplink_port.external_ids)
-    return _movable(kernel.uplink)
+    return _movable(uplink)
+
+
+def owned_uplinks(desired: HostState, switch: SwitchState) -> list[ActualPort]:
+    return [port for port in switch.ports.values()
+            if is_owned(port.external_ids, desired.owner)
+            and port.external_ids.get(ROLE_KEY) == ROLE_UPLINK]
+
+
+def links_to_read(desired: HostState, switch: SwitchState) -> list[str]:
+    """The links whose addresses and routes the plan needs."""
+    names = {desired.tep_port, *(port.name for port in owned_uplinks(desired, switch))}
+    if desired.uplink:
+        names.add(desired.uplink)
+    return sorted(names)
 
 
 def encode_saved(addresses: list[Address], routes: list[RouteSpec]) -> dict[str, str]:
@@ -372,66 +388,95 @@ def decode_saved(ids: dict[str, str]) -> tuple[list[Address], list[RouteSpec]]:
     return addresses, routes
 
 
+def tep_contents(desired: HostState, saved: tuple[list[Address], list[RouteSpec]]
+                 ) -> list[KernelChange]:
+    """Everything the tep port should hold, as the changes that would add it."""
+    tep = desired.tep_port
+    saved_addresses, saved_routes = saved if desired.uplink else ([], [])
+    addresses = sorted({desired.pa, *saved_addresses}, key=str)
+    routes = list(saved_routes)
+    taken = {route.dst for route in routes}
+    routes += [route for route in desired.peer_routes if route.dst not in taken]
+    return [*(AddressChange("add", tep, a) for a in addresses),
+            *(RouteChange("add", tep, r) for r in routes)]
+
+
 def diff_kernel(desired: HostState, kernel: KernelState,
                 saved: tuple[list[Address], list[RouteSpec]]) -> list[KernelChange]:
     """Move what the uplink held onto the tep port, add the PA and the peer routes."""
-    tep = desired.tep_port
+    tep_name = desired.tep_port
+    uplink, tep = kernel.get(desired.uplink), kernel.get(tep_name)
     saved_addresses, saved_routes = saved
     changes: list[KernelChange] = []
-    if desired.uplink and kernel.uplink is not None:
+    if desired.uplink and uplink is not None:
         for route in saved_routes:
-            if route in kernel.uplink.routes:
+            if route in uplink.routes:
                 changes.append(RouteChange("delete", desired.uplink, route))
         for address in saved_addresses:
-            if address in kernel.uplink.addresses:
+            if address in uplink.addresses:
                 changes.append(AddressChange("delete", desired.uplink, address))
-        if not kernel.uplink.up:
+        if not uplink.up:
             changes.append(LinkUp(desired.uplink))
-    want_addresses = {desired.pa, *saved_addresses} if desired.uplink else {desired.pa}
-    want_routes = list(saved_routes) if desired.uplink else []
-    taken = {route.dst for route in want_routes}
-    want_routes += [route for route in desired.peer_routes if route.dst not in taken]
-    have_addresses = kernel.tep.addresses if kernel.tep else frozenset()
-    have_routes = kernel.tep.routes if kernel.tep else frozenset()
+    want = tep_contents(desired, saved)
+    want_addresses = {c.address for c in want if isinstance(c, AddressChange)}
+    want_routes = [c.route for c in want if isinstance(c, RouteChange)]
+    have_addresses = tep.addresses if tep else frozenset()
+    have_routes = tep.routes if tep else frozenset()
     for route in sorted(have_routes - set(want_routes), key=str):
-        changes.append(RouteChange("delete", tep, route))
+        changes.append(RouteChange("delete", tep_name, route))
     for address in sorted(have_addresses - want_addresses, key=str):
-        changes.append(AddressChange("delete", tep, address))
+        changes.append(AddressChange("delete", tep_name, address))
     for address in sorted(want_addresses - have_addresses, key=str):
-        changes.append(AddressChange("add", tep, address))
-    if kernel.tep is None or not kernel.tep.up:
-        changes.append(LinkUp(tep))
+        changes.append(AddressChange("add", tep_name, address))
+    if tep is None or not tep.up:
+        changes.append(LinkUp(tep_name))
     for route in want_routes:
         if route not in have_routes:
-            changes.append(RouteChange("add", tep, route))
+            changes.append(RouteChange("add", tep_name, route))
     return changes
 
 
-def restore_kernel(desired: HostState, kernel: KernelState,
-                   saved: tuple[list[Address], list[RouteSpec]]) -> list[KernelChange]:
-    """After `down` deleted the tep port: put back on the uplink what was moved off it."""
-    if not desired.uplink or kernel.uplink is None:
+def restore_uplink(port: ActualPort, link: LinkState | None, kept: list[KernelChange]
+                   ) -> list[KernelChange]:
+    """Put back on an uplink that leaves the bridge what `up` moved off it.
+
+    What the tep port keeps (``kept``: the PA when it stays, say) is not doubled.
+    """
+    if link is None:
         return []
-    addresses, routes = saved
-    changes: list[KernelChange] = [AddressChange("add", desired.uplink, a) for a in addresses
-                                   if a not in kernel.uplink.addresses]
-    changes += [RouteChange("add", desired.uplink, r) for r in routes
-                if r not in kernel.uplink.routes]
+    kept_addresses = {c.address for c in kept if isinstance(c, AddressChange)}
+    kept_routes = {c.route.dst for c in kept if isinstance(c, RouteChange)}
+    addresses, routes = decode_saved(port.external_ids)
+    changes: list[KernelChange] = [AddressChange("add", port.name, a) for a in addresses
+                                   if a not in link.addresses and a not in kept_addresses]
+    changes += [RouteChange("add", port.name, r) for r in routes
+                if r not in link.routes and r.dst not in kept_routes]
     return changes
 
 
-def make_plan(desired: HostState, switch: SwitchState, kernel: KernelState) -> Plan:
-    ovsdb_changes, notes = diff_switch(desired, switch)
-    uplink_port = switch.ports.get(desired.uplink) if desired.uplink else None
-    saved = saved_underlay(uplink_port, kernel)
-    if desired.uplink:
-        # The first time the uplink goes on the bridge, record what it held.
-        ovsdb_changes = [
-            PortCreate(c.spec, {**encode_saved(*saved), **c.extra_ids})
-            if isinstance(c, PortCreate) and c.spec.role == ROLE_UPLINK and not c.extra_ids
-            else c for c in ovsdb_changes]
-        if kernel.uplink is None:
-            notes.append(f"uplink {desired.uplink} does not exist on this machine")
-    kernel_changes = diff_kernel(desired, kernel, saved)
+def make_plan(desired: HostState, switch: SwitchState, kernel: KernelState,
+              removing: bool = False) -> Plan:
+    """The changes that make the host match the fabric (or, removing, undo ovsnvgre)."""
+    ovsdb_changes, notes = diff_switch(desired, switch, removing)
+    kernel_changes: list[KernelChange] = []
+    on_tep: list[KernelChange] = []
+    if not removing:
+        uplink_port = switch.ports.get(desired.uplink) if desired.uplink else None
+        saved = saved_underlay(uplink_port, kernel.get(desired.uplink))
+        if desired.uplink:
+            # The first time the uplink goes on the bridge, record what it held.
+            ovsdb_changes = [
+                PortCreate(c.spec, {**encode_saved(*saved), **c.extra_ids})
+                if isinstance(c, PortCreate) and c.spec.role == ROLE_UPLINK and not c.extra_ids
+                else c for c in ovsdb_changes]
+            if kernel.get(desired.uplink) is None:
+                notes.append(f"uplink {desired.uplink} does not exist on this machine")
+        kernel_changes = diff_kernel(desired, kernel, saved)
+        on_tep = tep_contents(desired, saved)
+    # An uplink that leaves the bridge (down, or a new uplink in the fabric) gets
+    # back what it held; this runs after the tep port let go of it.
+    for port in owned_uplinks(desired, switch):
+        if removing or port.name != desired.uplink:
+            kernel_changes += restore_uplink(port, kernel.get(port.name), on_tep)
     return Plan(host=desired.host.name, ovsdb=tuple(ovsdb_changes),
                 kernel=tuple(kernel_changes), notes=tuple(notes))

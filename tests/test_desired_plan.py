@@ -27,7 +27,7 @@ from ovsnvgre.plan import (
 )
 
 FAB = fabric.loads(TWO_HOSTS, "f.yaml")
-NO_KERNEL = KernelState(uplink=None, tep=None)
+NO_KERNEL = KernelState({})
 EMPTY = SwitchState(bridges={}, ports={})
 
 
@@ -126,7 +126,7 @@ def test_converged_switch_plans_nothing():
     desired = desired_state(FAB, "host1")
     tep = LinkState("tep0", True, frozenset({desired.pa}), frozenset(desired.peer_routes))
     uplink = LinkState("eth1", True, frozenset(), frozenset())
-    plan = make_plan(desired, converged(desired), KernelState(uplink, tep))
+    plan = make_plan(desired, converged(desired), KernelState({"eth1": uplink, "tep0": tep}))
     assert plan.empty, plan.lines()
 
 
@@ -136,7 +136,7 @@ def test_uplink_addresses_and_routes_move_to_tep_and_are_recorded():
                         proto=3)
     extra = ipaddress.ip_interface("198.51.100.99/24")
     uplink = LinkState("eth1", True, frozenset({desired.pa, extra}), frozenset({default}))
-    plan = make_plan(desired, EMPTY, KernelState(uplink, None))
+    plan = make_plan(desired, EMPTY, KernelState({"eth1": uplink}))
     assert plan.kernel[:3] == (RouteChange("delete", "eth1", default),
                                AddressChange("delete", "eth1", desired.pa),
                                AddressChange("delete", "eth1", extra))
