@@ -57,6 +57,9 @@ db_option = click.option(
     "--db", metavar="REMOTE",
     help="The OVSDB remote, like unix:/run/openvswitch/db.sock or tcp:127.0.0.1:6640. "
          "Default: unix:$OVS_RUNDIR/db.sock ($OVS_RUNDIR defaults to /var/run/openvswitch).")
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+    metavar="SECONDS", help="How long to wait for ovs-vswitchd to apply the change.")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print the result as JSON for scripts.")
 
@@ -155,9 +158,10 @@ def plan(config: str, host: str | None, db: str | None, as_json: bool) -> None:
 @config_option
 @host_option
 @db_option
+@timeout_option
 @json_option
 @_fail_cleanly
-def up(config: str, host: str | None, db: str | None, as_json: bool) -> None:
+def up(config: str, host: str | None, db: str | None, timeout: float, as_json: bool) -> None:
     """Make this host's switch match the fabric.
 
     Creates the underlay bridge with the tep port holding the PA (moving the
@@ -170,7 +174,7 @@ def up(config: str, host: str | None, db: str | None, as_json: bool) -> None:
     fab = _load(config)
     chosen = engine.select_host(fab, host)
     try:
-        result = engine.up(fab, chosen, db, _progress(as_json))
+        result = engine.up(fab, chosen, db, timeout, _progress(as_json))
     except engine.RefusedPorts as exc:
         _report(exc.result, chosen, as_json)
         raise
@@ -181,9 +185,10 @@ def up(config: str, host: str | None, db: str | None, as_json: bool) -> None:
 @config_option
 @host_option
 @db_option
+@timeout_option
 @json_option
 @_fail_cleanly
-def down(config: str, host: str | None, db: str | None, as_json: bool) -> None:
+def down(config: str, host: str | None, db: str | None, timeout: float, as_json: bool) -> None:
     """Remove exactly what ovsnvgre made on this host.
 
     Deletes the bridges, ports and tunnels that carry this fabric's marker,
@@ -194,7 +199,7 @@ def down(config: str, host: str | None, db: str | None, as_json: bool) -> None:
 
     fab = _load(config)
     chosen = engine.select_host(fab, host)
-    result = engine.down(fab, chosen, db, _progress(as_json))
+    result = engine.down(fab, chosen, db, timeout, _progress(as_json))
     _report(result, chosen, as_json, sign="-")
 
 

@@ -20,6 +20,7 @@ from ovsnvgre.plan import (
 )
 
 Progress = Callable[[str], None]
+DEFAULT_TIMEOUT = 30.0
 
 
 def _quiet(_: str) -> None:
@@ -77,24 +78,25 @@ def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = Fals
         return make_plan(desired, *_read(desired, switch), removing=removing)
 
 
-def up(fabric: Fabric, host: str, db: str | None = None, progress: Progress = _quiet) -> RunResult:
+def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+       progress: Progress = _quiet) -> RunResult:
     """Make the host match the fabric."""
-    return _converge(fabric, host, db, removing=False, progress=progress)
+    return _converge(fabric, host, db, False, timeout, progress)
 
 
-def down(fabric: Fabric, host: str, db: str | None = None,
+def down(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
          progress: Progress = _quiet) -> RunResult:
     """Remove every row ovsnvgre owns on this switch, and give the uplink back its addresses."""
-    return _converge(fabric, host, db, removing=True, progress=progress)
+    return _converge(fabric, host, db, True, timeout, progress)
 
 
-def _converge(fabric: Fabric, host: str, db: str | None, removing: bool,
+def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout: float,
               progress: Progress) -> RunResult:
     from ovsnvgre import netlink
     from ovsnvgre.ovsdb import Switch
 
     desired = desired_state(fabric, host)
-    with Switch(db) as switch:
+    with Switch(db, timeout) as switch:
         progress(f"reading {switch.remote} and the kernel")
         the_plan = make_plan(desired, *_read(desired, switch), removing=removing)
         writes = 0

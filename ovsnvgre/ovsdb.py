@@ -163,6 +163,12 @@ class Switch:
 
     # --- writing ----------------------------------------------------------------
 
+    def _not_applied(self) -> SystemFailure:
+        return SystemFailure(f"ovs-vswitchd did not apply the change within {self.timeout:g} s "
+                             f"(is ovs-vswitchd running for {self.remote}?); the database "
+                             "holds it and ovs-vswitchd applies it when it starts: run `up` "
+                             "again then")
+
     def apply(self, changes: Iterable[OvsdbChange]) -> int:
         """All changes in one transaction, which waits for ovs-vswitchd to apply it."""
         from ovsdbapp import exceptions
@@ -175,13 +181,16 @@ class Switch:
                 for command in commands:
                     txn.add(command)
         except exceptions.TimeoutException:
-            raise SystemFailure(f"ovs-vswitchd did not apply the change within "
-                                f"{self.timeout:.0f} s (is ovs-vswitchd running for "
-                                f"{self.remote}?)") from None
+            raise self._not_applied() from None
         except SystemFailure:
             raise
         except Exception as exc:
             raise SystemFailure(f"the OVSDB transaction failed: {exc}") from exc
+        # ovsdbapp only logs a switch that never applied the transaction.
+        with self.api.ovsdb_connection.lock:
+            ovs = self.api._ovs
+            if ovs.cur_cfg < ovs.next_cfg:
+                raise self._not_applied()
         return len(commands)
 
 

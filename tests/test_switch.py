@@ -217,3 +217,42 @@ def test_ovs_rundir_selects_the_switch(host1, tmp_path):
     assert result.returncode == 1
     assert f"unix:{tmp_path}/db.sock" in result.stderr
     assert host1.ovsnvgre("plan").returncode == 0
+
+
+def test_a_stopped_vswitchd_is_reported_not_waited_for(host1):
+    host1.switch.stop_vswitchd()
+    result = host1.switch.ovsnvgre("up", "-c", str(host1.fabric), "--host", "host1",
+                                   "--timeout", "2")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ovsnvgre: error: ovs-vswitchd did not apply the change within 2 s")
+    assert "Traceback" not in result.stderr
+
+
+def test_switching_tunnel_mode_converges(host1, tmp_path):
+    assert host1.ovsnvgre("up").returncode == 0
+    per_peer = tmp_path / "per-peer.yaml"
+    per_peer.write_text(TWO_HOSTS.replace("tunnel_ports: per-vsid", "tunnel_ports: per-peer"))
+    result = host1.ovsnvgre("up", fabric=per_peer)
+    assert result.returncode == 0, result.stderr
+    assert set(host1.switch.vsctl("list-ports", "br-int").split()) == {"vnet0", "vnet1",
+                                                                     "gre-cb00710b"}
+    options = ovs_map(rows(host1, "Interface")["gre-cb00710b"]["options"])
+    assert options["key"] == "flow" and options["remote_ip"] == "203.0.113.11"
+    assert "no changes" in host1.ovsnvgre("up", fabric=per_peer).stdout
+
+
+def test_a_vm_port_the_hypervisor_attached_is_left_alone(host1):
+    assert host1.ovsnvgre("up").returncode == 0
+    sw = host1.switch
+    sw.vsctl("del-port", "br-int", "vnet0")
+    sw.vsctl("add-port", "br-int", "vnet0", "--", "set", "interface", "vnet0",
+             "external_ids:iface-id=vm-red-a")
+    before = rows(host1, "Port")["vnet0"]
+    result = host1.ovsnvgre("up")
+    assert result.returncode == 0 and "no changes" in result.stdout
+    assert rows(host1, "Port")["vnet0"] == before
+    result = host1.ovsnvgre("down")
+    assert result.returncode == 0
+    assert "kept bridge br-int" in result.stdout
+    assert sw.vsctl("list-ports", "br-int").split() == ["vnet0"]

@@ -1,0 +1,91 @@
+"""The command line through Click's CliRunner: exit codes, messages, help."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from fabrics import TWO_HOSTS
+
+from ovsnvgre.cli import main
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def fabric_file(tmp_path):
+    path = tmp_path / "fabric.yaml"
+    path.write_text(TWO_HOSTS)
+    return path
+
+
+def test_validate_ok(runner, fabric_file):
+    result = runner.invoke(main, ["validate", "-c", str(fabric_file)])
+    assert result.exit_code == 0
+    assert "fabric 'contoso' is valid: 2 hosts, 2 virtual subnets, 4 VMs" in result.output
+
+
+def test_validate_json(runner, fabric_file):
+    result = runner.invoke(main, ["validate", "-c", str(fabric_file), "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["valid"] is True and data["vms"] == 4 and data["tunnel_ports"] == "per-vsid"
+
+
+def test_validate_reads_the_config_from_the_environment(runner, fabric_file):
+    result = runner.invoke(main, ["validate"], env={"OVSNVGRE_CONFIG": str(fabric_file)})
+    assert result.exit_code == 0, result.output
+
+
+def test_bad_fabric_is_one_line_and_exit_2(runner, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TWO_HOSTS.replace('"02:00:00:00:60:02"', '"ff:ff:ff:ff:ff:ff"'))
+    result = runner.invoke(main, ["validate", "-c", str(bad)])
+    assert result.exit_code == 2
+    assert result.output == (f"ovsnvgre: error: {bad}:15: vms.blue-b.mac: ff:ff:ff:ff:ff:ff is "
+                             "a multicast MAC; a VM needs a unicast one\n")
+
+
+def test_missing_file_is_exit_2(runner, tmp_path):
+    result = runner.invoke(main, ["validate", "-c", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "no such file" in result.output
+
+
+def test_missing_config_option_is_a_usage_error(runner):
+    result = runner.invoke(main, ["up"], env={"OVSNVGRE_CONFIG": None})
+    assert result.exit_code == 2
+    assert "Missing option '-c' / '--config'" in result.output
+
+
+def test_unknown_host_is_exit_2_before_touching_any_switch(runner, fabric_file, tmp_path):
+    result = runner.invoke(main, ["up", "-c", str(fabric_file), "--host", "nohost",
+                                  "--db", f"unix:{tmp_path}/absent.sock"])
+    assert result.exit_code == 2
+    assert "no host 'nohost' in the fabric (hosts: host1, host2)" in result.output
+
+
+def test_debug_shows_the_traceback(runner, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fabric: x\n")
+    result = runner.invoke(main, ["--debug", "validate", "-c", str(bad)])
+    assert result.exit_code != 0
+    assert result.exception is not None and "hosts" in str(result.exception)
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "up", "down"])
+def test_every_command_has_help(runner, command):
+    result = runner.invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "--config" in result.output
+    if command != "validate":
+        assert "--host" in result.output and "--db" in result.output
+        assert "OVS_RUNDIR" in result.output
+
+
+def test_help_names_the_exit_statuses(runner):
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "2 a bad fabric" in result.output.replace("\n", " ").replace("  ", " ")
