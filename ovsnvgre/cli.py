@@ -60,6 +60,9 @@ db_option = click.option(
 timeout_option = click.option(
     "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
     metavar="SECONDS", help="How long to wait for ovs-vswitchd to apply the change.")
+verbose_option = click.option("-v", "--verbose", is_flag=True,
+                               help="List each flow added or deleted, not only counts per "
+                                    "table.")
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print the result as JSON for scripts.")
 
@@ -130,9 +133,10 @@ def _print_changes(lines: list[str], notes: tuple[str, ...], sign: str) -> None:
 @config_option
 @host_option
 @db_option
+@verbose_option
 @json_option
 @_fail_cleanly
-def plan(config: str, host: str | None, db: str | None, as_json: bool) -> None:
+def plan(config: str, host: str | None, db: str | None, verbose: bool, as_json: bool) -> None:
     """Show what `up` would change on this host; changes nothing.
 
     Exit status 0 whether or not there are changes.
@@ -148,8 +152,8 @@ def plan(config: str, host: str | None, db: str | None, as_json: bool) -> None:
     if result.empty:
         click.echo(f"host {chosen}: no changes: the switch matches the fabric")
     else:
-        _print_changes(result.lines(), (), "+")
-        click.echo(f"host {chosen}: {len(result.lines())} changes planned")
+        _print_changes(result.lines(verbose), (), "+")
+        click.echo(f"host {chosen}: changes planned")
     for note in result.notes:
         click.echo(f"note: {note}")
 
@@ -159,9 +163,11 @@ def plan(config: str, host: str | None, db: str | None, as_json: bool) -> None:
 @host_option
 @db_option
 @timeout_option
+@verbose_option
 @json_option
 @_fail_cleanly
-def up(config: str, host: str | None, db: str | None, timeout: float, as_json: bool) -> None:
+def up(config: str, host: str | None, db: str | None, timeout: float, verbose: bool,
+       as_json: bool) -> None:
     """Make this host's switch match the fabric.
 
     Creates the underlay bridge with the tep port holding the PA (moving the
@@ -176,9 +182,9 @@ def up(config: str, host: str | None, db: str | None, timeout: float, as_json: b
     try:
         result = engine.up(fab, chosen, db, timeout, _progress(as_json))
     except engine.RefusedPorts as exc:
-        _report(exc.result, chosen, as_json)
+        _report(exc.result, chosen, as_json, verbose)
         raise
-    _report(result, chosen, as_json)
+    _report(result, chosen, as_json, verbose)
 
 
 @main.command()
@@ -186,9 +192,11 @@ def up(config: str, host: str | None, db: str | None, timeout: float, as_json: b
 @host_option
 @db_option
 @timeout_option
+@verbose_option
 @json_option
 @_fail_cleanly
-def down(config: str, host: str | None, db: str | None, timeout: float, as_json: bool) -> None:
+def down(config: str, host: str | None, db: str | None, timeout: float, verbose: bool,
+         as_json: bool) -> None:
     """Remove exactly what ovsnvgre made on this host.
 
     Deletes the bridges, ports and tunnels that carry this fabric's marker,
@@ -200,21 +208,22 @@ def down(config: str, host: str | None, db: str | None, timeout: float, as_json:
     fab = _load(config)
     chosen = engine.select_host(fab, host)
     result = engine.down(fab, chosen, db, timeout, _progress(as_json))
-    _report(result, chosen, as_json, sign="-")
+    _report(result, chosen, as_json, verbose, sign="-")
 
 
-def _report(result: Any, host: str, as_json: bool, sign: str = "+") -> None:
+def _report(result: Any, host: str, as_json: bool, verbose: bool, sign: str = "+") -> None:
     if as_json:
         data = result.plan.as_dict()
         data.update({"changed": result.changed, "ovsdb_writes": result.ovsdb_writes,
-                     "kernel_changes": result.kernel_changes, "refused": result.refused})
+                     "kernel_changes": result.kernel_changes, "flow_mods": result.flow_mods,
+                     "refused": result.refused})
         click.echo(json.dumps(data, indent=2))
         return
     if not result.changed:
         click.echo(f"host {host}: no changes")
     else:
-        _print_changes(result.plan.lines(), (), sign)
-        click.echo(f"host {host}: {len(result.plan.lines())} changes applied")
+        _print_changes(result.plan.lines(verbose), (), sign)
+        click.echo(f"host {host}: changes applied")
     for note in result.plan.notes:
         click.echo(f"note: {note}")
 

@@ -10,13 +10,18 @@ from typing import Any
 from ovsnvgre.desired import ROLE_TEP, HostState, desired_state
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.fabric import Fabric
+from ovsnvgre.flows import desired_flows
 from ovsnvgre.plan import (
+    FlowChanges,
     KernelState,
     Plan,
     PortCreate,
     SwitchState,
+    diff_flows,
+    is_owned,
     links_to_read,
     make_plan,
+    with_flows,
 )
 
 Progress = Callable[[str], None]
@@ -32,11 +37,12 @@ class RunResult:
     plan: Plan
     ovsdb_writes: int = 0
     kernel_changes: int = 0
+    flow_mods: int = 0
     refused: dict[str, str] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
-        return bool(self.ovsdb_writes or self.kernel_changes)
+        return bool(self.ovsdb_writes or self.kernel_changes or self.flow_mods)
 
 
 def select_host(fabric: Fabric, requested: str | None) -> str:
@@ -74,8 +80,34 @@ def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = Fals
 
     desired = desired_state(fabric, host)
     with Switch(db) as switch:
-        progress(f"reading {switch.remote} and the kernel")
-        return make_plan(desired, *_read(desired, switch), removing=removing)
+        progress(f"reading {switch.remote}, the kernel and the flows")
+        actual, kernel = _read(desired, switch)
+        the_plan = make_plan(desired, actual, kernel, removing=removing)
+        # Ports `up` would create are expected to come up; ports ovs-vswitchd
+        # refuses now get no flows.
+        refused = switch.refused_ports(desired.ports)
+        live = {name for name in desired.ports if name not in refused}
+        return with_flows(the_plan, _flow_changes(desired, actual, live, removing))
+
+
+def _integration_bridge(desired: HostState, actual: SwitchState) -> str | None:
+    """The integration bridge if it exists and is ovsnvgre's, else None."""
+    name = desired.fabric.overlay.bridge
+    bridge = actual.bridges.get(name)
+    if bridge is None or not is_owned(bridge.external_ids, desired.owner):
+        return None
+    return name
+
+
+def _flow_changes(desired: HostState, actual: SwitchState, live: set[str],
+                  removing: bool) -> FlowChanges:
+    from ovsnvgre import openflow
+
+    name = desired.fabric.overlay.bridge
+    bridge = _integration_bridge(desired, actual)
+    installed = openflow.dump(bridge) if bridge else set()
+    wanted = set() if removing else desired_flows(desired, live)
+    return diff_flows(name, wanted, installed)
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -92,7 +124,7 @@ def down(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFA
 
 def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout: float,
               progress: Progress) -> RunResult:
-    from ovsnvgre import netlink
+    from ovsnvgre import netlink, openflow
     from ovsnvgre.ovsdb import Switch
 
     desired = desired_state(fabric, host)
@@ -110,8 +142,19 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
                               for c in the_plan.ovsdb)
             kernel_changes = netlink.apply(the_plan.kernel,
                                            wait_for=[desired.tep_port] if tep_created else [])
+        # The flows name ports, so they are planned once the ports exist.
+        actual = switch.read()
+        live = set() if removing else switch.live_ports(desired.ports, wait=5.0)
+        flow_changes = _flow_changes(desired, actual, live, removing)
+        the_plan = with_flows(the_plan, flow_changes)
+        flow_mods = 0
+        if flow_changes:
+            progress(f"applying {len(flow_changes.add) + len(flow_changes.delete)} flow "
+                     "changes in one bundle")
+            flow_mods = openflow.apply(flow_changes.bridge, flow_changes.add,
+                                       flow_changes.delete)
         refused = {} if removing else switch.refused_ports(desired.ports)
-    result = RunResult(the_plan, writes, kernel_changes, refused)
+    result = RunResult(the_plan, writes, kernel_changes, flow_mods, refused)
     if refused:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(refused.items()))
         raise RefusedPorts(result, f"ovs-vswitchd refused {len(refused)} port(s): {reasons}")

@@ -21,7 +21,7 @@ from ovsnvgre.errors import FabricError
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What the kernel accepts in an interface name, minus characters that would
 # make the ovs-vsctl and ip command lines a user copies from us ambiguous.
-PORT_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+PORT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 

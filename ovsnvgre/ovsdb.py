@@ -148,6 +148,31 @@ class Switch:
                     interfaces=len(row.interfaces))
         return SwitchState(bridges=bridges, ports=ports)
 
+    def live_ports(self, names: Iterable[str], wait: float = 0.0) -> set[str]:
+        """Those of ``names`` that have an OpenFlow port number.
+
+        ovs-vswitchd reports the number (or an error) right after it applies a
+        transaction; ``wait`` gives it that moment for ports that show neither yet.
+        """
+        import time
+
+        wanted = set(names)
+        deadline = time.monotonic() + wait
+        while True:
+            live, pending = set(), set()
+            with self.api.ovsdb_connection.lock:
+                for row in self.api.tables["Interface"].rows.values():
+                    if row.name not in wanted:
+                        continue
+                    ofport = row.ofport[0] if row.ofport else None
+                    if ofport is not None and ofport > 0:
+                        live.add(row.name)
+                    elif ofport is None and not row.error:
+                        pending.add(row.name)
+            if not pending or time.monotonic() >= deadline:
+                return live
+            time.sleep(0.05)
+
     def refused_ports(self, names: Iterable[str]) -> dict[str, str]:
         """Ports among ``names`` that ovs-vswitchd could not open, with its reason."""
         wanted = set(names)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ovsnvgre.desired import (
@@ -20,6 +20,7 @@ from ovsnvgre.desired import (
     RouteSpec,
 )
 from ovsnvgre.errors import SystemFailure
+from ovsnvgre.flows import TABLE_NAMES, Flow
 
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -174,23 +175,70 @@ KernelChange = AddressChange | RouteChange | LinkUp
 
 
 @dataclass(frozen=True)
+class FlowChanges:
+    """The flow-mods that take the bridge's owned flows to the desired pipeline."""
+
+    bridge: str
+    add: tuple[Flow, ...] = ()
+    delete: tuple[Flow, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.delete)
+
+    def per_table(self) -> dict[str, tuple[int, int]]:
+        counts: dict[str, tuple[int, int]] = {}
+        for flows, index in ((self.add, 0), (self.delete, 1)):
+            for flow in flows:
+                name = TABLE_NAMES.get(flow.table, str(flow.table))
+                pair = list(counts.get(name, (0, 0)))
+                pair[index] += 1
+                counts[name] = (pair[0], pair[1])
+        return counts
+
+    def lines(self, verbose: bool = False) -> list[str]:
+        if verbose:
+            return ([f"add flow {flow}" for flow in sorted(self.add, key=str)]
+                    + [f"delete flow {flow}" for flow in sorted(self.delete, key=str)])
+        return [f"flows in table {table} of {self.bridge}: +{added} -{deleted}"
+                for table, (added, deleted) in sorted(self.per_table().items())]
+
+
+def diff_flows(bridge: str, desired: set[Flow], installed: set[Flow]) -> FlowChanges:
+    """A flow whose match is installed with other actions is re-added (which replaces it)."""
+    want = {flow.key: flow for flow in desired}
+    have = {flow.key: flow for flow in installed}
+    add = tuple(flow for key, flow in want.items() if have.get(key) != flow)
+    delete = tuple(flow for key, flow in have.items() if key not in want)
+    return FlowChanges(bridge, add, delete)
+
+
+@dataclass(frozen=True)
 class Plan:
     host: str
     ovsdb: tuple[OvsdbChange, ...] = ()
     # In the order they must run: away from the uplink first, then onto the tep port.
     kernel: tuple[KernelChange, ...] = ()
+    flows: FlowChanges | None = None
     notes: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not self.ovsdb and not self.kernel
+        return not self.ovsdb and not self.kernel and not self.flows
 
-    def lines(self) -> list[str]:
-        return [change.describe() for change in (*self.ovsdb, *self.kernel)]
+    def lines(self, verbose: bool = False) -> list[str]:
+        lines = [change.describe() for change in (*self.ovsdb, *self.kernel)]
+        if self.flows:
+            lines += self.flows.lines(verbose)
+        return lines
 
     def as_dict(self) -> dict[str, Any]:
+        flows = self.flows or FlowChanges("")
         return {"host": self.host, "changes": self.lines(), "notes": list(self.notes),
-                "ovsdb_changes": len(self.ovsdb), "kernel_changes": len(self.kernel)}
+                "ovsdb_changes": len(self.ovsdb), "kernel_changes": len(self.kernel),
+                "flow_changes": {"add": len(flows.add), "delete": len(flows.delete),
+                                 "per_table": {t: {"add": a, "delete": d}
+                                               for t, (a, d) in flows.per_table().items()},
+                                 "flows": flows.lines(verbose=True)}}
 
 
 # --- ownership -----------------------------------------------------------------------
@@ -480,3 +528,7 @@ def make_plan(desired: HostState, switch: SwitchState, kernel: KernelState,
             kernel_changes += restore_uplink(port, kernel.get(port.name), on_tep)
     return Plan(host=desired.host.name, ovsdb=tuple(ovsdb_changes),
                 kernel=tuple(kernel_changes), notes=tuple(notes))
+
+
+def with_flows(plan: Plan, flows: FlowChanges) -> Plan:
+    return replace(plan, flows=flows)
