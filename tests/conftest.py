@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,66 @@ class Host:
         return result.returncode == 0
 
 
+@dataclass
+class Vm:
+    netns: Namespace
+    mac: str
+    ca: str
+
+    def ping(self, address: str, count: int = 3, source: str | None = None) -> bool:
+        # Several echoes: the first one across a new tunnel can go while the
+        # switch still resolves the underlay next hop.  Any reply is success.
+        extra = ["-I", source] if source else []
+        result = self.netns.exec("ping", "-c", str(count), "-W", "2", "-i", "0.2", *extra,
+                                 address, check=False)
+        return result.returncode == 0
+
+    def tcp(self, other: Vm, port: int = 5201) -> bool:
+        """One TCP connection from this VM to ``other`` carrying 64 KiB, echoed back."""
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", other.netns.name, sys.executable, "-c", TCP_ECHO,
+             other.ca, str(port)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            server.stdout.readline()  # "listening"
+            result = self.netns.exec(sys.executable, "-c", TCP_CLIENT, other.ca, str(port),
+                                     check=False, timeout=30)
+            return result.returncode == 0 and result.stdout.strip() == "ok"
+        finally:
+            server.kill()
+            server.wait()
+
+
+TCP_ECHO = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(20)
+print("listening", flush=True)
+c, _ = s.accept(); c.settimeout(10)
+data = b""
+while len(data) < 65536:
+    chunk = c.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+c.sendall(data)
+c.close()
+"""
+TCP_CLIENT = """
+import socket, sys
+payload = bytes(range(256)) * 256
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(payload)
+back = b""
+while len(back) < len(payload):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    back += chunk
+print("ok" if back == payload else "mismatch")
+"""
+
+
 class Lab:
     """A router namespace between the two hosts' PA subnets, as in the HNV walkthrough."""
 
@@ -85,6 +146,20 @@ class Lab:
         if start:
             switch.start()
         return Host(name, ns, switch, self.fabric, list(vm_ports))
+
+    def vm(self, host: Host, port: str, mac: str, ca: str, mtu: int = 1400) -> Vm:
+        """A VM: a namespace holding the far end of the host's veth for ``port``."""
+        ns = self._namespace("v")
+        peer = f"vm{host.vm_ports.index(port)}"
+        host.netns.exec("ip", "link", "set", peer, "netns", ns.name)
+        ns.exec("ip", "link", "set", peer, "name", "eth0")
+        ns.exec("ip", "link", "set", "eth0", "address", mac, "mtu", str(mtu))
+        ns.exec("ip", "addr", "add", ca, "dev", "eth0")
+        ns.exec("ip", "link", "set", "eth0", "up")
+        # With transmit checksum offload on, the userspace datapath sends TCP
+        # segments with unfinished checksums: ping works and TCP silently fails.
+        ns.exec("ethtool", "-K", "eth0", "tx", "off")
+        return Vm(ns, mac, ca.split("/")[0])
 
     def close(self) -> None:
         for switch in self.switches:
