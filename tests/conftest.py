@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,15 +170,21 @@ class Lab:
             ns.delete()
 
 
-@pytest.fixture
-def lab(tmp_path: Path):
+@contextlib.contextmanager
+def running_lab(path: Path) -> Iterator[Lab]:
     _needs_switch()
-    the_lab = Lab(tmp_path)
+    the_lab = Lab(path)
     try:
         the_lab.start()
         yield the_lab
     finally:
         the_lab.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    with running_lab(tmp_path) as the_lab:
+        yield the_lab
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 from fabrics import TWO_HOSTS
 from ovsenv import sh
@@ -259,3 +261,42 @@ def test_a_vm_port_the_hypervisor_attached_is_left_alone(host1):
     assert result.returncode == 0
     assert "kept bridge br-int" in result.stdout
     assert sw.vsctl("list-ports", "br-int").split() == ["vnet0"]
+
+
+def owned_flows(host) -> list[str]:
+    return host.netns.exec("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-int",
+                           env=host.switch.env).stdout.splitlines()[1:]
+
+
+def test_flows_are_owned_by_cookie_and_left_alone_when_converged(host1):
+    assert host1.ovsnvgre("up").returncode == 0
+    env = host1.switch.env
+    host1.netns.exec("ovs-ofctl", "-O", "OpenFlow13", "add-flow", "br-int",
+                     "cookie=0x1234,table=50,priority=7,actions=drop", env=env)
+    time.sleep(1.2)
+    again = host1.ovsnvgre("up")
+    assert "no changes" in again.stdout
+    ours = [line for line in owned_flows(host1) if "cookie=0x6f76736e76677265" in line]
+    assert len(ours) > 20
+    # No flow-mod was sent: every flow has lived since the first run.
+    durations = [float(re.search(r"duration=([\d.]+)s", line).group(1)) for line in ours]
+    assert min(durations) >= 1.0
+    assert any("cookie=0x1234" in line for line in owned_flows(host1))
+    # A flow deleted by hand is drift: plan shows it, up puts it back.
+    host1.netns.exec("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-int",
+                     "table=20,reg0=0x1389,reg1=0/0xffffffff,dl_dst=02:00:00:00:50:02", env=env)
+    assert "flows in table forward of br-int: +1 -0" in host1.ovsnvgre("plan").stdout
+    assert host1.ovsnvgre("up").returncode == 0
+    assert "no changes" in host1.ovsnvgre("plan").stdout
+
+
+def test_down_removes_every_owned_flow_and_no_other(host1):
+    assert host1.ovsnvgre("up").returncode == 0
+    env = host1.switch.env
+    host1.switch.vsctl("add-port", "br-int", "foreign1", "--", "set", "interface", "foreign1",
+                       "type=internal")
+    host1.netns.exec("ovs-ofctl", "-O", "OpenFlow13", "add-flow", "br-int",
+                     "cookie=0x1234,table=50,priority=7,actions=drop", env=env)
+    assert host1.ovsnvgre("down").returncode == 0
+    remaining = owned_flows(host1)
+    assert len(remaining) == 1 and "cookie=0x1234" in remaining[0]

@@ -1,0 +1,198 @@
+"""Each pipeline behaviour, checked exactly with ofproto/trace on a real switch."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from conftest import running_lab
+from fabrics import TWO_HOSTS
+
+RED_A, BLUE_A, RED_C = "02:00:00:00:50:01", "02:00:00:00:60:01", "02:00:00:00:50:03"
+RED_B, BLUE_B = "02:00:00:00:50:02", "02:00:00:00:60:02"
+RED_TUNNEL, BLUE_TUNNEL, PEER_TUNNEL = "gcb00710b001389", "gcb00710b001771", "gre-cb00710b"
+TRACE_FABRIC = TWO_HOSTS + ('  red-c:  {host: host1, subnet: red,  port: vnet2, '
+                            f'mac: "{RED_C}", ca: 10.0.0.3/24}}\n')
+
+
+@dataclass
+class Trace:
+    outputs: list[tuple[str, int | None]]  # (port, tun_id set when it was sent)
+    final_flow: str
+    text: str
+
+    @property
+    def ports(self) -> set[str]:
+        return {port for port, _ in self.outputs}
+
+
+class Tracer:
+    def __init__(self, host) -> None:
+        self.host = host
+        # OpenFlow port numbers are per bridge: map only br-int's.
+        ports = host.switch.vsctl("list-ports", "br-int").split()
+        self.names = {host.switch.vsctl("get", "interface", port, "ofport").strip(): port
+                      for port in ports}
+
+    def __call__(self, flow: str) -> Trace:
+        text = self.host.switch.appctl("ofproto/trace", "br-int", flow)
+        in_port = re.search(r"in_port=(\d+)", text.split("\n", 1)[0])
+        outputs: list[tuple[str, int | None]] = []
+        tun_id = None
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("set_field:") and line.endswith("->tun_id"):
+                tun_id = int(line[len("set_field:"):-len("->tun_id")], 16)
+            elif line.startswith("output:"):
+                outputs.append((self.names.get(line[7:], line[7:]), tun_id))
+            elif "skipping output to input port" in line:
+                outputs.pop()  # OVS never sends a frame back where it came from
+            elif line == "IN_PORT" and in_port:
+                outputs.append((self.names[in_port.group(1)], tun_id))
+        final = re.search(r"^Final flow: (.*)$", text, re.M)
+        return Trace(outputs, final.group(1) if final else "", text)
+
+
+def _vm_flow(port: str, mac: str, ca: str, rest: str) -> str:
+    return f"in_port={port},dl_src={mac},{rest}".replace("CA", ca)
+
+
+@pytest.fixture(scope="module",
+                params=[("per-vsid", "rfc7637"), ("per-peer", "rfc7637"), ("per-peer", "plain")],
+                ids=["per-vsid", "per-peer", "per-peer-plain"])
+def traced(request, tmp_path_factory):
+    """One configured host per mode, shared by the traces (a trace changes nothing)."""
+    mode, layout = request.param
+    with running_lab(tmp_path_factory.mktemp("trace")) as lab:
+        yield _configure(lab, mode, layout)
+
+
+def _configure(lab, mode: str, layout: str):
+    lab.fabric.write_text(TRACE_FABRIC.replace("tunnel_ports: per-vsid", f"tunnel_ports: {mode}")
+                          .replace("key_layout: rfc7637", f"key_layout: {layout}"))
+    host = lab.host("host1", "198.51.100.11/24", "198.51.100.1",
+                    vm_ports=("vnet0", "vnet1", "vnet2"))
+    result = host.ovsnvgre("up")
+    assert result.returncode == 0, result.stderr
+    return Tracer(host), mode, layout
+
+
+def red_out(mode: str, layout: str) -> tuple[str, int | None]:
+    if mode == "per-vsid":
+        return (RED_TUNNEL, None)
+    return (PEER_TUNNEL, 5001 << 8 if layout == "rfc7637" else 5001)
+
+
+def red_in(mode: str, layout: str, flow_id: int = 0) -> str:
+    if mode == "per-vsid":
+        return f"in_port={RED_TUNNEL}"
+    key = (5001 << 8 | flow_id) if layout == "rfc7637" else 5001
+    return f"in_port={PEER_TUNNEL},tun_id={key:#x}"
+
+
+def test_known_unicast_goes_straight_to_its_port_or_tunnel(traced):
+    trace, mode, layout = traced
+    to_remote = trace(f"in_port=vnet0,dl_src={RED_A},dl_dst={RED_B},ip,nw_src=10.0.0.1,"
+                      "nw_dst=10.0.0.2")
+    assert to_remote.outputs == [red_out(mode, layout)]
+    to_local = trace(f"in_port=vnet0,dl_src={RED_A},dl_dst={RED_C},ip,nw_src=10.0.0.1,"
+                     "nw_dst=10.0.0.3")
+    assert to_local.outputs == [("vnet2", None)]
+    from_tunnel = trace(f"{red_in(mode, layout)},dl_src={RED_B},dl_dst={RED_A},ip,"
+                        "nw_src=10.0.0.2,nw_dst=10.0.0.1")
+    assert from_tunnel.ports == {"vnet0"}
+
+
+def test_bum_floods_within_the_vsid_only(traced):
+    trace, mode, layout = traced
+    broadcast = trace(f"in_port=vnet0,dl_src={RED_A},dl_dst=ff:ff:ff:ff:ff:ff,ip,"
+                      "nw_src=10.0.0.1,nw_dst=10.0.0.255")
+    assert set(broadcast.outputs) == {("vnet2", None), red_out(mode, layout)}
+    assert "vnet1" not in broadcast.ports and BLUE_TUNNEL not in broadcast.ports
+    unknown = trace(f"in_port=vnet1,dl_src={BLUE_A},dl_dst=02:00:00:00:99:99,ip,"
+                    "nw_src=10.0.0.1,nw_dst=10.0.0.99")
+    assert "vnet0" not in unknown.ports and "vnet2" not in unknown.ports
+    assert RED_TUNNEL not in unknown.ports
+    blue_key = [tun for port, tun in unknown.outputs if port == PEER_TUNNEL]
+    assert blue_key in ([], [6001 << 8], [6001])
+
+
+def test_split_horizon_nothing_from_a_tunnel_goes_back_into_one(traced):
+    trace, mode, layout = traced
+    flood = trace(f"{red_in(mode, layout)},dl_src={RED_B},dl_dst=ff:ff:ff:ff:ff:ff,ip,"
+                  "nw_src=10.0.0.2,nw_dst=10.0.0.255")
+    assert flood.ports == {"vnet0", "vnet2"}
+    to_remote = trace(f"{red_in(mode, layout)},dl_src={RED_B},dl_dst={RED_B},ip,"
+                      "nw_src=10.0.0.2,nw_dst=10.0.0.2")
+    assert to_remote.outputs == []
+    # A red frame for a blue VM's MAC stays in red (and so never reaches blue-a).
+    cross = trace(f"{red_in(mode, layout)},dl_src={RED_B},dl_dst={BLUE_A},ip,"
+                  "nw_src=10.0.0.2,nw_dst=10.0.0.1")
+    assert "vnet1" not in cross.ports
+
+
+def test_arp_responder_answers_known_cas_in_the_askers_vsid(traced):
+    trace, _, _ = traced
+    red = trace(f"in_port=vnet0,dl_src={RED_A},dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1,"
+                f"arp_spa=10.0.0.1,arp_tpa=10.0.0.2,arp_sha={RED_A}")
+    assert red.outputs == [("vnet0", None)]
+    assert f"arp_op=2,arp_sha={RED_B}" in red.final_flow
+    blue = trace(f"in_port=vnet1,dl_src={BLUE_A},dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1,"
+                 f"arp_spa=10.0.0.1,arp_tpa=10.0.0.2,arp_sha={BLUE_A}")
+    assert blue.outputs == [("vnet1", None)]
+    assert f"arp_sha={BLUE_B}" in blue.final_flow  # same CA, the other tenant's VM
+
+
+def test_arp_for_unknown_or_own_address_is_flooded_in_the_vsid(traced):
+    trace, mode, layout = traced
+    for target in ("10.0.0.77", "10.0.0.1"):
+        flood = trace(f"in_port=vnet0,dl_src={RED_A},dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1,"
+                      f"arp_spa=10.0.0.1,arp_tpa={target},arp_sha={RED_A}")
+        assert "vnet2" in flood.ports and red_out(mode, layout) in flood.outputs
+        assert "arp_op=1" in flood.final_flow and "vnet1" not in flood.ports
+
+
+@pytest.mark.parametrize("flow", [
+    f"in_port=vnet0,dl_src=02:00:00:00:50:99,dl_dst={RED_B},ip,nw_src=10.0.0.1,nw_dst=10.0.0.2",
+    f"in_port=vnet0,dl_src={RED_A},dl_dst={RED_B},ip,nw_src=10.0.0.9,nw_dst=10.0.0.2",
+    f"in_port=vnet0,dl_src={RED_A},dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1,arp_spa=10.0.0.9,"
+    f"arp_tpa=10.0.0.2,arp_sha={RED_A}",
+    f"in_port=vnet0,dl_src={RED_A},dl_dst=ff:ff:ff:ff:ff:ff,arp,arp_op=1,arp_spa=10.0.0.1,"
+    "arp_tpa=10.0.0.2,arp_sha=02:00:00:00:50:99",
+    f"in_port=vnet0,dl_src={RED_A},dl_dst={RED_B},ipv6,ipv6_src=2001:db8::1,ipv6_dst=2001:db8::2",
+    f"in_port=LOCAL,dl_src={RED_A},dl_dst={RED_B},ip,nw_src=10.0.0.1,nw_dst=10.0.0.2",
+], ids=["forged-mac", "forged-ip", "forged-arp-ip", "forged-arp-mac", "foreign-ipv6",
+        "unknown-port"])
+def test_forged_or_unclassified_frames_are_dropped(traced, flow):
+    trace, _, _ = traced
+    assert trace(flow).outputs == []
+
+
+def test_ipv6_link_local_and_neighbour_discovery_pass(traced):
+    trace, mode, layout = traced
+    nd = trace(f"in_port=vnet0,dl_src={RED_A},dl_dst=33:33:00:00:00:01,icmp6,"
+               "ipv6_src=fe80::1,ipv6_dst=ff02::1,icmpv6_type=135")
+    dad = trace(f"in_port=vnet0,dl_src={RED_A},dl_dst=33:33:ff:00:00:01,icmp6,"
+                "ipv6_src=::,ipv6_dst=ff02::1:ff00:1,icmpv6_type=135")
+    for result in (nd, dad):
+        assert "vnet2" in result.ports and red_out(mode, layout) in result.outputs
+
+
+def test_tunnel_keys_are_checked(traced):
+    trace, mode, layout = traced
+    if mode == "per-vsid":
+        # The port carries the key (OVS matches it on receive): the port decides the VSID.
+        blue = trace(f"in_port={BLUE_TUNNEL},dl_src={BLUE_B},dl_dst=ff:ff:ff:ff:ff:ff,ip,"
+                     "nw_src=10.0.0.2,nw_dst=10.0.0.255")
+        assert blue.ports == {"vnet1"}
+        return
+    unknown = 7001 << 8 if layout == "rfc7637" else 7001
+    dropped = trace(f"in_port={PEER_TUNNEL},tun_id={unknown:#x},dl_src={RED_B},"
+                    "dl_dst=ff:ff:ff:ff:ff:ff,ip,nw_src=10.0.0.2,nw_dst=10.0.0.255")
+    assert dropped.outputs == []
+    if layout == "rfc7637":
+        # A receiver reads the VSID from the top 24 bits only: the FlowID is ignored.
+        with_flow_id = trace(f"{red_in(mode, layout, flow_id=0x5a)},dl_src={RED_B},"
+                             "dl_dst=ff:ff:ff:ff:ff:ff,ip,nw_src=10.0.0.2,nw_dst=10.0.0.255")
+        assert with_flow_id.ports == {"vnet0", "vnet2"}
