@@ -67,6 +67,14 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print the result as JSON for scripts.")
 
 
+def _changing_command(func: F) -> F:
+    """The options of the commands that change the switch, and clean failure."""
+    for option in reversed((config_option, host_option, db_option, timeout_option,
+                            verbose_option, json_option)):
+        func = option(func)
+    return _fail_cleanly(func)  # type: ignore[return-value]
+
+
 def _progress(as_json: bool) -> Callable[[str], None]:
     def report(message: str) -> None:
         if not as_json:
@@ -159,21 +167,16 @@ def plan(config: str, host: str | None, db: str | None, verbose: bool, as_json: 
 
 
 @main.command()
-@config_option
-@host_option
-@db_option
-@timeout_option
-@verbose_option
-@json_option
-@_fail_cleanly
+@_changing_command
 def up(config: str, host: str | None, db: str | None, timeout: float, verbose: bool,
        as_json: bool) -> None:
     """Make this host's switch match the fabric.
 
     Creates the underlay bridge with the tep port holding the PA (moving the
     uplink's addresses and routes to it), the integration bridge, the GRE
-    ports to the peers and the VM ports. Safe to run again: with nothing
-    changed it writes nothing.
+    ports to the peers, the VM ports, and the OpenFlow pipeline that gives
+    each VM port its tenant and keeps tenants apart. Safe to run again: with
+    nothing changed it writes nothing.
     """
     from ovsnvgre import engine
 
@@ -188,20 +191,15 @@ def up(config: str, host: str | None, db: str | None, timeout: float, verbose: b
 
 
 @main.command()
-@config_option
-@host_option
-@db_option
-@timeout_option
-@verbose_option
-@json_option
-@_fail_cleanly
+@_changing_command
 def down(config: str, host: str | None, db: str | None, timeout: float, verbose: bool,
          as_json: bool) -> None:
     """Remove exactly what ovsnvgre made on this host.
 
-    Deletes the bridges, ports and tunnels that carry this fabric's marker,
-    and gives the uplink back the addresses and routes `up` moved off it.
-    Rows ovsnvgre did not create are never touched.
+    Deletes the bridges, ports and tunnels that carry this fabric's marker and
+    the flows that carry ovsnvgre's cookie, and gives the uplink back the
+    addresses and routes `up` moved off it. Rows and flows ovsnvgre did not
+    create are never touched.
     """
     from ovsnvgre import engine
 

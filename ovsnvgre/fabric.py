@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,19 @@ class _Checker:
                                 mapping.key_lines[key])
         for key in sorted(required - set(mapping)):
             raise self.fail(_join(path, key), "is required", mapping.line)
+
+    def entries(self, section: LineMap, kind: str, allowed: set[str], required: set[str]
+                ) -> Iterator[tuple[str, str, LineMap]]:
+        """Each named entry of a section, checked: (name, its path, its mapping)."""
+        for name, value in section.items():
+            path = f"{kind}.{name}"
+            line = section.key_lines[name]
+            if not NAME_RE.match(name):
+                raise self.fail(path, "names may hold letters, digits, '.', '_' and '-', "
+                                "starting with a letter or digit", line)
+            entry = self.mapping(value, path, line)
+            self.keys(entry, path, allowed, required)
+            yield name, path, entry
 
     def string(self, mapping: LineMap, key: str, path: str, default: str | None = None,
                pattern: re.Pattern[str] = NAME_RE, max_len: int | None = None) -> str | None:
@@ -341,13 +354,8 @@ def _hosts(doc: LineMap, check: _Checker, reserved: dict[str, str]) -> dict[str,
         raise check.fail("hosts", "lists no host", section.line or _line_of(doc, "hosts"))
     hosts: dict[str, Host] = {}
     pa_owner: dict[ipaddress.IPv4Address, str] = {}
-    for host_name, value in section.items():
-        path = f"hosts.{host_name}"
-        line = section.key_lines[host_name]
-        if not NAME_RE.match(host_name):
-            raise check.fail(path, "host names may hold letters, digits, '.', '_' and '-'", line)
-        entry = check.mapping(value, path, line)
-        check.keys(entry, path, {"pa", "uplink", "gateway"}, {"pa"})
+    for host_name, path, entry in check.entries(section, "hosts", {"pa", "uplink", "gateway"},
+                                                {"pa"}):
         pa = check.parsed(entry, "pa", path, _parse_pa,
                           "an IPv4 address with a prefix length (like 192.168.1.11/24)")
         if pa.ip in (pa.network.network_address, pa.network.broadcast_address) \
@@ -380,14 +388,8 @@ def _subnets(doc: LineMap, check: _Checker) -> dict[str, VirtualSubnet]:
     section = _section(doc, "virtual_subnets", check, allow_missing=True)
     subnets: dict[str, VirtualSubnet] = {}
     vsid_owner: dict[int, str] = {}
-    for subnet_name, value in section.items():
-        path = f"virtual_subnets.{subnet_name}"
-        line = section.key_lines[subnet_name]
-        if not NAME_RE.match(subnet_name):
-            raise check.fail(path, "subnet names may hold letters, digits, '.', '_' and '-'",
-                             line)
-        entry = check.mapping(value, path, line)
-        check.keys(entry, path, {"vsid"}, {"vsid"})
+    for subnet_name, path, entry in check.entries(section, "virtual_subnets", {"vsid"},
+                                                  {"vsid"}):
         vsid = entry["vsid"]
         vsid_line = entry.key_lines["vsid"]
         if isinstance(vsid, bool) or not isinstance(vsid, int):
@@ -418,14 +420,8 @@ def _vms(doc: LineMap, check: _Checker, hosts: dict[str, Host],
     seen_ca: dict[tuple[str, Any], str] = {}
     seen_mac: dict[tuple[str, str], str] = {}
     seen_port: dict[tuple[str, str], str] = {}
-    for vm_name, value in section.items():
-        path = f"vms.{vm_name}"
-        line = section.key_lines[vm_name]
-        if not NAME_RE.match(vm_name):
-            raise check.fail(path, "VM names may hold letters, digits, '.', '_' and '-'", line)
-        entry = check.mapping(value, path, line)
-        check.keys(entry, path, {"host", "subnet", "port", "mac", "ca"},
-                   {"host", "subnet", "port", "mac", "ca"})
+    vm_keys = {"host", "subnet", "port", "mac", "ca"}
+    for vm_name, path, entry in check.entries(section, "vms", vm_keys, vm_keys):
         host = check.string(entry, "host", path)
         if host not in hosts:
             raise check.fail(_join(path, "host"), f"unknown host {host!r} (hosts: "
