@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from fabrics import TWO_HOSTS
-from pcap import gre_packets
+
+from ovsnvgre.lab.pcap import gre_packets
 
 RED_KEY, BLUE_KEY = 5001 << 8, 6001 << 8
 

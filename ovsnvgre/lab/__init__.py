@@ -1,0 +1,1 @@
+"""The namespaces lab: a fabric's hosts, router and VMs on one machine."""

@@ -1,0 +1,232 @@
+"""Make a lab topology real: namespaces, veths, one private switch per host.
+
+Everything carries the lab's prefix and is recorded under the lab directory
+before it is made, so that `lab down` removes exactly the lab - also after a
+crash half-way through `lab up` - and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ovsnvgre.errors import SystemFailure
+from ovsnvgre.fabric import Fabric
+from ovsnvgre.lab import proc
+from ovsnvgre.lab.topology import VM_IFNAME, LabHost, LabVm, Topology
+
+LAB_ROOT = Path(os.environ.get("OVSNVGRE_LAB_DIR", "/run/ovsnvgre-lab"))
+SCHEMAS = ("/usr/share/openvswitch/vswitch.ovsschema",
+           "/usr/local/share/openvswitch/vswitch.ovsschema")
+DAEMONS = ("ovs-vswitchd", "ovsdb-server")  # stopped in this order
+
+Progress = Callable[[str], None]
+
+
+def lab_dir(prefix: str) -> Path:
+    return LAB_ROOT / prefix
+
+
+def host_dir(prefix: str, host: str) -> Path:
+    return lab_dir(prefix) / host
+
+
+def host_env(prefix: str, host: str) -> dict[str, str]:
+    """The environment of a lab host's OVS tools: its own run directory."""
+    directory = str(host_dir(prefix, host))
+    return {**os.environ, "OVS_RUNDIR": directory, "OVS_LOGDIR": directory,
+            "OVS_DBDIR": directory, "OVS_SYSCONFDIR": directory}
+
+
+def preflight(fabric: Fabric) -> None:
+    """One clear line for each reason the lab cannot run here."""
+    if os.geteuid() != 0:
+        raise SystemFailure("the lab needs root (it makes network namespaces): run it with sudo")
+    for tool in ("ovsdb-server", "ovs-vswitchd", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl"):
+        if shutil.which(tool) is None:
+            raise SystemFailure(f"{tool} not found: install Open vSwitch "
+                                "(apt-get install openvswitch-switch)")
+    for tool, package in (("ip", "iproute2"), ("ping", "iputils-ping"), ("ethtool", "ethtool"),
+                          ("tcpdump", "tcpdump")):
+        if shutil.which(tool) is None:
+            raise SystemFailure(f"{tool} not found: apt-get install {package}")
+    if fabric.datapath_type == "system" and not Path("/sys/module/openvswitch").exists():
+        raise SystemFailure(f"{fabric.source}: datapath_type is system but this kernel has no "
+                            "openvswitch module; use datapath_type: netdev for the lab")
+
+
+def _schema() -> str:
+    for path in SCHEMAS:
+        if os.path.exists(path):
+            return path
+    raise SystemFailure("vswitch.ovsschema not found: install openvswitch-switch")
+
+
+def _record(topology: Topology, fabric_path: str) -> None:
+    directory = lab_dir(topology.prefix)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {"prefix": topology.prefix, "fabric": fabric_path,
+             "namespaces": topology.namespaces, "hosts": [h.name for h in topology.hosts]}
+    (directory / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+def up(topology: Topology, fabric_path: str, progress: Progress) -> list[str]:
+    """Build (or converge) the lab and run `ovsnvgre up` on every host; returns their output."""
+    _record(topology, fabric_path)
+    existing = proc.namespaces()
+    progress(f"router {topology.router}")
+    _router(topology, topology.router not in existing)
+    for host in topology.hosts:
+        progress(f"host {host.name}: namespace {host.netns}, ovsdb-server, ovs-vswitchd")
+        _host(topology, host, host.netns not in existing)
+    for vm in topology.vms:
+        progress(f"vm {vm.name} on {vm.host}")
+        _vm(topology, vm, vm.netns not in existing)
+    outputs = []
+    for host in topology.hosts:
+        progress(f"ovsnvgre up on {host.name}")
+        result = proc.run(sys.executable, "-m", "ovsnvgre", "up", "-c", fabric_path,
+                          "--host", host.name, netns=host.netns,
+                          env=host_env(topology.prefix, host.name), check=False, timeout=180)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
+            raise SystemFailure(f"ovsnvgre up on lab host {host.name} failed: {reason}")
+        outputs.append(result.stdout)
+    return outputs
+
+
+def _router(topology: Topology, fresh: bool) -> None:
+    router = topology.router
+    if fresh:
+        proc.run("ip", "netns", "add", router)
+        proc.run("ip", "-n", router, "link", "set", "lo", "up")
+        proc.run("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=router)
+    for subnet in topology.subnets:
+        if not proc.link_exists(router, subnet.bridge):
+            proc.run("ip", "-n", router, "link", "add", subnet.bridge, "type", "bridge")
+        proc.run("ip", "-n", router, "link", "set", subnet.bridge, "up")
+        for gateway in subnet.gateways:
+            proc.run("ip", "-n", router, "addr", "replace", str(gateway), "dev", subnet.bridge)
+
+
+def _host(topology: Topology, host: LabHost, fresh: bool) -> None:
+    router = topology.router
+    if fresh:
+        proc.run("ip", "netns", "add", host.netns)
+        proc.run("ip", "-n", host.netns, "link", "set", "lo", "up")
+    if not proc.link_exists(host.netns, host.uplink):
+        proc.run("ip", "-n", host.netns, "link", "add", host.uplink, "type", "veth", "peer",
+                 "name", host.router_port, "netns", router)
+        bridge = next(s.bridge for s in topology.subnets if s.network == host.subnet)
+        proc.run("ip", "-n", router, "link", "set", host.router_port, "master", bridge, "up")
+        proc.run("ip", "-n", host.netns, "link", "set", host.uplink, "up")
+        # The PA starts on the uplink NIC, as on a real machine; `ovsnvgre up` moves it.
+        proc.run("ip", "-n", host.netns, "addr", "add", str(host.pa), "dev", host.uplink)
+        if host.gateway is not None:
+            proc.run("ip", "-n", host.netns, "route", "add", "default", "via",
+                     str(host.gateway))
+    _start_switch(topology.prefix, host)
+
+
+def _start_switch(prefix: str, host: LabHost) -> None:
+    directory = host_dir(prefix, host.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    env = host_env(prefix, host.name)
+    db = f"unix:{directory}/db.sock"
+    if not _running(directory, "ovsdb-server"):
+        if not (directory / "conf.db").exists():
+            proc.run("ovsdb-tool", "create", str(directory / "conf.db"), _schema(), env=env)
+        proc.run("ovsdb-server", str(directory / "conf.db"), f"--remote=punix:{directory}/db.sock",
+                 f"--pidfile={directory}/ovsdb-server.pid",
+                 f"--log-file={directory}/ovsdb-server.log", "--detach", "--no-chdir", env=env)
+        proc.run("ovs-vsctl", f"--db={db}", "--no-wait", "init", env=env)
+    if not _running(directory, "ovs-vswitchd"):
+        proc.run("ovs-vswitchd", db, f"--pidfile={directory}/ovs-vswitchd.pid",
+                 f"--log-file={directory}/ovs-vswitchd.log", "--detach", "--no-chdir",
+                 netns=host.netns, env=env)
+
+
+def _pid(directory: Path, daemon: str) -> int | None:
+    try:
+        return int((directory / f"{daemon}.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _running(directory: Path, daemon: str) -> bool:
+    pid = _pid(directory, daemon)
+    return pid is not None and proc.pid_alive(pid)
+
+
+def _vm(topology: Topology, vm: LabVm, fresh: bool) -> None:
+    host_ns = f"{topology.prefix}-h-{vm.host}"
+    if fresh:
+        proc.run("ip", "netns", "add", vm.netns)
+        proc.run("ip", "-n", vm.netns, "link", "set", "lo", "up")
+    if not proc.link_exists(host_ns, vm.port):
+        proc.run("ip", "-n", host_ns, "link", "add", vm.port, "type", "veth", "peer", "name",
+                 VM_IFNAME, "netns", vm.netns)
+        proc.run("ip", "-n", vm.netns, "link", "set", VM_IFNAME, "address", vm.mac,
+                 "mtu", str(vm.mtu))
+        proc.run("ip", "-n", vm.netns, "addr", "add", str(vm.ca), "dev", VM_IFNAME)
+        # Transmit checksum offload left on makes TCP fail through the userspace
+        # datapath while ping works.
+        proc.run("ethtool", "-K", VM_IFNAME, "tx", "off", netns=vm.netns)
+        proc.run("ip", "-n", vm.netns, "link", "set", VM_IFNAME, "up")
+        proc.run("ip", "-n", host_ns, "link", "set", vm.port, "up")
+
+
+def down(prefix: str, progress: Progress) -> list[str]:
+    """Stop the lab's daemons by pid, delete its namespaces and files; returns what went."""
+    directory = lab_dir(prefix)
+    removed: list[str] = []
+    recorded: list[str] = []
+    state_file = directory / "lab.json"
+    if state_file.exists():
+        try:
+            recorded = json.loads(state_file.read_text()).get("namespaces", [])
+        except ValueError:
+            recorded = []
+    if directory.exists():
+        for host in sorted(p for p in directory.iterdir() if p.is_dir()):
+            for daemon in DAEMONS:
+                pid = _pid(host, daemon)
+                if pid is not None and proc.pid_alive(pid) and _is_daemon(pid, daemon):
+                    progress(f"stopping {daemon} of {host.name} (pid {pid})")
+                    _stop(pid)
+                    removed.append(f"{daemon} {pid}")
+    for netns in sorted(proc.namespaces()):
+        if netns in recorded or netns.startswith(f"{prefix}-"):
+            progress(f"deleting namespace {netns}")
+            proc.run("ip", "netns", "delete", netns, check=False)
+            removed.append(netns)
+    if directory.exists():
+        shutil.rmtree(directory)
+        removed.append(str(directory))
+    return removed
+
+
+def _is_daemon(pid: int, daemon: str) -> bool:
+    """Never signal a pid that a stale pidfile now gives to another program."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip().startswith(daemon[:15])
+    except OSError:
+        return False
+
+
+def _stop(pid: int, timeout: float = 5.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while proc.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)

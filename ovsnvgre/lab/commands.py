@@ -1,0 +1,45 @@
+"""The lab's three commands as library calls: up, check, down."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from ovsnvgre import fabric as fabric_module
+from ovsnvgre.lab import builder, check, topology
+from ovsnvgre.lab.builder import Progress
+
+
+def default_fabric() -> str:
+    """The HNV two-host fabric shipped with ovsnvgre (examples/hnv-two-host.yaml)."""
+    return str(resources.files("ovsnvgre.lab") / "hnv-two-host.yaml")
+
+
+def _load(path: str | None) -> tuple[str, fabric_module.Fabric, topology.Topology]:
+    path = str(Path(path or default_fabric()).resolve())
+    fab = fabric_module.load(path)
+    return path, fab, topology.build(fab)
+
+
+def up(path: str | None, progress: Progress) -> tuple[topology.Topology, list[str]]:
+    path, fab, topo = _load(path)
+    builder.preflight(fab)
+    return topo, builder.up(topo, path, progress)
+
+
+def run_check(path: str | None) -> tuple[topology.Topology, check.CheckResult]:
+    _, fab, topo = _load(path)
+    builder.preflight(fab)
+    missing = [ns for ns in topo.namespaces if ns not in builder.proc.namespaces()]
+    if missing:
+        from ovsnvgre.errors import SystemFailure
+
+        raise SystemFailure(f"the lab {topo.prefix} is not (fully) up: no namespace "
+                            f"{', '.join(missing)}; run `ovsnvgre lab up` first")
+    return topo, check.run(fab, topo)
+
+
+def down(path: str | None, progress: Progress) -> tuple[topology.Topology, list[str]]:
+    _, fab, topo = _load(path)
+    builder.preflight(fab)
+    return topo, builder.down(topo.prefix, progress)

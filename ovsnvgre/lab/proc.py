@@ -1,0 +1,45 @@
+"""Running the lab's commands: `ip`, the OVS daemons, commands inside namespaces."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from ovsnvgre.errors import SystemFailure
+
+
+def run(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
+        check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    command = list(args)
+    if netns:
+        command = ["ip", "netns", "exec", netns, *command]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env,
+                                timeout=timeout)
+    except FileNotFoundError:
+        raise SystemFailure(f"{command[0]} not found") from None
+    except subprocess.TimeoutExpired:
+        raise SystemFailure(f"{' '.join(command)} did not finish within {timeout:g} s") from None
+    if check and result.returncode != 0:
+        reason = (result.stderr.strip() or result.stdout.strip() or "failed").splitlines()[-1]
+        raise SystemFailure(f"{' '.join(command)}: {reason}")
+    return result
+
+
+def namespaces() -> set[str]:
+    out = run("ip", "netns", "list").stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def link_exists(netns: str, name: str) -> bool:
+    return run("ip", "-n", netns, "link", "show", name, check=False).returncode == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,130 @@
+"""A fabric as a lab topology: plain data, no I/O (the builder makes it real).
+
+One router namespace joins the hosts' PA subnets (one Linux bridge per subnet,
+holding the gateway address); each fabric host is a namespace with its uplink
+veth into that bridge and its own switch; each VM is a namespace behind a veth
+whose host end is the fabric's port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import zlib
+from dataclasses import dataclass
+
+from ovsnvgre import nvgre
+from ovsnvgre.errors import FabricError
+from ovsnvgre.fabric import Fabric
+
+UNDERLAY_MTU = 1500
+VM_IFNAME = "eth0"
+
+
+@dataclass(frozen=True)
+class LabSubnet:
+    network: ipaddress.IPv4Network
+    bridge: str  # in the router namespace
+    gateways: tuple[ipaddress.IPv4Interface, ...]
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    netns: str
+    uplink: str
+    router_port: str  # the uplink's peer, in the router namespace
+    subnet: ipaddress.IPv4Network
+    pa: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None
+
+
+@dataclass(frozen=True)
+class LabVm:
+    name: str
+    host: str
+    netns: str
+    port: str  # on the host
+    mac: str
+    ca: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    vsid: int
+    mtu: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+    router: str
+    subnets: tuple[LabSubnet, ...]
+    hosts: tuple[LabHost, ...]
+    vms: tuple[LabVm, ...]
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [self.router, *(h.netns for h in self.hosts), *(v.netns for v in self.vms)]
+
+
+def lab_prefix(fabric: Fabric) -> str:
+    """``nv-`` + the fabric's name, made safe and short, + a checksum of the full name.
+
+    Two labs of two fabrics get two prefixes, so they can run side by side.
+    """
+    safe = re.sub(r"[^a-z0-9]", "", fabric.name.lower())[:8] or "fabric"
+    return f"nv-{safe}-{zlib.crc32(fabric.name.encode()) % 1296:03x}"
+
+
+def build(fabric: Fabric) -> Topology:
+    prefix = lab_prefix(fabric)
+    networks = sorted({h.pa.network for h in fabric.hosts.values()},
+                      key=lambda n: (int(n.network_address), n.prefixlen))
+    subnets = []
+    for index, network in enumerate(networks):
+        gateways = sorted({ipaddress.IPv4Interface(f"{h.gateway}/{network.prefixlen}")
+                           for h in fabric.hosts.values()
+                           if h.pa.network == network and h.gateway is not None}, key=str)
+        subnets.append(LabSubnet(network=network, bridge=f"sub{index}",
+                                 gateways=tuple(gateways)))
+    hosts = []
+    for index, host in enumerate(fabric.hosts.values()):
+        if host.uplink is None:
+            raise FabricError(f"{fabric.source}: hosts.{host.name}.uplink: the lab connects each "
+                              "host through its uplink; give every host an `uplink`")
+        hosts.append(LabHost(name=host.name, netns=f"{prefix}-h-{host.name}",
+                             uplink=host.uplink, router_port=f"up{index}",
+                             subnet=host.pa.network, pa=host.pa, gateway=host.gateway))
+    vms = tuple(LabVm(name=vm.name, host=vm.host, netns=f"{prefix}-v-{vm.name}", port=vm.port,
+                      mac=vm.mac, ca=vm.ca, vsid=fabric.vsid_of(vm),
+                      mtu=nvgre.max_vm_mtu(UNDERLAY_MTU))
+                for vm in fabric.vms.values())
+    return Topology(prefix=prefix, router=f"{prefix}-router", subnets=tuple(subnets),
+                    hosts=tuple(hosts), vms=vms)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One cell of the reachability matrix."""
+
+    source: str
+    target: str
+    address: str
+    expected: bool
+    same_vsid: bool
+
+
+def matrix(topology: Topology) -> list[Probe]:
+    """Every VM towards every other VM's CA: reachable exactly when the VSIDs match.
+
+    The CAs overlap across VSIDs, so a cross-VSID probe may well get an answer -
+    from the VM of the *source's* VSID that holds the same address; it counts as
+    reaching the target only when the answer comes from the target's MAC.
+    """
+    probes = []
+    for source in topology.vms:
+        for target in topology.vms:
+            if source.name == target.name or source.ca.version != target.ca.version:
+                continue
+            same = source.vsid == target.vsid
+            on_link = target.ca.ip in source.ca.network
+            probes.append(Probe(source.name, target.name, str(target.ca.ip),
+                                expected=same and on_link, same_vsid=same))
+    return probes
