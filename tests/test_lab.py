@@ -1,0 +1,198 @@
+"""`ovsnvgre lab`: the topology as data, and the real lab built, checked and removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ovsenv import netns_missing, ovs_missing
+
+from ovsnvgre import fabric
+from ovsnvgre.errors import FabricError
+from ovsnvgre.lab import topology
+from ovsnvgre.lab.commands import default_fabric
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_default_fabric_is_the_hnv_example():
+    assert Path(default_fabric()).read_text() == (EXAMPLES / "hnv-two-host.yaml").read_text()
+
+
+def test_topology_of_the_hnv_fabric():
+    topo = topology.build(fabric.load(default_fabric()))
+    assert [s.bridge for s in topo.subnets] == ["sub0", "sub1"]
+    assert [str(g) for s in topo.subnets for g in s.gateways] == ["192.168.1.1/24",
+                                                                  "192.168.2.1/24"]
+    assert {h.netns for h in topo.hosts} == {f"{topo.prefix}-h-host1", f"{topo.prefix}-h-host2"}
+    assert all(vm.mtu == 1458 for vm in topo.vms)
+    assert all(ns.startswith(topo.prefix + "-") for ns in topo.namespaces)
+    probes = topology.matrix(topo)
+    assert len(probes) == 12
+    assert {(p.source, p.target) for p in probes if p.expected} == {
+        ("red-a", "red-b"), ("red-b", "red-a"), ("blue-a", "blue-b"), ("blue-b", "blue-a")}
+
+
+def test_two_fabrics_get_two_prefixes():
+    one = fabric.loads("fabric: alpha\nhosts: {h: {pa: 192.168.1.1/24, uplink: e}}\n")
+    two = fabric.loads("fabric: alpha2\nhosts: {h: {pa: 192.168.1.1/24, uplink: e}}\n")
+    assert topology.lab_prefix(one) != topology.lab_prefix(two)
+
+
+def test_hosts_on_one_subnet_share_its_bridge():
+    topo = topology.build(fabric.load(EXAMPLES / "four-hosts.yaml"))
+    assert len(topo.subnets) == 3
+    host3, host4 = (h for h in topo.hosts if h.name in ("host3", "host4"))
+    assert host3.subnet == host4.subnet and host3.router_port != host4.router_port
+
+
+def test_a_host_without_uplink_cannot_be_in_the_lab():
+    fab = fabric.loads("fabric: f\nhosts: {h: {pa: 192.168.1.1/24}}\n", "f.yaml")
+    with pytest.raises(FabricError, match="hosts.h.uplink"):
+        topology.build(fab)
+
+
+# --- the real lab ---------------------------------------------------------------
+
+
+def needs_lab() -> None:
+    reason = netns_missing() or ovs_missing()
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"CI must run every test, but: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+class LabRun:
+    """`python -m ovsnvgre lab ...` on a copy of a fabric renamed for this test."""
+
+    def __init__(self, tmp_path: Path, source: Path, name: str) -> None:
+        self.fabric = tmp_path / "fabric.yaml"
+        text = source.read_text()
+        first = text.index("fabric: ")
+        end = text.index("\n", first)
+        self.fabric.write_text(text[:first] + f"fabric: {name}" + text[end:])
+        self.topology = topology.build(fabric.load(self.fabric))
+        self.env = {**os.environ, "OVSNVGRE_LAB_DIR": str(tmp_path / "labs")}
+        self.lab_dir = tmp_path / "labs" / self.topology.prefix
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ovsnvgre", "lab", *args, "-c",
+                               str(self.fabric)], capture_output=True, text=True, env=self.env,
+                              timeout=300)
+
+    def leftovers(self) -> list[str]:
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                               text=True).stdout.split()
+        left = [n for n in names if n.startswith(self.topology.prefix + "-")]
+        pids = subprocess.run(["pgrep", "-f", str(self.lab_dir)], capture_output=True,
+                              text=True).stdout.split()
+        return left + [f"pid {p}" for p in pids] + ([str(self.lab_dir)]
+                                                    if self.lab_dir.exists() else [])
+
+
+@pytest.fixture
+def hnv_lab(tmp_path):
+    needs_lab()
+    run = LabRun(tmp_path, Path(default_fabric()), f"t{os.getpid()}")
+    try:
+        yield run
+    finally:
+        run("down")
+
+
+def test_lab_up_check_rerun_and_down(hnv_lab):
+    up = hnv_lab("up")
+    assert up.returncode == 0, up.stderr
+    assert "is up: 2 hosts, 4 VMs" in up.stdout
+    check = hnv_lab("check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "12 probes, 0 mismatches: all green" in check.stdout
+    assert "K=1 C=0 S=0 protocol 0x6558: ok" in check.stdout
+    data = json.loads(hnv_lab("check", "--json").stdout)
+    assert data["ok"] is True and data["wire"]["keys_seen"] == ["0x138900", "0x177100"]
+    assert sum(p["observed"] for p in data["probes"]) == 4
+    again = hnv_lab("up")
+    assert again.returncode == 0, again.stderr
+    assert "[host1] host host1: no changes" in again.stdout
+    assert "[host2] host host2: no changes" in again.stdout
+    down = hnv_lab("down")
+    assert down.returncode == 0, down.stderr
+    assert hnv_lab.leftovers() == []
+    assert "nothing to remove" in hnv_lab("down").stdout
+
+
+def test_lab_check_fails_on_a_broken_lab(hnv_lab):
+    assert hnv_lab("up").returncode == 0
+    # Cut host2 off its router: red-a can no longer reach red-b.
+    host2 = next(h for h in hnv_lab.topology.hosts if h.name == "host2")
+    subprocess.run(["ip", "-n", hnv_lab.topology.router, "link", "set", host2.router_port,
+                    "down"], check=True)
+    check = hnv_lab("check")
+    assert check.returncode == 1
+    assert "MISMATCH" in check.stdout and "FAILED" in check.stdout
+
+
+def test_lab_down_after_a_crash_half_way_through_up(hnv_lab):
+    process = subprocess.Popen([sys.executable, "-m", "ovsnvgre", "lab", "up", "-c",
+                                str(hnv_lab.fabric)], env=hnv_lab.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # kill it once the first host's daemons are starting
+        if "host host1" in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    time.sleep(0.5)
+    down = hnv_lab("down")
+    assert down.returncode == 0, down.stderr
+    assert hnv_lab.leftovers() == []
+
+
+def test_the_larger_example(tmp_path):
+    needs_lab()
+    run = LabRun(tmp_path, EXAMPLES / "four-hosts.yaml", f"u{os.getpid()}")
+    try:
+        assert run("up").returncode == 0
+        check = run("check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "56 probes, 0 mismatches: all green" in check.stdout
+    finally:
+        assert run("down").returncode == 0
+    assert run.leftovers() == []
+
+
+DROP_ROOT_THEN_RUN = """
+import os, sys
+import ovsnvgre.cli, ovsnvgre.lab.commands, ovsnvgre.lab.check  # imported while readable
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+sys.argv = ["ovsnvgre", "lab", "up"]
+ovsnvgre.cli.main()
+"""
+
+
+def test_without_root_one_clear_line():
+    needs_lab()
+    result = subprocess.run([sys.executable, "-c", DROP_ROOT_THEN_RUN],
+                            capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == ("ovsnvgre: error: the lab needs root (it makes network "
+                                     "namespaces): run it with sudo")
+
+
+def test_without_open_vswitch_one_clear_line(tmp_path):
+    needs_lab()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    result = subprocess.run([sys.executable, "-m", "ovsnvgre", "lab", "up"],
+                            capture_output=True, text=True,
+                            env={**os.environ, "PATH": str(bin_dir)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("ovsnvgre: error: ovsdb-server not found: install Open "
+                                     "vSwitch (apt-get install openvswitch-switch)")
