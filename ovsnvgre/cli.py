@@ -240,6 +240,28 @@ def lab_up(config: str | None) -> None:
             click.echo(f"[{host.name}] {line}")
     click.echo(f"lab {topology.prefix} is up: {len(topology.hosts)} hosts, "
                f"{len(topology.vms)} VMs; `ovsnvgre lab check` proves it")
+    if len(topology.vms) > 1:
+        first, second = topology.vms[0], topology.vms[1:]
+        peer = next((vm for vm in second if vm.vsid == first.vsid), second[0])
+        click.echo(f"try: ip netns exec {first.netns} ping {peer.ca.ip}")
+
+
+@lab.command("guests")
+@lab_config_option
+@click.option("--host", required=True, metavar="NAME", help="The fabric host this machine is.")
+@_fail_cleanly
+def lab_guests(config: str | None, host: str) -> None:
+    """Make this host's VMs of the fabric as network namespaces (for a test host).
+
+    Each VM becomes a namespace holding `eth0` with the fabric's MAC, CA and
+    an MTU that fits the NVGRE overhead, behind a veth whose end on this host
+    is the VM's port. Run it before `ovsnvgre up` on a machine that has no real
+    VMs, like the Vagrant lab's guests.
+    """
+    from ovsnvgre.lab import commands
+
+    for vm in commands.guests(config, host, _progress(False)):
+        click.echo(f"{vm.name}: namespace {vm.netns}, port {vm.port}, {vm.mac}, {vm.ca}")
 
 
 @lab.command("check")

@@ -44,19 +44,22 @@ def host_env(prefix: str, host: str) -> dict[str, str]:
             "OVS_DBDIR": directory, "OVS_SYSCONFDIR": directory}
 
 
-def preflight(fabric: Fabric) -> None:
-    """One clear line for each reason the lab cannot run here."""
+def preflight(fabric: Fabric, whole_lab: bool = True) -> None:
+    """One clear line for each reason the lab (or, not whole_lab, guests) cannot run here."""
     if os.geteuid() != 0:
         raise SystemFailure("the lab needs root (it makes network namespaces): run it with sudo")
     for tool in ("ovsdb-server", "ovs-vswitchd", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl"):
         if shutil.which(tool) is None:
             raise SystemFailure(f"{tool} not found: install Open vSwitch "
                                 "(apt-get install openvswitch-switch)")
-    for tool, package in (("ip", "iproute2"), ("ping", "iputils-ping"), ("ethtool", "ethtool"),
-                          ("tcpdump", "tcpdump")):
+    tools = [("ip", "iproute2"), ("ethtool", "ethtool")]
+    if whole_lab:
+        tools += [("ping", "iputils-ping"), ("tcpdump", "tcpdump")]
+    for tool, package in tools:
         if shutil.which(tool) is None:
             raise SystemFailure(f"{tool} not found: apt-get install {package}")
-    if fabric.datapath_type == "system" and not Path("/sys/module/openvswitch").exists():
+    no_module = not Path("/sys/module/openvswitch").exists()
+    if whole_lab and fabric.datapath_type == "system" and no_module:
         raise SystemFailure(f"{fabric.source}: datapath_type is system but this kernel has no "
                             "openvswitch module; use datapath_type: netdev for the lab")
 
@@ -76,8 +79,8 @@ def _record(topology: Topology, fabric_path: str) -> None:
     (directory / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
 
 
-def up(topology: Topology, fabric_path: str, progress: Progress) -> list[str]:
-    """Build (or converge) the lab and run `ovsnvgre up` on every host; returns their output."""
+def underlay(topology: Topology, fabric_path: str, progress: Progress) -> None:
+    """The router and the hosts with their uplinks, PAs and switches - no VM, no `up`."""
     _record(topology, fabric_path)
     existing = proc.namespaces()
     progress(f"router {topology.router}")
@@ -85,9 +88,26 @@ def up(topology: Topology, fabric_path: str, progress: Progress) -> list[str]:
     for host in topology.hosts:
         progress(f"host {host.name}: namespace {host.netns}, ovsdb-server, ovs-vswitchd")
         _host(topology, host, host.netns not in existing)
+
+
+def guests(topology: Topology, host: str, host_netns: str | None,
+           progress: Progress) -> list[LabVm]:
+    """The VMs of one host as namespaces behind veths in ``host_netns`` (None: here)."""
+    existing = proc.namespaces()
+    made = []
     for vm in topology.vms:
-        progress(f"vm {vm.name} on {vm.host}")
-        _vm(topology, vm, vm.netns not in existing)
+        if vm.host == host:
+            progress(f"vm {vm.name} on {vm.host}: namespace {vm.netns}")
+            _vm(vm, host_netns, vm.netns not in existing)
+            made.append(vm)
+    return made
+
+
+def up(topology: Topology, fabric_path: str, progress: Progress) -> list[str]:
+    """Build (or converge) the lab and run `ovsnvgre up` on every host; returns their output."""
+    underlay(topology, fabric_path, progress)
+    for host in topology.hosts:
+        guests(topology, host.name, host.netns, progress)
     outputs = []
     for host in topology.hosts:
         progress(f"ovsnvgre up on {host.name}")
@@ -164,13 +184,13 @@ def _running(directory: Path, daemon: str) -> bool:
     return pid is not None and proc.pid_alive(pid)
 
 
-def _vm(topology: Topology, vm: LabVm, fresh: bool) -> None:
-    host_ns = f"{topology.prefix}-h-{vm.host}"
+def _vm(vm: LabVm, host_ns: str | None, fresh: bool) -> None:
+    on_host = ["-n", host_ns] if host_ns else []
     if fresh:
         proc.run("ip", "netns", "add", vm.netns)
         proc.run("ip", "-n", vm.netns, "link", "set", "lo", "up")
-    if not proc.link_exists(host_ns, vm.port):
-        proc.run("ip", "-n", host_ns, "link", "add", vm.port, "type", "veth", "peer", "name",
+    if proc.run("ip", *on_host, "link", "show", vm.port, check=False).returncode != 0:
+        proc.run("ip", *on_host, "link", "add", vm.port, "type", "veth", "peer", "name",
                  VM_IFNAME, "netns", vm.netns)
         proc.run("ip", "-n", vm.netns, "link", "set", VM_IFNAME, "address", vm.mac,
                  "mtu", str(vm.mtu))
@@ -179,7 +199,7 @@ def _vm(topology: Topology, vm: LabVm, fresh: bool) -> None:
         # datapath while ping works.
         proc.run("ethtool", "-K", VM_IFNAME, "tx", "off", netns=vm.netns)
         proc.run("ip", "-n", vm.netns, "link", "set", VM_IFNAME, "up")
-        proc.run("ip", "-n", host_ns, "link", "set", vm.port, "up")
+        proc.run("ip", *on_host, "link", "set", vm.port, "up")
 
 
 def down(prefix: str, progress: Progress) -> list[str]:

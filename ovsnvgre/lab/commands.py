@@ -27,6 +27,18 @@ def up(path: str | None, progress: Progress) -> tuple[topology.Topology, list[st
     return topo, builder.up(topo, path, progress)
 
 
+def guests(path: str | None, host: str, progress: Progress) -> list[topology.LabVm]:
+    """On a real (or Vagrant) host: its VMs of the fabric as namespaces, behind veths here."""
+    _, fab, topo = _load(path)
+    if host not in fab.hosts:
+        from ovsnvgre.errors import UsageError
+
+        raise UsageError(f"{fab.source}: no host {host!r} in the fabric "
+                         f"(hosts: {', '.join(fab.hosts)})")
+    builder.preflight(fab, whole_lab=False)
+    return builder.guests(topo, host, None, progress)
+
+
 def run_check(path: str | None) -> tuple[topology.Topology, check.CheckResult]:
     _, fab, topo = _load(path)
     builder.preflight(fab)

@@ -65,12 +65,14 @@ class Topology:
 
 
 def lab_prefix(fabric: Fabric) -> str:
-    """``nv-`` + the fabric's name, made safe and short, + a checksum of the full name.
+    """``nv-`` + the fabric's name; shortened or made safe, it gets a checksum too.
 
     Two labs of two fabrics get two prefixes, so they can run side by side.
     """
-    safe = re.sub(r"[^a-z0-9]", "", fabric.name.lower())[:8] or "fabric"
-    return f"nv-{safe}-{zlib.crc32(fabric.name.encode()) % 1296:03x}"
+    safe = re.sub(r"[^a-z0-9]", "", fabric.name.lower())
+    if safe == fabric.name and len(safe) <= 12:
+        return f"nv-{safe}"
+    return f"nv-{safe[:8] or 'fabric'}-{zlib.crc32(fabric.name.encode()) % 4096:03x}"
 
 
 def build(fabric: Fabric) -> Topology:
