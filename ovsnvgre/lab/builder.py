@@ -44,10 +44,14 @@ def host_env(prefix: str, host: str) -> dict[str, str]:
             "OVS_DBDIR": directory, "OVS_SYSCONFDIR": directory}
 
 
-def preflight(fabric: Fabric, whole_lab: bool = True) -> None:
-    """One clear line for each reason the lab (or, not whole_lab, guests) cannot run here."""
+def require_root() -> None:
     if os.geteuid() != 0:
         raise SystemFailure("the lab needs root (it makes network namespaces): run it with sudo")
+
+
+def preflight(fabric: Fabric, whole_lab: bool = True) -> None:
+    """One clear line for each reason the lab (or, not whole_lab, guests) cannot run here."""
+    require_root()
     for tool in ("ovsdb-server", "ovs-vswitchd", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl"):
         if shutil.which(tool) is None:
             raise SystemFailure(f"{tool} not found: install Open vSwitch "

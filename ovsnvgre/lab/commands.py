@@ -16,6 +16,7 @@ def default_fabric() -> str:
 
 
 def _load(path: str | None) -> tuple[str, fabric_module.Fabric, topology.Topology]:
+    builder.require_root()  # first: nothing else is worth reporting without it
     path = str(Path(path or default_fabric()).resolve())
     fab = fabric_module.load(path)
     return path, fab, topology.build(fab)
