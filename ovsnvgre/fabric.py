@@ -93,7 +93,12 @@ class LineMap(dict):
     key_lines: dict[str, int]
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser is ~10x faster than the pure-Python one on fabrics of
+# thousands of VMs, and gives the same marks (line numbers).
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_BaseLoader):  # type: ignore[misc,valid-type]
     pass
 
 

@@ -144,10 +144,14 @@ def desired_flows(state: HostState, live_ports: set[str]) -> set[Flow]:
     for vm in local_vms:
         flows |= _classify_vm(fabric, vm)
 
+    members_of: dict[int, list[Vm]] = {}
+    for vm in fabric.vms.values():
+        members_of.setdefault(fabric.vsid_of(vm), []).append(vm)
     for vsid in sorted(fabric.vsids_on(host)):
-        members = [vm for vm in fabric.vms.values() if fabric.vsid_of(vm) == vsid]
-        flows |= _arp_responder(vsid, members, local_vms)
-        flows |= _forward(fabric, host, vsid, members, local_vms, tunnel_out)
+        members = members_of[vsid]
+        local = [vm for vm in local_vms if fabric.vsid_of(vm) == vsid]
+        flows |= _arp_responder(vsid, members, local)
+        flows |= _forward(host, vsid, members, local, tunnel_out)
     return flows
 
 
@@ -185,7 +189,7 @@ def _classify_vm(fabric: Fabric, vm: Vm) -> set[Flow]:
     return flows
 
 
-def _arp_responder(vsid: int, members: list[Vm], local_vms: list[Vm]) -> set[Flow]:
+def _arp_responder(vsid: int, members: list[Vm], local_members: list[Vm]) -> set[Flow]:
     flows: set[Flow] = set()
     for vm in members:
         ipv4 = _vm_ipv4(vm)
@@ -202,9 +206,9 @@ def _arp_responder(vsid: int, members: list[Vm], local_vms: list[Vm]) -> set[Flo
                            f"set_field:{ipv4}->arp_spa",
                            "IN_PORT",
                        ]))
-    for vm in local_vms:
+    for vm in local_members:
         ipv4 = _vm_ipv4(vm)
-        if ipv4 is not None and vm in members:
+        if ipv4 is not None:
             # A VM announcing or probing its own address is not answered with itself.
             flows.add(flow(Table.ARP_RESPONDER, PRIORITY_OVERRIDE,
                            ["arp", f"in_port={vm.port}", f"arp_tpa={ipv4}"],
@@ -212,11 +216,11 @@ def _arp_responder(vsid: int, members: list[Vm], local_vms: list[Vm]) -> set[Flo
     return flows
 
 
-def _forward(fabric: Fabric, host: str, vsid: int, members: list[Vm], local_vms: list[Vm],
+def _forward(host: str, vsid: int, members: list[Vm], local_members: list[Vm],
              tunnel_out: dict[tuple[str, int], list[str]]) -> set[Flow]:
     flows: set[Flow] = set()
     in_vsid = f"reg0={_reg(vsid)}"
-    local_ports = sorted(vm.port for vm in local_vms if vm in members)
+    local_ports = sorted(vm.port for vm in local_members)
     peers = sorted(peer for peer, v in tunnel_out if v == vsid)
     for vm in members:
         if vm.host == host:
