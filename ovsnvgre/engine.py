@@ -85,7 +85,7 @@ def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = Fals
         the_plan = make_plan(desired, actual, kernel, removing=removing)
         # Ports `up` would create are expected to come up; ports ovs-vswitchd
         # refuses now get no flows.
-        refused = switch.refused_ports(desired.ports)
+        refused = switch.port_status(desired.ports).refused()
         live = {name for name in desired.ports if name not in refused}
         return with_flows(the_plan, _flow_changes(desired, actual, live, removing))
 
@@ -130,7 +130,8 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
     desired = desired_state(fabric, host)
     with Switch(db, timeout) as switch:
         progress(f"reading {switch.remote} and the kernel")
-        the_plan = make_plan(desired, *_read(desired, switch), removing=removing)
+        actual, kernel = _read(desired, switch)
+        the_plan = make_plan(desired, actual, kernel, removing=removing)
         writes = 0
         if the_plan.ovsdb:
             progress(f"applying {len(the_plan.ovsdb)} OVSDB changes in one transaction")
@@ -143,9 +144,11 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
             kernel_changes = netlink.apply(the_plan.kernel,
                                            wait_for=[desired.tep_port] if tep_created else [])
         # The flows name ports, so they are planned once the ports exist.
-        actual = switch.read()
-        live = set() if removing else switch.live_ports(desired.ports, wait=5.0)
-        flow_changes = _flow_changes(desired, actual, live, removing)
+        if writes:
+            actual = switch.read()
+        status = switch.port_status(() if removing else desired.ports,
+                                    wait=5.0 if writes else 0.0)
+        flow_changes = _flow_changes(desired, actual, status.live(), removing)
         the_plan = with_flows(the_plan, flow_changes)
         flow_mods = 0
         if flow_changes:
@@ -153,7 +156,7 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
                      "changes in one bundle")
             flow_mods = openflow.apply(flow_changes.bridge, flow_changes.add,
                                        flow_changes.delete)
-        refused = {} if removing else switch.refused_ports(desired.ports)
+        refused = status.refused()
     result = RunResult(the_plan, writes, kernel_changes, flow_mods, refused)
     if refused:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(refused.items()))

@@ -108,6 +108,17 @@ def _map(value: Any) -> dict[str, str]:
     return {str(_atom(k)): str(_atom(v)) for k, v in value[1]}
 
 
+class PortStatus(dict[str, tuple[int | None, str | None]]):
+    """Interface name -> (OpenFlow port number or None, ovs-vswitchd's error or None)."""
+
+    def live(self) -> set[str]:
+        return {name for name, (ofport, _) in self.items() if ofport is not None and ofport > 0}
+
+    def refused(self) -> dict[str, str]:
+        return {name: error or "no OpenFlow port number"
+                for name, (ofport, error) in self.items() if error or ofport == -1}
+
+
 class _RawClient:
     """One JSON-RPC `transact` select, parsed by the stdlib's C JSON decoder.
 
@@ -261,18 +272,8 @@ class Switch:
                 interfaces=len(members))
         return SwitchState(bridges=bridges, ports=ports)
 
-    def _interface_status(self, names: set[str]) -> dict[str, tuple[int | None, str | None]]:
-        rows = self._select({"Interface": ["name", "ofport", "error"]})["Interface"]
-        status = {}
-        for row in rows:
-            if row["name"] in names:
-                ofport, error = _values(row["ofport"]), _values(row["error"])
-                status[row["name"]] = (ofport[0] if ofport else None,
-                                       error[0] if error else None)
-        return status
-
-    def live_ports(self, names: Iterable[str], wait: float = 0.0) -> set[str]:
-        """Those of ``names`` that have an OpenFlow port number.
+    def port_status(self, names: Iterable[str], wait: float = 0.0) -> PortStatus:
+        """The OpenFlow port number and error of each interface among ``names``.
 
         ovs-vswitchd reports the number (or an error) right after it applies a
         transaction; ``wait`` gives it that moment for ports that show neither yet.
@@ -282,19 +283,18 @@ class Switch:
         wanted = set(names)
         deadline = time.monotonic() + wait
         while True:
-            status = self._interface_status(wanted)
-            live = {name for name, (ofport, _) in status.items() if ofport and ofport > 0}
-            pending = {name for name, (ofport, error) in status.items()
-                       if ofport is None and error is None}
+            rows = self._select({"Interface": ["name", "ofport", "error"]})["Interface"]
+            status = PortStatus()
+            for row in rows:
+                if row["name"] in wanted:
+                    ofport, error = _values(row["ofport"]), _values(row["error"])
+                    status[row["name"]] = (ofport[0] if ofport else None,
+                                           error[0] if error else None)
+            pending = [n for n, (ofport, error) in status.items()
+                       if ofport is None and error is None]
             if not pending or time.monotonic() >= deadline:
-                return live
+                return status
             time.sleep(0.05)
-
-    def refused_ports(self, names: Iterable[str]) -> dict[str, str]:
-        """Ports among ``names`` that ovs-vswitchd could not open, with its reason."""
-        return {name: error or "no OpenFlow port number"
-                for name, (ofport, error) in self._interface_status(set(names)).items()
-                if error or ofport == -1}
 
     # --- writing ----------------------------------------------------------------
 
