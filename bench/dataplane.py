@@ -1,0 +1,135 @@
+"""What the tenant pipeline costs the datapath, in the namespaces lab.
+
+    sudo python3 bench/dataplane.py [--seconds 5]
+
+VM to VM TCP throughput (iperf3) and ping latency, Red on host1 to Red on host2:
+  1. across the tunnel with ovsnvgre's pipeline,
+  2. across the same tunnel with a bare NORMAL pipeline on both integration bridges,
+  3. two VMs on one bridge (NORMAL), no tunnel.
+Ratios are taken against (2), measured in the same run.  Needs iperf3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from ovsnvgre import fabric  # noqa: E402
+from ovsnvgre.lab import builder, topology  # noqa: E402
+from ovsnvgre.lab.commands import default_fabric  # noqa: E402
+
+
+def sh(*args: str, netns: str | None = None, env: dict | None = None,
+       check: bool = True) -> str:
+    command = ["ip", "netns", "exec", netns, *args] if netns else list(args)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    if check and result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def iperf(client: str, server: str, address: str, seconds: int) -> float:
+    """Gbit/s received, one TCP stream."""
+    daemon = subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-B", address],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        for _ in range(20):  # until the tunnel's next hop is resolved and the path works
+            if subprocess.run(["ip", "netns", "exec", client, "ping", "-c", "1", "-W", "1",
+                               address], capture_output=True).returncode == 0:
+                break
+        out = sh("iperf3", "-c", address, "-t", str(seconds), "-J", "--connect-timeout",
+                 "3000", netns=client)
+        data = json.loads(out)
+        if "error" in data:
+            raise SystemExit(f"iperf3 {client} -> {address}: {data['error']}")
+        return data["end"]["sum_received"]["bits_per_second"] / 1e9
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+def latency(client: str, address: str) -> float:
+    """Average round trip in ms over 50 pings."""
+    out = sh("ping", "-c", "50", "-i", "0.02", "-q", address, netns=client)
+    return float(re.search(r"= [\d.]+/([\d.]+)/", out).group(1))
+
+
+def measure(client: str, server: str, address: str, seconds: int, runs: int) -> tuple[float,
+                                                                                       float]:
+    throughput = statistics.median(iperf(client, server, address, seconds) for _ in range(runs))
+    return throughput, latency(client, address)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("iperf3") is None:
+        raise SystemExit("iperf3 not found: apt-get install iperf3")
+    with tempfile.TemporaryDirectory(prefix="ovsnvgre-dp-") as tmp:
+        path = Path(tmp) / "fabric.yaml"
+        path.write_text(Path(default_fabric()).read_text().replace("fabric: hnv",
+                                                                   f"fabric: dp{os.getpid()}"))
+        topo = topology.build(fabric.load(path))
+        builder.preflight(fabric.load(path))
+        try:
+            builder.up(topo, str(path), lambda _: None)
+            vm = {v.name: v.netns for v in topo.vms}
+            host_env = {h.name: builder.host_env(topo.prefix, h.name) for h in topo.hosts}
+            host_ns = {h.name: h.netns for h in topo.hosts}
+            results = {"pipeline": measure(vm["red-a"], vm["red-b"], "10.0.0.2", args.seconds,
+                                           args.runs)}
+            for host in host_ns:  # the same Red tunnel, a bare NORMAL pipeline
+                # Two tunnels between the same two bridges would be an L2 loop under
+                # NORMAL: the Blue tunnel goes.
+                blue = sh("ovs-vsctl", "--bare", "--columns=name", "find", "interface",
+                          f"options:key={6001 << 8}", netns=host_ns[host],
+                          env=host_env[host]).split()
+                for port in blue:
+                    sh("ovs-vsctl", "del-port", "br-int", port, netns=host_ns[host],
+                       env=host_env[host])
+                sh("ovs-ofctl", "del-flows", "br-int", netns=host_ns[host], env=host_env[host])
+                sh("ovs-ofctl", "add-flow", "br-int", "priority=0,actions=NORMAL",
+                   netns=host_ns[host], env=host_env[host])
+            results["bare tunnel"] = measure(vm["red-a"], vm["red-b"], "10.0.0.2",
+                                             args.seconds, args.runs)
+            # Two VMs on host1's bridge, no tunnel (blue-a holds 10.0.0.1 too: out it goes).
+            sh("ip", "link", "set", "eth0", "down", netns=vm["blue-a"])
+            local = f"{topo.prefix}-v-local"
+            sh("ip", "netns", "add", local)
+            sh("ip", "-n", host_ns["host1"], "link", "add", "vlocal", "type", "veth", "peer",
+               "name", "eth0", "netns", local)
+            sh("ip", "-n", local, "addr", "add", "10.0.0.3/24", "dev", "eth0")
+            sh("ip", "-n", local, "link", "set", "eth0", "mtu", "1458", "up")
+            sh("ethtool", "-K", "eth0", "tx", "off", netns=local)
+            sh("ip", "-n", host_ns["host1"], "link", "set", "vlocal", "up")
+            sh("ovs-vsctl", "add-port", "br-int", "vlocal", netns=host_ns["host1"],
+               env=host_env["host1"])
+            results["one bridge"] = measure(vm["red-a"], local, "10.0.0.3", args.seconds,
+                                            args.runs)
+        finally:
+            builder.down(topo.prefix, lambda _: None)
+    bare = results["bare tunnel"][0]
+    print(f"dataplane, {args.runs} x {args.seconds} s iperf3 (median), 50 pings; "
+          "netdev datapath in namespaces")
+    print(f"{'path':12} {'Gbit/s':>7} {'vs bare':>8} {'rtt ms':>7}")
+    for name, (gbits, rtt) in results.items():
+        print(f"{name:12} {gbits:7.2f} {gbits / bare:7.2f}x {rtt:7.3f}")
+
+
+if __name__ == "__main__":
+    main()
