@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,8 +14,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fabrics import TWO_HOSTS  # noqa: E402
 from ovsenv import Namespace, Switch, netns_missing, ovs_missing, veth  # noqa: E402
 
+from ovsnvgre.lab.check import tcp_echo  # noqa: E402
 
-def _needs_switch() -> None:
+
+def needs_switch() -> None:
+    """Skip with the reason when switches or namespaces cannot run here; fail in CI."""
     reason = netns_missing() or ovs_missing()
     if reason and os.environ.get("CI"):
         pytest.fail(f"CI must run every test, but: {reason}")
@@ -67,48 +69,7 @@ class Vm:
 
     def tcp(self, other: Vm, port: int = 5201) -> bool:
         """One TCP connection from this VM to ``other`` carrying 64 KiB, echoed back."""
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", other.netns.name, sys.executable, "-c", TCP_ECHO,
-             other.ca, str(port)], stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout is not None
-            server.stdout.readline()  # "listening"
-            result = self.netns.exec(sys.executable, "-c", TCP_CLIENT, other.ca, str(port),
-                                     check=False, timeout=30)
-            return result.returncode == 0 and result.stdout.strip() == "ok"
-        finally:
-            server.kill()
-            server.wait()
-
-
-TCP_ECHO = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(20)
-print("listening", flush=True)
-c, _ = s.accept(); c.settimeout(10)
-data = b""
-while len(data) < 65536:
-    chunk = c.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-c.sendall(data)
-c.close()
-"""
-TCP_CLIENT = """
-import socket, sys
-payload = bytes(range(256)) * 256
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-s.sendall(payload)
-back = b""
-while len(back) < len(payload):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    back += chunk
-print("ok" if back == payload else "mismatch")
-"""
+        return tcp_echo(self.netns.name, other.netns.name, other.ca, port)
 
 
 class Lab:
@@ -172,7 +133,7 @@ class Lab:
 
 @contextlib.contextmanager
 def running_lab(path: Path) -> Iterator[Lab]:
-    _needs_switch()
+    needs_switch()
     the_lab = Lab(path)
     try:
         the_lab.start()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ovsnvgre.lab.proc import stop
 
 SCHEMA_CANDIDATES = ("/usr/share/openvswitch/vswitch.ovsschema",
                      "/usr/local/share/openvswitch/vswitch.ovsschema")
@@ -125,7 +126,7 @@ class Switch:
 
     def stop_vswitchd(self) -> None:
         pid = self._pid("ovs-vswitchd")
-        _kill(pid)
+        stop(pid)
         self.pids.remove(pid)
 
     def vsctl(self, *args: str, check: bool = True) -> str:
@@ -143,24 +144,6 @@ class Switch:
 
     def close(self) -> None:
         for pid in reversed(self.pids):
-            _kill(pid)
+            stop(pid)
         self.pids.clear()
         shutil.rmtree(self.rundir, ignore_errors=True)
-
-
-def _kill(pid: int, timeout: float = 5.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

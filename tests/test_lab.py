@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ovsenv import netns_missing, ovs_missing
+from conftest import needs_switch
 
 from ovsnvgre import fabric
 from ovsnvgre.errors import FabricError
@@ -62,14 +62,6 @@ def test_a_host_without_uplink_cannot_be_in_the_lab():
 # --- the real lab ---------------------------------------------------------------
 
 
-def needs_lab() -> None:
-    reason = netns_missing() or ovs_missing()
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"CI must run every test, but: {reason}")
-    if reason:
-        pytest.skip(reason)
-
-
 class LabRun:
     """`python -m ovsnvgre lab ...` on a copy of a fabric renamed for this test."""
 
@@ -100,7 +92,7 @@ class LabRun:
 
 @pytest.fixture
 def hnv_lab(tmp_path):
-    needs_lab()
+    needs_switch()
     run = LabRun(tmp_path, Path(default_fabric()), f"t{os.getpid()}")
     try:
         yield run
@@ -157,7 +149,7 @@ def test_lab_down_after_a_crash_half_way_through_up(hnv_lab):
 
 
 def test_the_larger_example(tmp_path):
-    needs_lab()
+    needs_switch()
     run = LabRun(tmp_path, EXAMPLES / "four-hosts.yaml", f"u{os.getpid()}")
     try:
         assert run("up").returncode == 0
@@ -179,7 +171,7 @@ ovsnvgre.cli.main()
 
 
 def test_without_root_one_clear_line():
-    needs_lab()
+    needs_switch()
     result = subprocess.run([sys.executable, "-c", DROP_ROOT_THEN_RUN],
                             capture_output=True, text=True)
     assert result.returncode == 1, result.stderr
@@ -188,7 +180,7 @@ def test_without_root_one_clear_line():
 
 
 def test_without_open_vswitch_one_clear_line(tmp_path):
-    needs_lab()
+    needs_switch()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     result = subprocess.run([sys.executable, "-m", "ovsnvgre", "lab", "up"],
@@ -222,7 +214,7 @@ def test_vagrant_fabric_validates():
 
 def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
     """The script's steps after the package installation, in two lab host namespaces."""
-    needs_lab()
+    needs_switch()
     monkeypatch.setattr(builder, "LAB_ROOT", tmp_path / "labs")
     path = tmp_path / "vagrant.yaml"
     # This kernel has no openvswitch module: the same fabric on the userspace datapath.

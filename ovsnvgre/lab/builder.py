@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -223,7 +221,7 @@ def down(prefix: str, progress: Progress) -> list[str]:
                 pid = _pid(host, daemon)
                 if pid is not None and proc.pid_alive(pid) and _is_daemon(pid, daemon):
                     progress(f"stopping {daemon} of {host.name} (pid {pid})")
-                    _stop(pid)
+                    proc.stop(pid)
                     removed.append(f"{daemon} {pid}")
     for netns in sorted(proc.namespaces()):
         if netns in recorded or netns.startswith(f"{prefix}-"):
@@ -242,15 +240,3 @@ def _is_daemon(pid: int, daemon: str) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip().startswith(daemon[:15])
     except OSError:
         return False
-
-
-def _stop(pid: int, timeout: float = 5.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while proc.pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if proc.pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
