@@ -59,13 +59,6 @@ def dump(bridge: str) -> set[Flow]:
     return {flow for flow in map(parse_flow, out.splitlines()) if flow is not None}
 
 
-def count_by_table(bridge: str) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for flow in dump(bridge):
-        counts[flow.table] = counts.get(flow.table, 0) + 1
-    return counts
-
-
 def apply(bridge: str, add: Iterable[Flow], delete: Iterable[Flow]) -> int:
     """Deletions and additions as one atomic bundle; returns the number of flow-mods."""
     lines = [f.delete_line() for f in sorted(delete, key=str)]
@@ -80,11 +73,3 @@ def apply(bridge: str, add: Iterable[Flow], delete: Iterable[Flow]) -> int:
     finally:
         os.unlink(handle.name)
     return len(lines)
-
-
-def delete_all(bridge: str) -> int:
-    """Remove every flow that carries ovsnvgre's cookie, and only those."""
-    owned = dump(bridge)
-    if owned:
-        _run("--bundle", "del-flows", bridge, f"cookie={COOKIE:#x}/-1")
-    return len(owned)
