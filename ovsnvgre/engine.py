@@ -85,7 +85,7 @@ def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = Fals
         the_plan = make_plan(desired, actual, kernel, removing=removing)
         # Ports `up` would create are expected to come up; ports ovs-vswitchd
         # refuses now get no flows.
-        refused = switch.port_status(desired.ports).refused()
+        refused = actual.interfaces.only(set(desired.ports)).refused()
         live = {name for name in desired.ports if name not in refused}
         return with_flows(the_plan, _flow_changes(desired, actual, live, removing))
 
@@ -144,10 +144,12 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
             kernel_changes = netlink.apply(the_plan.kernel,
                                            wait_for=[desired.tep_port] if tep_created else [])
         # The flows name ports, so they are planned once the ports exist.
+        wanted = set() if removing else set(desired.ports)
         if writes:
             actual = switch.read()
-        status = switch.port_status(() if removing else desired.ports,
-                                    wait=5.0 if writes else 0.0)
+            status = switch.port_status(wanted, wait=5.0)
+        else:
+            status = actual.interfaces.only(wanted)
         flow_changes = _flow_changes(desired, actual, status.live(), removing)
         the_plan = with_flows(the_plan, flow_changes)
         flow_mods = 0

@@ -18,6 +18,7 @@ from ovsnvgre.plan import (
     OvsdbChange,
     PortCreate,
     PortDelete,
+    PortStatus,
     PortUpdate,
     SwitchState,
 )
@@ -108,15 +109,12 @@ def _map(value: Any) -> dict[str, str]:
     return {str(_atom(k)): str(_atom(v)) for k, v in value[1]}
 
 
-class PortStatus(dict[str, tuple[int | None, str | None]]):
-    """Interface name -> (OpenFlow port number or None, ovs-vswitchd's error or None)."""
-
-    def live(self) -> set[str]:
-        return {name for name, (ofport, _) in self.items() if ofport is not None and ofport > 0}
-
-    def refused(self) -> dict[str, str]:
-        return {name: error or "no OpenFlow port number"
-                for name, (ofport, error) in self.items() if error or ofport == -1}
+def _status(rows: list[dict[str, Any]]) -> PortStatus:
+    status = PortStatus()
+    for row in rows:
+        ofport, error = _values(row["ofport"]), _values(row["error"])
+        status[row["name"]] = (ofport[0] if ofport else None, error[0] if error else None)
+    return status
 
 
 class _RawClient:
@@ -241,8 +239,7 @@ class Switch:
         return self.raw.select(tables)
 
     def read(self) -> SwitchState:
-        rows = self._select({name: [c for c in MONITORED[name] if c not in ("cur_cfg",)]
-                             for name in ("Bridge", "Port", "Interface")})
+        rows = self._select({name: MONITORED[name] for name in ("Bridge", "Port", "Interface")})
         ifaces = {row["_uuid"][1]: row for row in rows["Interface"]}
         ports_by_uuid = {row["_uuid"][1]: row for row in rows["Port"]}
         bridge_of: dict[str, str] = {}
@@ -270,7 +267,8 @@ class Switch:
                 external_ids=_map(row["external_ids"]),
                 iface_external_ids=_map(iface["external_ids"]) if iface else {},
                 interfaces=len(members))
-        return SwitchState(bridges=bridges, ports=ports)
+        return SwitchState(bridges=bridges, ports=ports,
+                           interfaces=_status(rows["Interface"]))
 
     def port_status(self, names: Iterable[str], wait: float = 0.0) -> PortStatus:
         """The OpenFlow port number and error of each interface among ``names``.
@@ -284,12 +282,7 @@ class Switch:
         deadline = time.monotonic() + wait
         while True:
             rows = self._select({"Interface": ["name", "ofport", "error"]})["Interface"]
-            status = PortStatus()
-            for row in rows:
-                if row["name"] in wanted:
-                    ofport, error = _values(row["ofport"]), _values(row["error"])
-                    status[row["name"]] = (ofport[0] if ofport else None,
-                                           error[0] if error else None)
+            status = _status(rows).only(wanted)
             pending = [n for n, (ofport, error) in status.items()
                        if ofport is None and error is None]
             if not pending or time.monotonic() >= deadline:

@@ -49,10 +49,25 @@ class ActualPort:
     interfaces: int = 1
 
 
+class PortStatus(dict[str, tuple[int | None, str | None]]):
+    """Interface name -> (OpenFlow port number or None, ovs-vswitchd's error or None)."""
+
+    def only(self, names: set[str]) -> PortStatus:
+        return PortStatus({name: value for name, value in self.items() if name in names})
+
+    def live(self) -> set[str]:
+        return {name for name, (ofport, _) in self.items() if ofport is not None and ofport > 0}
+
+    def refused(self) -> dict[str, str]:
+        return {name: error or "no OpenFlow port number"
+                for name, (ofport, error) in self.items() if error or ofport == -1}
+
+
 @dataclass(frozen=True)
 class SwitchState:
     bridges: dict[str, ActualBridge]
     ports: dict[str, ActualPort]
+    interfaces: PortStatus = field(default_factory=PortStatus)
 
 
 @dataclass(frozen=True)
