@@ -29,6 +29,9 @@ MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 class Underlay:
     bridge: str = "br0"
     tep_port: str = "tep0"
+    # Addresses every host must still reach after `up` moves its underlay, when
+    # it reached them before (ARP when on-link, ICMP echo when routed).
+    probe: tuple[ipaddress.IPv4Address, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,14 +332,35 @@ def _section(doc: LineMap, key: str, check: _Checker, allow_missing: bool) -> Li
 
 def _underlay(doc: LineMap, check: _Checker) -> Underlay:
     section = _section(doc, "underlay", check, allow_missing=True)
-    check.keys(section, "underlay", {"bridge", "tep_port"}, set())
+    check.keys(section, "underlay", {"bridge", "tep_port", "probe"}, set())
     default = Underlay()
     return Underlay(
+        probe=_probes(section, check),
         bridge=check.string(section, "bridge", "underlay", default.bridge, PORT_NAME_RE,
                             nvgre.MAX_PORT_NAME),
         tep_port=check.string(section, "tep_port", "underlay", default.tep_port, PORT_NAME_RE,
                               nvgre.MAX_PORT_NAME),
     )
+
+
+def _probes(section: LineMap, check: _Checker) -> tuple[ipaddress.IPv4Address, ...]:
+    if "probe" not in section:
+        return ()
+    value = section["probe"]
+    line = section.key_lines["probe"]
+    items = value if isinstance(value, list) else [value]
+    probes = []
+    for index, item in enumerate(items):
+        where = f"underlay.probe[{index}]" if isinstance(value, list) else "underlay.probe"
+        shown = repr(item) if isinstance(item, str) else _describe(item)
+        try:
+            address = ipaddress.IPv4Address(item if isinstance(item, str) else "")
+        except ValueError:
+            raise check.fail(where, f"{shown} is not an IPv4 address", line) from None
+        if address.is_unspecified or address.is_multicast or address.is_loopback:
+            raise check.fail(where, f"{address} cannot answer a probe", line)
+        probes.append(address)
+    return tuple(probes)
 
 
 def _overlay(doc: LineMap, check: _Checker) -> Overlay:
