@@ -67,10 +67,23 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print the result as JSON for scripts.")
 
 
+verify_option = click.option(
+    "--verify/--no-verify", default=True, show_default=True,
+    help="After changing the underlay, check that the host still reaches what it reached "
+         "before (the gateways of the moved routes by ARP, the underlay.probe addresses) "
+         "and, after `up`, the fabric's gateway; if not, restore the state before the run "
+         "and exit 1.")
+confirm_option = click.option(
+    "--confirm", "confirm", type=click.FloatRange(min=1), metavar="SECONDS",
+    help="After applying, wait this long for `ovsnvgre confirm` (from another shell); "
+         "without it the whole run is rolled back, also if this process or its SSH session "
+         "dies (a detached timer does it).")
+
+
 def _changing_command(func: F) -> F:
     """The options of the commands that change the switch, and clean failure."""
     for option in reversed((config_option, host_option, db_option, timeout_option,
-                            verbose_option, json_option)):
+                            verify_option, confirm_option, verbose_option, json_option)):
         func = option(func)
     return _fail_cleanly(func)  # type: ignore[return-value]
 
@@ -168,8 +181,8 @@ def plan(config: str, host: str | None, db: str | None, verbose: bool, as_json: 
 
 @main.command()
 @_changing_command
-def up(config: str, host: str | None, db: str | None, timeout: float, verbose: bool,
-       as_json: bool) -> None:
+def up(config: str, host: str | None, db: str | None, timeout: float, verify: bool,
+       confirm: float | None, verbose: bool, as_json: bool) -> None:
     """Make this host's switch match the fabric.
 
     Creates the underlay bridge with the tep port holding the PA (moving the
@@ -177,36 +190,96 @@ def up(config: str, host: str | None, db: str | None, timeout: float, verbose: b
     ports to the peers, the VM ports, and the OpenFlow pipeline that gives
     each VM port its tenant and keeps tenants apart. Safe to run again: with
     nothing changed it writes nothing.
+
+    Before changing anything it saves the host's state in
+    ovsnvgre-rollback.json in the OVS run directory (`ovsnvgre rollback`
+    returns to it after a crash); when the underlay changed it checks the host
+    still reaches its network (see --verify) and rolls back by itself if not.
     """
     from ovsnvgre import engine
 
     fab = _load(config)
     chosen = engine.select_host(fab, host)
     try:
-        result = engine.up(fab, chosen, db, timeout, _progress(as_json))
+        result = engine.up(fab, chosen, db, timeout, _progress(as_json), verify, confirm)
     except engine.RefusedPorts as exc:
         _report(exc.result, chosen, as_json, verbose)
         raise
     _report(result, chosen, as_json, verbose)
+    _await_confirmation(result, confirm, as_json)
 
 
 @main.command()
 @_changing_command
-def down(config: str, host: str | None, db: str | None, timeout: float, verbose: bool,
-         as_json: bool) -> None:
+def down(config: str, host: str | None, db: str | None, timeout: float, verify: bool,
+         confirm: float | None, verbose: bool, as_json: bool) -> None:
     """Remove exactly what ovsnvgre made on this host.
 
     Deletes the bridges, ports and tunnels that carry this fabric's marker and
     the flows that carry ovsnvgre's cookie, and gives the uplink back the
     addresses and routes `up` moved off it. Rows and flows ovsnvgre did not
-    create are never touched.
+    create are never touched. The state before is saved and the underlay
+    checked afterwards, as for `up`.
     """
     from ovsnvgre import engine
 
     fab = _load(config)
     chosen = engine.select_host(fab, host)
-    result = engine.down(fab, chosen, db, timeout, _progress(as_json))
+    result = engine.down(fab, chosen, db, timeout, _progress(as_json), verify, confirm)
     _report(result, chosen, as_json, verbose, sign="-")
+    _await_confirmation(result, confirm, as_json)
+
+
+def _await_confirmation(result: Any, seconds: float | None, as_json: bool) -> None:
+    from ovsnvgre import engine
+
+    if result.timer is None or seconds is None:
+        return
+    click.echo(f"waiting up to {seconds:g} s for `ovsnvgre confirm` (from another shell); "
+               "without it the run is rolled back, even if this command is interrupted",
+               err=True)
+    try:
+        outcome = engine.await_confirmation(result.timer, seconds)
+    except KeyboardInterrupt:
+        click.echo("ovsnvgre: interrupted; the rollback timer keeps running: "
+                   "`ovsnvgre confirm` keeps the change, `ovsnvgre rollback` undoes it now",
+                   err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps({"confirmed": outcome.confirmed, "detail": outcome.detail}))
+    else:
+        click.echo(outcome.detail)
+    if not outcome.confirmed:
+        sys.exit(1)
+
+
+@main.command("confirm")
+@db_option
+@_fail_cleanly
+def confirm_command(db: str | None) -> None:
+    """Keep the change of a running `up --confirm` (or of a run that crashed).
+
+    Removes the saved state of the run, so that nothing rolls it back.
+    """
+    from ovsnvgre import engine
+
+    click.echo(engine.confirm(db))
+
+
+@main.command("rollback")
+@db_option
+@_fail_cleanly
+def rollback_command(db: str | None) -> None:
+    """Return the host to the state saved before the last unfinished run.
+
+    Use it after a run was killed or crashed half-way, or to undo a pending
+    `up --confirm` at once. Restores the rows ovsnvgre owns, the addresses,
+    routes and link states of the uplink and the tep port, and the owned flows.
+    Exits 1 when there is nothing to roll back.
+    """
+    from ovsnvgre import engine
+
+    click.echo(engine.rollback(db, _progress(False)))
 
 
 @main.group()
@@ -307,7 +380,8 @@ def _report(result: Any, host: str, as_json: bool, verbose: bool, sign: str = "+
         data = result.plan.as_dict()
         data.update({"changed": result.changed, "ovsdb_writes": result.ovsdb_writes,
                      "kernel_changes": result.kernel_changes, "flow_mods": result.flow_mods,
-                     "refused": result.refused})
+                     "refused": result.refused,
+                     "underlay_check": result.check.as_dict() if result.check else None})
         click.echo(json.dumps(data, indent=2))
         return
     if not result.changed:

@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ovsnvgre.desired import RouteSpec
@@ -15,6 +16,7 @@ from ovsnvgre.plan import (
     AddressChange,
     KernelChange,
     KernelState,
+    LinkDown,
     LinkState,
     LinkUp,
     RouteChange,
@@ -49,6 +51,41 @@ def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     with _ipr() as ipr:
         return {ipaddress.ip_address(msg.get("address")) for msg in ipr.get_addr()
                 if msg.get("address")}
+
+
+@dataclass(frozen=True)
+class NextHop:
+    """How the kernel would send to an address now."""
+
+    link: str
+    gateway: ipaddress.IPv4Address | None  # None: the address is on-link
+    source: ipaddress.IPv4Address | None
+
+
+def next_hop(address: ipaddress.IPv4Address) -> NextHop | None:
+    """The kernel's route to ``address``, or None when it has none."""
+    with _ipr() as ipr:
+        try:
+            msg = ipr.route("get", dst=str(address))[0]
+        except Exception:  # noqa: BLE001 - NetlinkError: unreachable, no route
+            return None
+        index = msg.get("oif")
+        links = ipr.get_links(index) if index else []
+        if not links:
+            return None
+        gateway, source = msg.get("gateway"), msg.get("prefsrc")
+        return NextHop(link=links[0].get("ifname"),
+                       gateway=ipaddress.IPv4Address(gateway) if gateway else None,
+                       source=ipaddress.IPv4Address(source) if source else None)
+
+
+def ipv4_addresses(link: str) -> list[ipaddress.IPv4Interface]:
+    with _ipr() as ipr:
+        index = _index(ipr, link)
+        if index is None:
+            return []
+        return [ipaddress.IPv4Interface(f"{msg.get('address')}/{msg['prefixlen']}")
+                for msg in ipr.get_addr(index=index, family=socket.AF_INET)]
 
 
 def _index(ipr: Any, name: str) -> int | None:
@@ -138,6 +175,14 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
+def wait_for_links(names: Iterable[str]) -> None:
+    names = list(names)
+    if names:
+        with _ipr() as ipr:
+            for name in names:
+                _wait_for_link(ipr, name)
+
+
 def _wait_for_link(ipr: Any, name: str, timeout: float = 5.0) -> None:
     # ovs-vswitchd creates an internal port's device when it applies the
     # transaction; on the userspace datapath the tap can show up a moment later.
@@ -155,6 +200,8 @@ def _apply_one(ipr: Any, change: KernelChange) -> None:
         raise SystemFailure(f"could not {change.describe()}: no such device {change.link}")
     if isinstance(change, LinkUp):
         ipr.link("set", index=index, state="up")
+    elif isinstance(change, LinkDown):
+        ipr.link("set", index=index, state="down")
     elif isinstance(change, AddressChange):
         ipr.addr(change.action, index=index, address=str(change.address.ip),
                  prefixlen=change.address.network.prefixlen)

@@ -184,9 +184,17 @@ class LinkUp:
         return f"set link {self.link} up"
 
 
+@dataclass(frozen=True)
+class LinkDown:
+    link: str
+
+    def describe(self) -> str:
+        return f"set link {self.link} down"
+
+
 OvsdbChange = (BridgeCreate | BridgeUpdate | BridgeDelete | PortCreate | PortUpdate
                | PortDelete)
-KernelChange = AddressChange | RouteChange | LinkUp
+KernelChange = AddressChange | RouteChange | LinkUp | LinkDown
 
 
 @dataclass(frozen=True)
@@ -284,11 +292,16 @@ def diff_switch(desired: HostState, actual: SwitchState, removing: bool = False)
 
     Raises SystemFailure when the fabric asks for a name that something else owns.
     """
-    owner = desired.owner
+    return diff_rows(desired.owner, {} if removing else desired.bridges,
+                     {} if removing else desired.ports, actual)
+
+
+def diff_rows(owner: str, want_bridges: dict[str, BridgeSpec], want_ports: dict[str, PortSpec],
+              actual: SwitchState) -> tuple[list[OvsdbChange], list[str]]:
+    """The OVSDB changes that make ``owner``'s rows exactly ``want_bridges`` and
+    ``want_ports``, leaving every other row alone."""
     changes: list[OvsdbChange] = []
     notes: list[str] = []
-    want_bridges = {} if removing else desired.bridges
-    want_ports = {} if removing else desired.ports
 
     for name, spec in want_bridges.items():
         have = actual.bridges.get(name)

@@ -1,0 +1,145 @@
+"""The rollback file: a host's state before a run, saved before the run changes anything.
+
+It lives next to the switch's database socket (the OVS run directory), so that
+`ovsnvgre rollback` finds it after a crash, and the confirmation timer after the
+shell that ran `up --confirm` is gone.  It is removed when a run finishes (or is
+confirmed, or rolled back); while it exists, no other run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ovsnvgre import snapshot as snapshots
+from ovsnvgre.errors import SystemFailure
+
+FILE_NAME = "ovsnvgre-rollback.json"
+LOG_NAME = "ovsnvgre-rollback.log"
+APPLYING = "applying"
+AWAITING = "awaiting-confirmation"
+
+
+def path_for(remote: str) -> Path:
+    """Beside the database socket for unix: remotes, else in $OVS_RUNDIR."""
+    from ovsnvgre.ovsdb import rundir
+
+    if remote.startswith("unix:"):
+        return Path(remote[5:]).parent / FILE_NAME
+    return Path(rundir()) / FILE_NAME
+
+
+def taken_path(path: Path) -> Path:
+    """Where a rollback in progress moves the file, so that nothing else acts on it."""
+    return path.with_name(path.name + ".rolling-back")
+
+
+@dataclass
+class Record:
+    command: str
+    fabric: str
+    host: str
+    db: str
+    pid: int
+    started: float
+    snapshot: snapshots.Snapshot
+    state: str = APPLYING
+    deadline: float | None = None
+    token: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def title(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        return f"`ovsnvgre {self.command}` of host {self.host} (pid {self.pid}, {when})"
+
+    def describe(self) -> str:
+        text = self.title()
+        if self.state == AWAITING and self.deadline is not None:
+            left = max(0.0, self.deadline - time.time())
+            return f"{text}, waiting for `ovsnvgre confirm` ({left:.0f} s left)"
+        return f"{text}, which did not finish"
+
+
+def save(path: Path, record: Record) -> None:
+    data = asdict(record)
+    data["snapshot"] = snapshots.to_dict(record.snapshot)
+    data["format"] = snapshots.FORMAT
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise SystemFailure(f"cannot save the rollback state to {path}: {exc.strerror}; "
+                            "nothing was changed") from None
+
+
+def load(path: Path) -> Record | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise SystemFailure(f"{path}: the rollback state cannot be read ({exc})") from None
+    try:
+        data.pop("format", None)
+        data["snapshot"] = snapshots.from_dict(data["snapshot"])
+        return Record(**data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SystemFailure(f"{path}: the rollback state is damaged ({exc})") from None
+
+
+def remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def refuse_pending(path: Path) -> None:
+    """A run never starts over another run's rollback state: it would lose it."""
+    for candidate in (path, taken_path(path)):
+        record = load(candidate)
+        if record is None:
+            continue
+        if candidate != path:
+            raise SystemFailure(f"a rollback of {record.describe()} is in progress "
+                                f"({candidate}); wait for it, or run `ovsnvgre rollback`")
+        if record.state == AWAITING:
+            raise SystemFailure(f"{record.describe()}: run `ovsnvgre confirm` to keep it or "
+                                "`ovsnvgre rollback` to undo it first")
+        if running(record.pid):
+            raise SystemFailure(f"{record.title()} is still running")
+        raise SystemFailure(f"{path} holds the state before {record.describe()}: run "
+                            "`ovsnvgre rollback` to return to it, or `ovsnvgre confirm` to "
+                            "keep the host as it is")
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a running ovsnvgre (not a recycled pid)."""
+    if pid == os.getpid():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"ovsnvgre" in cmdline
+
+
+def timer_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.with_name(path.name + ".timer").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if running(pid) else None
+
+
+def log_path(path: Path) -> Path:
+    return path.with_name(LOG_NAME)
