@@ -203,8 +203,11 @@ def up(config: str, host: str | None, db: str | None, timeout: float, verify: bo
     try:
         result = engine.up(fab, chosen, db, timeout, _progress(as_json), verify, confirm)
     except engine.RefusedPorts as exc:
+        # The rest was applied: a --confirm run still waits, and rolls back unconfirmed.
         _report(exc.result, chosen, as_json, verbose)
-        raise
+        click.echo(f"ovsnvgre: error: {exc}", err=True)
+        _await_confirmation(exc.result, confirm, as_json)
+        sys.exit(exc.exit_code)
     _report(result, chosen, as_json, verbose)
     _await_confirmation(result, confirm, as_json)
 

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ovsnvgre import snapshot
@@ -95,7 +95,20 @@ def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = Fals
         # refuses now get no flows.
         refused = actual.interfaces.only(set(desired.ports)).refused()
         live = {name for name in desired.ports if name not in refused}
-        return with_flows(the_plan, _flow_changes(desired, actual, live, removing))
+        the_plan = with_flows(the_plan, _flow_changes(desired, actual, live, removing))
+        pending = _pending_note(switch.remote)
+        return replace(the_plan, notes=(*the_plan.notes, pending)) if pending else the_plan
+
+
+def _pending_note(remote: str) -> str | None:
+    from ovsnvgre import journal
+
+    path = journal.path_for(remote)
+    record = journal.load(path) if path.exists() else None
+    if record is None:
+        return None
+    return (f"{path} holds the state before {record.describe()}; `up` will not run until "
+            "`ovsnvgre confirm` or `ovsnvgre rollback`")
 
 
 def _integration_bridge(desired: HostState, actual: SwitchState) -> str | None:

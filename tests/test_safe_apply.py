@@ -234,6 +234,7 @@ def test_rollback_after_a_kill_in_the_middle_of_the_underlay_change(host1):
     blocked = host1.ovsnvgre("up")
     assert blocked.returncode == 1
     assert "ovsnvgre rollback" in blocked.stderr and "did not finish" in blocked.stderr
+    assert "will not run until" in host1.ovsnvgre("plan").stdout
     # ... and `rollback` gives the host back as it was.
     result = host1.switch.ovsnvgre("rollback")
     assert result.returncode == 0, result.stderr
