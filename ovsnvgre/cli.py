@@ -107,7 +107,7 @@ def main(debug: bool) -> None:
     match the file, and running it again changes nothing.
 
     Exit status: 0 success, 1 the switch or the system failed, 2 a bad fabric
-    file or bad arguments.
+    file or bad arguments, 3 `status` found the host drifted from the fabric.
     """
     logging.basicConfig(level=logging.DEBUG if debug else logging.CRITICAL,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -129,11 +129,16 @@ def validate(config: str, as_json: bool) -> None:
     Exits 2 with one line naming the file, the line and the entry at the
     first problem found.
     """
+    from ovsnvgre.status import fabric_warnings
+
     fab = _load(config)
+    warnings = fabric_warnings(fab)
     summary = {"fabric": fab.name, "file": config, "valid": True, "hosts": len(fab.hosts),
                "virtual_subnets": len(fab.subnets), "vms": len(fab.vms),
                "datapath_type": fab.datapath_type, "key_layout": fab.overlay.key_layout,
-               "tunnel_ports": fab.overlay.tunnel_ports}
+               "tunnel_ports": fab.overlay.tunnel_ports, "warnings": warnings}
+    for warning in warnings if not as_json else []:
+        click.echo(f"{config}: warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -177,6 +182,37 @@ def plan(config: str, host: str | None, db: str | None, verbose: bool, as_json: 
         click.echo(f"host {chosen}: changes planned")
     for note in result.notes:
         click.echo(f"note: {note}")
+
+
+DRIFTED = 3
+
+
+@main.command()
+@config_option
+@host_option
+@db_option
+@json_option
+@_fail_cleanly
+def status(config: str, host: str | None, db: str | None, as_json: bool) -> None:
+    """Show this host as it runs: PA, tunnels (with BFD), VMs, flows, MTU and drift.
+
+    Drift is every difference between the switch and the fabric (missing,
+    extra or changed rows, flows, ports ovs-vswitchd refused). Changes nothing.
+
+    Exit status: 0 converged, 3 drifted (for monitoring), 1 or 2 on failure.
+    """
+    from ovsnvgre import engine
+
+    fab = _load(config)
+    chosen = engine.select_host(fab, host)
+    report = engine.status(fab, chosen, db, _progress(True))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if not report.converged:
+        sys.exit(DRIFTED)
 
 
 @main.command()

@@ -54,6 +54,9 @@ class PortSpec:
     external_ids: dict[str, str]
     # A VM port the hypervisor already put on the bridge is left alone.
     adopt_existing: bool = False
+    # The Interface's bfd column (managed always) and mtu_request (None: left alone).
+    bfd: dict[str, str] = field(default_factory=dict)
+    mtu_request: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def desired_state(fabric: Fabric, host_name: str) -> HostState:
             name=vm.port, bridge=overlay.bridge, role=ROLE_VM, iface_type="", options={},
             external_ids=owner_ids(fabric, ROLE_VM, **{VM_KEY: vm.name,
                                                         VSID_KEY: str(fabric.vsid_of(vm))}),
-            adopt_existing=True))
+            adopt_existing=True, mtu_request=overlay.vm_mtu))
     return HostState(fabric=fabric, host=host, bridges=bridges,
                      ports={port.name: port for port in ports}, pa=host.pa,
                      peer_routes=tuple(peer_routes(fabric, host)))
@@ -154,6 +157,7 @@ def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
 
 def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
     layout = fabric.overlay.key_layout
+    bfd = {"enable": "true"} if fabric.overlay.bfd else {}
     ports = []
     for peer_name, vsids in sorted(peers_sharing(fabric, host).items()):
         peer = fabric.hosts[peer_name]
@@ -163,7 +167,7 @@ def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
             ports.append(PortSpec(
                 name=nvgre.tunnel_port_name(peer.pa.ip, None), bridge=fabric.overlay.bridge,
                 role=ROLE_TUNNEL, iface_type="gre", options={**base_options, "key": "flow"},
-                external_ids=owner_ids(fabric, ROLE_TUNNEL, **{PEER_KEY: peer_name})))
+                external_ids=owner_ids(fabric, ROLE_TUNNEL, **{PEER_KEY: peer_name}), bfd=bfd))
             continue
         for vsid in sorted(vsids):
             key = nvgre.tunnel_key(vsid, layout)
@@ -171,7 +175,8 @@ def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
                 name=nvgre.tunnel_port_name(peer.pa.ip, vsid), bridge=fabric.overlay.bridge,
                 role=ROLE_TUNNEL, iface_type="gre", options={**base_options, "key": str(key)},
                 external_ids=owner_ids(fabric, ROLE_TUNNEL,
-                                       **{PEER_KEY: peer_name, VSID_KEY: str(vsid)})))
+                                       **{PEER_KEY: peer_name, VSID_KEY: str(vsid)}),
+                bfd=bfd))
     return ports
 
 

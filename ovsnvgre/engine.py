@@ -13,9 +13,8 @@ from ovsnvgre import snapshot
 from ovsnvgre.desired import ROLE_TEP, HostState, desired_state
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.fabric import Fabric
-from ovsnvgre.flows import desired_flows
+from ovsnvgre.flows import Flow, desired_flows
 from ovsnvgre.plan import (
-    FlowChanges,
     KernelState,
     Plan,
     PortCreate,
@@ -26,6 +25,7 @@ from ovsnvgre.plan import (
     make_plan,
     with_flows,
 )
+from ovsnvgre.status import Report
 from ovsnvgre.verify import Check, touches_underlay
 from ovsnvgre.verify import targets as underlay_targets
 
@@ -89,15 +89,60 @@ def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = Fals
     desired = desired_state(fabric, host)
     with Switch(db) as switch:
         progress(f"reading {switch.remote}, the kernel and the flows")
-        actual, kernel = _read(desired, switch)
-        the_plan = make_plan(desired, actual, kernel, removing=removing)
-        # Ports `up` would create are expected to come up; ports ovs-vswitchd
-        # refuses now get no flows.
-        refused = actual.interfaces.only(set(desired.ports)).refused()
-        live = {name for name in desired.ports if name not in refused}
-        the_plan = with_flows(the_plan, _flow_changes(desired, actual, live, removing))
-        pending = _pending_note(switch.remote)
-        return replace(the_plan, notes=(*the_plan.notes, pending)) if pending else the_plan
+        return _survey(desired, switch, removing).plan
+
+
+@dataclass(frozen=True)
+class _Survey:
+    actual: SwitchState
+    kernel: KernelState
+    installed: set[Flow]
+    plan: Plan
+    refused: dict[str, str]
+
+
+def _survey(desired: HostState, switch: Any, removing: bool = False) -> _Survey:
+    """Everything that differs from the fabric, changing nothing."""
+    from ovsnvgre import openflow
+
+    actual, kernel = _read(desired, switch)
+    the_plan = make_plan(desired, actual, kernel, removing=removing)
+    # Ports `up` would create are expected to come up; ports ovs-vswitchd
+    # refuses now get no flows.
+    refused = actual.interfaces.only(set(desired.ports)).refused()
+    live = {name for name in desired.ports if name not in refused}
+    bridge = _integration_bridge(desired, actual)
+    installed = openflow.dump(bridge) if bridge else set()
+    wanted = set() if removing else desired_flows(desired, live)
+    the_plan = with_flows(the_plan, diff_flows(desired.fabric.overlay.bridge, wanted, installed))
+    pending = _pending_note(switch.remote)
+    if pending:
+        the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
+    return _Survey(actual, kernel, installed, the_plan, refused)
+
+
+def status(fabric: Fabric, host: str, db: str | None = None,
+           progress: Progress = _quiet) -> Report:
+    """The host as it runs, and how it differs from the fabric."""
+    from ovsnvgre import status as reports
+    from ovsnvgre.ovsdb import Switch
+
+    desired = desired_state(fabric, host)
+    with Switch(db) as switch:
+        progress(f"reading {switch.remote}, the kernel and the flows")
+        survey = _survey(desired, switch)
+        details = switch.interface_details(desired.ports)
+    return reports.build(desired, details, survey.kernel, survey.installed, survey.plan,
+                         survey.refused)
+
+
+def _integration_bridge(desired: HostState, actual: SwitchState) -> str | None:
+    """The integration bridge if it exists and is ovsnvgre's, else None."""
+    name = desired.fabric.overlay.bridge
+    bridge = actual.bridges.get(name)
+    if bridge is None or not is_owned(bridge.external_ids, desired.owner):
+        return None
+    return name
 
 
 def _pending_note(remote: str) -> str | None:
@@ -118,17 +163,6 @@ def _integration_bridge(desired: HostState, actual: SwitchState) -> str | None:
     if bridge is None or not is_owned(bridge.external_ids, desired.owner):
         return None
     return name
-
-
-def _flow_changes(desired: HostState, actual: SwitchState, live: set[str],
-                  removing: bool) -> FlowChanges:
-    from ovsnvgre import openflow
-
-    name = desired.fabric.overlay.bridge
-    bridge = _integration_bridge(desired, actual)
-    installed = openflow.dump(bridge) if bridge else set()
-    wanted = set() if removing else desired_flows(desired, live)
-    return diff_flows(name, wanted, installed)
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,

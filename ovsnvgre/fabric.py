@@ -32,6 +32,8 @@ class Underlay:
     # Addresses every host must still reach after `up` moves its underlay, when
     # it reached them before (ARP when on-link, ICMP echo when routed).
     probe: tuple[ipaddress.IPv4Address, ...] = ()
+    # The MTU the fabric plans for on every host's uplink; `status` reads the real one.
+    mtu: int = 1500
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class Overlay:
     bridge: str = "br-int"
     key_layout: str = "rfc7637"
     tunnel_ports: str = "per-vsid"
+    # BFD on every tunnel port, so that `status` shows each peer's liveness.
+    bfd: bool = False
+    # mtu_request on every VM port ovsnvgre creates; None leaves the MTU alone.
+    vm_mtu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,27 @@ class _Checker:
                             mapping.key_lines[key])
         return value
 
+    def integer(self, mapping: LineMap, key: str, path: str, low: int, high: int,
+                default: int | None) -> int | None:
+        if key not in mapping:
+            return default
+        value = mapping[key]
+        where, line = _join(path, key), mapping.key_lines[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, f"{_describe(value)} is not an integer", line)
+        if not low <= value <= high:
+            raise self.fail(where, f"{value} is outside {low}-{high}", line)
+        return value
+
+    def boolean(self, mapping: LineMap, key: str, path: str, default: bool) -> bool:
+        if key not in mapping:
+            return default
+        value = mapping[key]
+        if not isinstance(value, bool):
+            raise self.fail(_join(path, key), f"{_describe(value)} is not true or false",
+                            mapping.key_lines[key])
+        return value
+
     def parsed(self, mapping: LineMap, key: str, path: str, parse: Callable[[str], Any],
                what: str) -> Any:
         value = mapping[key]
@@ -332,10 +359,12 @@ def _section(doc: LineMap, key: str, check: _Checker, allow_missing: bool) -> Li
 
 def _underlay(doc: LineMap, check: _Checker) -> Underlay:
     section = _section(doc, "underlay", check, allow_missing=True)
-    check.keys(section, "underlay", {"bridge", "tep_port", "probe"}, set())
+    check.keys(section, "underlay", {"bridge", "tep_port", "probe", "mtu"}, set())
     default = Underlay()
     return Underlay(
         probe=_probes(section, check),
+        mtu=check.integer(section, "mtu", "underlay", nvgre.MIN_UNDERLAY_MTU, nvgre.MAX_MTU,
+                          default.mtu) or default.mtu,
         bridge=check.string(section, "bridge", "underlay", default.bridge, PORT_NAME_RE,
                             nvgre.MAX_PORT_NAME),
         tep_port=check.string(section, "tep_port", "underlay", default.tep_port, PORT_NAME_RE,
@@ -365,9 +394,13 @@ def _probes(section: LineMap, check: _Checker) -> tuple[ipaddress.IPv4Address, .
 
 def _overlay(doc: LineMap, check: _Checker) -> Overlay:
     section = _section(doc, "overlay", check, allow_missing=True)
-    check.keys(section, "overlay", {"bridge", "key_layout", "tunnel_ports"}, set())
+    check.keys(section, "overlay", {"bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu"},
+               set())
     default = Overlay()
     return Overlay(
+        bfd=check.boolean(section, "bfd", "overlay", default.bfd),
+        vm_mtu=check.integer(section, "vm_mtu", "overlay", nvgre.MIN_VM_MTU,
+                             nvgre.MAX_MTU - nvgre.OVERHEAD, None),
         bridge=check.string(section, "bridge", "overlay", default.bridge, PORT_NAME_RE,
                             nvgre.MAX_PORT_NAME),
         key_layout=check.choice(section, "key_layout", "overlay", nvgre.KEY_LAYOUTS,

@@ -117,7 +117,8 @@ def _read_link(ipr: Any, name: str) -> LinkState | None:
                                  gateway=ipaddress.ip_address(gateway) if gateway else None,
                                  metric=msg.get("priority") or 0, proto=msg["proto"]))
     return LinkState(name=name, up=bool(link["flags"] & IFF_UP),
-                     addresses=frozenset(addresses), routes=frozenset(routes))
+                     addresses=frozenset(addresses), routes=frozenset(routes),
+                     mtu=link.get("mtu") or 0)
 
 
 def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:

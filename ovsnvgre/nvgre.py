@@ -17,6 +17,9 @@ OVERHEAD = 42
 
 # Linux IFNAMSIZ is 16 including the terminating NUL.
 MAX_PORT_NAME = 15
+MIN_VM_MTU = 68  # the smallest IPv4 MTU (RFC 791)
+MIN_UNDERLAY_MTU = MIN_VM_MTU + OVERHEAD
+MAX_MTU = 65535
 
 
 def is_valid_vsid(vsid: int) -> bool:

@@ -26,7 +26,8 @@ MONITORED = {
     "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
     "Bridge": ["name", "ports", "datapath_type", "protocols", "fail_mode", "external_ids"],
     "Port": ["name", "interfaces", "external_ids"],
-    "Interface": ["name", "type", "options", "external_ids", "ofport", "error", "link_state"],
+    "Interface": ["name", "type", "options", "external_ids", "ofport", "error", "link_state",
+                  "bfd", "mtu_request"],
 }
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,9 @@ class Switch:
                 options=_map(iface["options"]) if iface else {},
                 external_ids=_map(row["external_ids"]),
                 iface_external_ids=_map(iface["external_ids"]) if iface else {},
-                interfaces=len(members))
+                interfaces=len(members),
+                bfd=_map(iface["bfd"]) if iface else {},
+                mtu_request=next(iter(_values(iface["mtu_request"])), None) if iface else None)
         return SwitchState(bridges=bridges, ports=ports,
                            interfaces=_status(rows["Interface"]))
 
@@ -282,6 +285,25 @@ class Switch:
             if not pending or time.monotonic() >= deadline:
                 return status
             time.sleep(0.05)
+
+    def interface_details(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What `status` shows of each interface among ``names``, as plain values."""
+        wanted = set(names)
+        columns = ["name", "ofport", "error", "link_state", "mtu", "statistics", "bfd_status"]
+        rows = self._select({"Interface": columns})["Interface"]
+        details = {}
+        for row in rows:
+            if row["name"] not in wanted:
+                continue
+            details[row["name"]] = {
+                "ofport": next(iter(_values(row["ofport"])), None),
+                "error": next(iter(_values(row["error"])), None),
+                "link_state": next(iter(_values(row["link_state"])), None),
+                "mtu": next(iter(_values(row["mtu"])), None),
+                "statistics": {k: int(v) for k, v in _map(row["statistics"]).items()},
+                "bfd_status": _map(row["bfd_status"]),
+            }
+        return details
 
     # --- writing ----------------------------------------------------------------
 

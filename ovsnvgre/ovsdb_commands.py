@@ -36,12 +36,17 @@ class ChangeCommand(command.BaseCommand):  # type: ignore[misc]
                             "run again")
 
     def _insert_port(self, txn: Any, name: str, iface_type: str, options: dict[str, str],
-                     port_ids: dict[str, str], iface_ids: dict[str, str]) -> Any:
+                     port_ids: dict[str, str], iface_ids: dict[str, str],
+                     bfd: dict[str, str] | None = None, mtu_request: int | None = None) -> Any:
         iface = txn.insert(self.api.tables["Interface"])
         iface.name = name
         iface.type = iface_type
         iface.options = options
         iface.external_ids = iface_ids
+        if bfd:
+            iface.bfd = bfd
+        if mtu_request is not None:
+            iface.mtu_request = [mtu_request]
         port = txn.insert(self.api.tables["Port"])
         port.name = name
         port.interfaces = [iface]
@@ -78,7 +83,7 @@ class ChangeCommand(command.BaseCommand):  # type: ignore[misc]
             spec = change.spec
             port = self._insert_port(txn, spec.name, spec.iface_type, spec.options,
                                      {**spec.external_ids, **change.extra_ids},
-                                     spec.external_ids)
+                                     spec.external_ids, spec.bfd, spec.mtu_request)
             self._find("Bridge", spec.bridge).addvalue("ports", port)
         elif isinstance(change, PortUpdate):
             port = self._find("Port", change.spec.name)
@@ -87,6 +92,10 @@ class ChangeCommand(command.BaseCommand):  # type: ignore[misc]
                 iface.type = change.iface_type
             if change.options is not None:
                 iface.options = change.options  # replaces the map: stale keys go
+            if change.bfd is not None:
+                iface.bfd = change.bfd
+            if change.mtu_request is not None:
+                iface.mtu_request = [change.mtu_request]
             for row in (port, iface):
                 for key, value in change.external_ids.items():
                     if row.external_ids.get(key) != value:

@@ -47,6 +47,8 @@ class ActualPort:
     external_ids: dict[str, str]
     iface_external_ids: dict[str, str]
     interfaces: int = 1
+    bfd: dict[str, str] = field(default_factory=dict)
+    mtu_request: int | None = None
 
 
 class PortStatus(dict[str, tuple[int | None, str | None]]):
@@ -76,6 +78,7 @@ class LinkState:
     up: bool
     addresses: frozenset[Address]
     routes: frozenset[RouteSpec]
+    mtu: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class PortUpdate:
     external_ids: dict[str, str]
     stale_ids: tuple[str, ...]
     reason: str
+    bfd: dict[str, str] | None = None
+    mtu_request: int | None = None
 
     def describe(self) -> str:
         return f"repair {self.spec.role} port {self.spec.name}: {self.reason}"
@@ -380,6 +385,14 @@ def _port_update(spec: PortSpec, have: ActualPort) -> PortUpdate | None:
     if have.options != spec.options:
         options = spec.options
         reasons.append(f"options {_fmt_map(have.options)} -> {_fmt_map(spec.options)}")
+    bfd = None
+    if have.bfd != spec.bfd:
+        bfd = spec.bfd
+        reasons.append(f"bfd {_fmt_map(have.bfd)} -> {_fmt_map(spec.bfd)}")
+    mtu_request = None
+    if spec.mtu_request is not None and have.mtu_request != spec.mtu_request:
+        mtu_request = spec.mtu_request
+        reasons.append(f"mtu_request {have.mtu_request or 'unset'} -> {spec.mtu_request}")
     to_set, stale = _ids_diff(spec.external_ids, have.external_ids)
     iface_set, iface_stale = _ids_diff(spec.external_ids, have.iface_external_ids)
     if to_set or stale or iface_set or iface_stale:
@@ -387,7 +400,8 @@ def _port_update(spec: PortSpec, have: ActualPort) -> PortUpdate | None:
     if not reasons:
         return None
     return PortUpdate(spec, iface_type, options, spec.external_ids,
-                      tuple(sorted(set(stale) | set(iface_stale))), "; ".join(reasons))
+                      tuple(sorted(set(stale) | set(iface_stale))), "; ".join(reasons),
+                      bfd, mtu_request)
 
 
 def _fmt_map(values: dict[str, str]) -> str:

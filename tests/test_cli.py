@@ -89,3 +89,37 @@ def test_help_names_the_exit_statuses(runner):
     result = runner.invoke(main, ["--help"])
     assert result.exit_code == 0
     assert "2 a bad fabric" in result.output.replace("\n", " ").replace("  ", " ")
+
+
+def test_validate_warns_when_vm_mtu_does_not_fit_the_underlay(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text(TWO_HOSTS.replace("tunnel_ports: per-vsid",
+                                      "tunnel_ports: per-vsid, vm_mtu: 1500"))
+    result = CliRunner().invoke(main, ["validate", "-c", str(path)])
+    assert result.exit_code == 0
+    assert "warning: overlay.vm_mtu 1500 is more than underlay.mtu 1500 - 42 = 1458" \
+        in result.stderr
+    as_json = CliRunner().invoke(main, ["validate", "-c", str(path), "--json"])
+    assert json.loads(as_json.stdout)["warnings"] == [
+        "overlay.vm_mtu 1500 is more than underlay.mtu 1500 - 42 = 1458: frames that large "
+        "will not cross the tunnels"]
+    fits = tmp_path / "fits.yaml"
+    fits.write_text(path.read_text().replace("underlay: {bridge: br0, tep_port: tep0}",
+                                             "underlay: {bridge: br0, tep_port: tep0, "
+                                             "mtu: 9000}"))
+    quiet = CliRunner().invoke(main, ["validate", "-c", str(fits)])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+@pytest.mark.parametrize("overlay, message", [
+    ("bfd: yes please", "overlay.bfd: str 'yes please' is not true or false"),
+    ("vm_mtu: 40", "overlay.vm_mtu: 40 is outside 68-65493"),
+    ("vm_mtu: '1400'", "overlay.vm_mtu: str '1400' is not an integer"),
+])
+def test_bad_overlay_options_are_one_line_errors(runner, tmp_path, overlay, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(TWO_HOSTS.replace("tunnel_ports: per-vsid", f"tunnel_ports: per-vsid, "
+                                      f"{overlay}"))
+    result = runner.invoke(main, ["validate", "-c", str(path)])
+    assert result.exit_code == 2
+    assert result.output == f"ovsnvgre: error: {path}:4: {message}\n"

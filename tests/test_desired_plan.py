@@ -46,7 +46,8 @@ def converged(desired) -> SwitchState:
     for spec in desired.ports.values():
         ports[spec.name] = ActualPort(spec.name, spec.bridge, spec.iface_type,
                                       dict(spec.options), dict(spec.external_ids),
-                                      dict(spec.external_ids))
+                                      dict(spec.external_ids), bfd=dict(spec.bfd),
+                                      mtu_request=spec.mtu_request)
     return SwitchState(bridges, ports)
 
 

@@ -1,0 +1,167 @@
+"""What `ovsnvgre status` reports: the host, its tunnels and VMs, flows, MTU and drift.
+
+Pure: engine.status gathers the facts (rows, interface details, links, flows, the
+plan) and this module turns them into one report, as text lines or as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovsnvgre import nvgre
+from ovsnvgre.desired import PEER_KEY, ROLE_TUNNEL, VSID_KEY, HostState
+from ovsnvgre.flows import TABLE_NAMES, Flow
+from ovsnvgre.plan import KernelState, Plan
+
+Details = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Report:
+    host: dict[str, Any]
+    tunnels: list[dict[str, Any]]
+    vms: list[dict[str, Any]]
+    flows: dict[str, int]
+    warnings: list[str]
+    drift: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        return not self.drift
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "tunnels": self.tunnels, "vms": self.vms,
+                "flows": self.flows, "warnings": self.warnings, "drift": self.drift,
+                "converged": self.converged, "notes": self.notes}
+
+    def lines(self) -> list[str]:
+        h = self.host
+        lines = [f"host {h['name']}: PA {h['pa']} on {h['pa_on'] or 'no link (not up?)'}"
+                 f" (underlay bridge {h['bridge']}, uplink {h['uplink'] or 'none'}, "
+                 f"underlay MTU {h['underlay_mtu'] or 'unknown'})"
+                 + (f", gateway {h['gateway']}" if h["gateway"] else "")]
+        lines.append(f"tunnels ({len(self.tunnels)}):")
+        lines += _table(["PEER", "PA", "VSID", "KEY", "PORT", "OFPORT", "STATE", "BFD"], [
+            [t["peer"], t["remote_ip"], t["vsid"] or "all", t["key"], t["port"],
+             t["ofport"] or "-", t["state"], _bfd_text(t["bfd"])] for t in self.tunnels])
+        lines.append(f"vms ({len(self.vms)}):")
+        lines += _table(["VM", "PORT", "VSID", "MAC", "CA", "LINK", "MTU", "RX", "TX"], [
+            [v["name"], v["port"], v["vsid"], v["mac"], v["ca"], v["state"], v["mtu"] or "-",
+             v["rx_packets"], v["tx_packets"]] for v in self.vms])
+        counts = ", ".join(f"{table} {count}" for table, count in self.flows.items())
+        lines.append(f"flows on {h['integration_bridge']}: {counts or 'none'}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        lines += [f"note: {n}" for n in self.notes]
+        if self.converged:
+            lines.append(f"host {h['name']}: converged: the switch matches the fabric")
+        else:
+            lines.append(f"host {h['name']}: drifted: {len(self.drift)} difference(s) from "
+                         "the fabric (`ovsnvgre up` repairs them)")
+            lines += [f"  {d}" for d in self.drift]
+        return lines
+
+
+def _bfd_text(bfd: dict[str, Any] | None) -> str:
+    if bfd is None:
+        return "off"
+    return f"{bfd['state']} (flaps {bfd['flaps']})"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in cells]
+
+
+def build(desired: HostState, details: Details, kernel: KernelState, installed: set[Flow],
+          plan: Plan, refused: dict[str, str]) -> Report:
+    fabric = desired.fabric
+    pa_on = next((name for name, link in sorted(kernel.links.items())
+                  if desired.pa in link.addresses), None)
+    underlay = kernel.get(desired.uplink) or kernel.get(desired.tep_port)
+    underlay_mtu = underlay.mtu if underlay and underlay.mtu else None
+    host = {"name": desired.host.name, "pa": str(desired.pa), "pa_on": pa_on,
+            "bridge": fabric.underlay.bridge, "integration_bridge": fabric.overlay.bridge,
+            "tep_port": desired.tep_port, "uplink": desired.uplink,
+            "gateway": str(desired.host.gateway) if desired.host.gateway else None,
+            "underlay_mtu": underlay_mtu}
+
+    tunnels = []
+    for name, spec in sorted(desired.ports.items()):
+        if spec.role != ROLE_TUNNEL:
+            continue
+        info = details.get(name, {})
+        bfd_status = info.get("bfd_status") or {}
+        vsid = spec.external_ids.get(VSID_KEY)
+        tunnels.append({
+            "port": name, "peer": spec.external_ids.get(PEER_KEY),
+            "remote_ip": spec.options.get("remote_ip"),
+            "vsid": int(vsid) if vsid else None,
+            "key": _key_text(spec.options.get("key", "")),
+            "ofport": _ofport(info), "state": _state(info, name in details),
+            "bfd": ({"state": bfd_status.get("state", "unknown"),
+                     "forwarding": bfd_status.get("forwarding") == "true",
+                     "remote_state": bfd_status.get("remote_state"),
+                     "flaps": int(bfd_status.get("flap_count", 0))}
+                    if spec.bfd else None)})
+
+    vms = []
+    warnings = []
+    limit = nvgre.max_vm_mtu(underlay_mtu) if underlay_mtu else None
+    for vm in sorted(fabric.vms_on(desired.host.name), key=lambda v: v.name):
+        info = details.get(vm.port, {})
+        stats = info.get("statistics") or {}
+        mtu = info.get("mtu")
+        vms.append({"name": vm.name, "port": vm.port, "vsid": fabric.vsid_of(vm),
+                    "mac": vm.mac, "ca": str(vm.ca), "ofport": _ofport(info),
+                    "state": _state(info, vm.port in details), "mtu": mtu,
+                    "rx_packets": stats.get("rx_packets", 0),
+                    "tx_packets": stats.get("tx_packets", 0)})
+        if limit is not None and mtu and mtu > limit:
+            warnings.append(f"VM port {vm.port} ({vm.name}) has MTU {mtu}, more than the "
+                            f"underlay MTU {underlay_mtu} - {nvgre.OVERHEAD} = {limit}: "
+                            "larger frames are dropped in the tunnel (set overlay.vm_mtu, "
+                            "or lower the VM's MTU)")
+    warnings += fabric_warnings(fabric)
+
+    flows: dict[str, int] = {}
+    for flow in sorted(installed, key=lambda f: f.table):
+        name = TABLE_NAMES.get(flow.table, str(flow.table))
+        flows[name] = flows.get(name, 0) + 1
+
+    drift = plan.lines()
+    drift += [f"port {name} refused by ovs-vswitchd: {reason}"
+              for name, reason in sorted(refused.items())]
+    return Report(host, tunnels, vms, flows, warnings, drift, list(plan.notes))
+
+
+def fabric_warnings(fabric: Any) -> list[str]:
+    """What is legal in a fabric file but will not work as the user expects."""
+    vm_mtu, underlay_mtu = fabric.overlay.vm_mtu, fabric.underlay.mtu
+    if vm_mtu is not None and vm_mtu > nvgre.max_vm_mtu(underlay_mtu):
+        return [f"overlay.vm_mtu {vm_mtu} is more than underlay.mtu {underlay_mtu} - "
+                f"{nvgre.OVERHEAD} = {nvgre.max_vm_mtu(underlay_mtu)}: frames that large "
+                "will not cross the tunnels"]
+    return []
+
+
+def _key_text(key: str) -> str:
+    return f"{int(key):#x}" if key.isdigit() else key
+
+
+def _ofport(info: dict[str, Any]) -> int | None:
+    ofport = info.get("ofport")
+    return ofport if isinstance(ofport, int) and ofport > 0 else None
+
+
+def _state(info: dict[str, Any], exists: bool) -> str:
+    if not exists:
+        return "missing"
+    if info.get("error"):
+        return f"error: {info['error']}"
+    return str(info.get("link_state") or "unknown")
