@@ -216,6 +216,46 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
 
 
 @main.command()
+@config_option
+@click.option("--from", "source", required=True, metavar="VM",
+              help="The VM the packet comes from (a VM of this host).")
+@click.option("--to", "target", required=True, metavar="VM|ADDRESS",
+              help="A VM name, or a CA (looked up in the source's virtual subnet first).")
+@click.option("--proto", default="icmp", show_default=True, metavar="icmp|arp|tcp:PORT|udp:PORT",
+              help="The packet: an echo request, an ARP request for the address, or a "
+                   "TCP/UDP packet to PORT.")
+@click.option("--host", metavar="NAME",
+              help="The host the trace runs on. Default: the source VM's host.")
+@db_option
+@click.option("--raw", is_flag=True, help="Also print ofproto/trace's full output.")
+@json_option
+@_fail_cleanly
+def trace(config: str, source: str, target: str, proto: str, host: str | None, db: str | None,
+          raw: bool, as_json: bool) -> None:
+    """Show what the switch does with one packet, in the fabric's terms.
+
+    Builds the packet from the fabric (the VM's port, MAC and CA, the
+    destination's MAC when the fabric knows it), runs `ovs-appctl
+    ofproto/trace` on the integration bridge, and prints a verdict such as
+    "delivered to red-b via tunnel to host2 with key 0x138900", "answered by
+    the ARP responder" or "dropped: different virtual subnet". Changes nothing.
+    """
+    from ovsnvgre import engine
+
+    result = engine.trace(_load(config), source, target, proto, host, db)
+    if as_json:
+        data = result.as_dict()
+        if raw:
+            data["raw"] = result.raw
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"flow: {result.probe.flow}")
+    if raw:
+        click.echo(result.raw.rstrip())
+    click.echo(result.verdict)
+
+
+@main.command()
 @_changing_command
 def up(config: str, host: str | None, db: str | None, timeout: float, verify: bool,
        confirm: float | None, verbose: bool, as_json: bool) -> None:

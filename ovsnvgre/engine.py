@@ -136,6 +136,48 @@ def status(fabric: Fabric, host: str, db: str | None = None,
                          survey.refused)
 
 
+@dataclass(frozen=True)
+class TraceResult:
+    probe: Any
+    verdict: str
+    outputs: list[dict[str, Any]]
+    raw: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.probe.source.host, "from": self.probe.source.name,
+                "to": self.probe.target,
+                "destination": self.probe.destination.name if self.probe.destination else None,
+                "proto": self.probe.proto, "flow": self.probe.flow, "verdict": self.verdict,
+                "outputs": [{k: v for k, v in o.items() if k != "text"} for o in self.outputs]}
+
+
+def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
+          host: str | None = None, db: str | None = None) -> TraceResult:
+    """Trace a packet from a local VM through the integration bridge."""
+    from ovsnvgre import openflow
+    from ovsnvgre import trace as traces
+    from ovsnvgre.ovsdb import Switch
+
+    the_probe = traces.probe(fabric, source, target, proto)
+    vm_host = the_probe.source.host
+    if host is not None and host != vm_host:
+        raise UsageError(f"{fabric.source}: VM {source} is on host {vm_host}, not {host}: "
+                         "trace it there")
+    desired = desired_state(fabric, vm_host)
+    with Switch(db) as switch:
+        actual = switch.read()
+    if _integration_bridge(desired, actual) is None:
+        raise SystemFailure(f"host {vm_host}: the integration bridge "
+                            f"{fabric.overlay.bridge} is not set up: run `ovsnvgre up` first")
+    bridge = actual.bridges[fabric.overlay.bridge]
+    names = {ofport: name for name, (ofport, _) in actual.interfaces.items()
+             if name in bridge.ports and ofport}
+    raw = openflow.trace(fabric.overlay.bridge, the_probe.flow)
+    parsed = traces.parse(raw, names)
+    sentence, outputs = traces.verdict(desired, the_probe, parsed)
+    return TraceResult(the_probe, sentence, outputs, raw)
+
+
 def _integration_bridge(desired: HostState, actual: SwitchState) -> str | None:
     """The integration bridge if it exists and is ovsnvgre's, else None."""
     name = desired.fabric.overlay.bridge
@@ -155,14 +197,6 @@ def _pending_note(remote: str) -> str | None:
     return (f"{path} holds the state before {record.describe()}; `up` will not run until "
             "`ovsnvgre confirm` or `ovsnvgre rollback`")
 
-
-def _integration_bridge(desired: HostState, actual: SwitchState) -> str | None:
-    """The integration bridge if it exists and is ovsnvgre's, else None."""
-    name = desired.fabric.overlay.bridge
-    bridge = actual.bridges.get(name)
-    if bridge is None or not is_owned(bridge.external_ids, desired.owner):
-        return None
-    return name
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,

@@ -59,6 +59,19 @@ def dump(bridge: str) -> set[Flow]:
     return {flow for flow in map(parse_flow, out.splitlines()) if flow is not None}
 
 
+def trace(bridge: str, flow: str) -> str:
+    """`ovs-appctl ofproto/trace`: what the switch would do with one packet."""
+    try:
+        result = subprocess.run(["ovs-appctl", "ofproto/trace", bridge, flow],
+                                capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise SystemFailure("ovs-appctl not found (install openvswitch-switch)") from None
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise SystemFailure(f"ovs-appctl ofproto/trace {bridge}: {reason}")
+    return result.stdout
+
+
 def apply(bridge: str, add: Iterable[Flow], delete: Iterable[Flow]) -> int:
     """Deletions and additions as one atomic bundle; returns the number of flow-mods."""
     lines = [f.delete_line() for f in sorted(delete, key=str)]

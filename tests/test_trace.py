@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import json
 
 import pytest
 from conftest import running_lab
 from fabrics import TWO_HOSTS
+
+from ovsnvgre.trace import Parsed, parse
 
 RED_A, BLUE_A, RED_C = "02:00:00:00:50:01", "02:00:00:00:60:01", "02:00:00:00:50:03"
 RED_B, BLUE_B = "02:00:00:00:50:02", "02:00:00:00:60:02"
@@ -16,42 +17,18 @@ TRACE_FABRIC = TWO_HOSTS + ('  red-c:  {host: host1, subnet: red,  port: vnet2, 
                             f'mac: "{RED_C}", ca: 10.0.0.3/24}}\n')
 
 
-@dataclass
-class Trace:
-    outputs: list[tuple[str, int | None]]  # (port, tun_id set when it was sent)
-    final_flow: str
-    text: str
-
-    @property
-    def ports(self) -> set[str]:
-        return {port for port, _ in self.outputs}
-
-
 class Tracer:
+    """ofproto/trace through the product's own parser (its output checked here exactly)."""
+
     def __init__(self, host) -> None:
         self.host = host
         # OpenFlow port numbers are per bridge: map only br-int's.
         ports = host.switch.vsctl("list-ports", "br-int").split()
-        self.names = {host.switch.vsctl("get", "interface", port, "ofport").strip(): port
+        self.names = {int(host.switch.vsctl("get", "interface", port, "ofport")): port
                       for port in ports}
 
-    def __call__(self, flow: str) -> Trace:
-        text = self.host.switch.appctl("ofproto/trace", "br-int", flow)
-        in_port = re.search(r"in_port=(\d+)", text.split("\n", 1)[0])
-        outputs: list[tuple[str, int | None]] = []
-        tun_id = None
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("set_field:") and line.endswith("->tun_id"):
-                tun_id = int(line[len("set_field:"):-len("->tun_id")], 16)
-            elif line.startswith("output:"):
-                outputs.append((self.names.get(line[7:], line[7:]), tun_id))
-            elif "skipping output to input port" in line:
-                outputs.pop()  # OVS never sends a frame back where it came from
-            elif line == "IN_PORT" and in_port:
-                outputs.append((self.names[in_port.group(1)], tun_id))
-        final = re.search(r"^Final flow: (.*)$", text, re.M)
-        return Trace(outputs, final.group(1) if final else "", text)
+    def __call__(self, flow: str) -> Parsed:
+        return parse(self.host.switch.appctl("ofproto/trace", "br-int", flow), self.names)
 
 
 def _vm_flow(port: str, mac: str, ca: str, rest: str) -> str:
@@ -196,3 +173,63 @@ def test_tunnel_keys_are_checked(traced):
         with_flow_id = trace(f"{red_in(mode, layout, flow_id=0x5a)},dl_src={RED_B},"
                              "dl_dst=ff:ff:ff:ff:ff:ff,ip,nw_src=10.0.0.2,nw_dst=10.0.0.255")
         assert with_flow_id.ports == {"vnet0", "vnet2"}
+
+
+# --- `ovsnvgre trace`: the same switch, in the fabric's words -------------------------
+
+
+def verdict(traced, *args: str) -> str:
+    trace, _, _ = traced
+    result = trace.host.ovsnvgre("trace", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_trace_command_names_the_tunnel_and_key(traced):
+    _, mode, layout = traced
+    key = 5001 << 8 if layout == "rfc7637" else 5001
+    port = RED_TUNNEL if mode == "per-vsid" else PEER_TUNNEL
+    assert verdict(traced, "--from", "red-a", "--to", "10.0.0.2") == (
+        f"delivered to red-b via tunnel to host2 with key {key:#x} (port {port})")
+    assert verdict(traced, "--from", "red-a", "--to", "red-b", "--proto", "tcp:80") == (
+        f"delivered to red-b via tunnel to host2 with key {key:#x} (port {port})")
+
+
+def test_trace_command_local_arp_cross_vsid_and_unknown(traced):
+    assert verdict(traced, "--from", "red-a", "--to", "red-c") == \
+        "delivered to red-c on port vnet2"
+    assert verdict(traced, "--from", "red-a", "--to", "10.0.0.2", "--proto", "arp") == \
+        f"answered by the ARP responder: 10.0.0.2 is at {RED_B} (red-b)"
+    assert verdict(traced, "--from", "blue-a", "--to", "10.0.0.2", "--proto", "arp") == \
+        f"answered by the ARP responder: 10.0.0.2 is at {BLUE_B} (blue-b)"
+    assert verdict(traced, "--from", "red-a", "--to", "blue-b").startswith(
+        "dropped: different virtual subnet (blue-b is in VSID 6001, red-a in 5001)")
+    flooded = verdict(traced, "--from", "red-a", "--to", "10.0.0.77")
+    assert flooded.startswith("flooded within VSID 5001: ") and "red-c (port vnet2)" in flooded
+    assert "blue" not in flooded
+
+
+def test_trace_command_json_and_raw(traced):
+    trace, mode, _ = traced
+    result = trace.host.ovsnvgre("trace", "--from", "red-a", "--to", "red-c", "--json",
+                                 "--raw")
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "delivered to red-c on port vnet2"
+    assert data["outputs"] == [{"kind": "vm", "port": "vnet2", "vm": "red-c"}]
+    assert data["from"] == "red-a" and data["destination"] == "red-c"
+    assert data["flow"].startswith(f"in_port=vnet0,dl_src={RED_A},dl_dst={RED_C},icmp")
+    assert "Datapath actions" in data["raw"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--from", "nobody", "--to", "10.0.0.2"], "no VM 'nobody' in the fabric"),
+    (["--from", "red-a", "--to", "10.0.0.2", "--proto", "sctp"], "--proto 'sctp'"),
+    (["--from", "red-a", "--to", "10.0.0.2", "--proto", "tcp"], "--proto 'tcp'"),
+    (["--from", "red-a", "--to", "somewhere"], "neither a VM of the fabric nor an IP"),
+    (["--from", "red-b", "--to", "10.0.0.1"], "VM red-b is on host host2, not host1"),
+])
+def test_trace_command_usage_errors(traced, args, message):
+    trace, _, _ = traced
+    result = trace.host.ovsnvgre("trace", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,176 @@
+"""`ovsnvgre trace`: a packet built from the fabric, through ofproto/trace, in fabric terms.
+
+Pure: `probe` builds the flow to trace from the fabric, `parse` reads what
+`ovs-appctl ofproto/trace` prints, and `verdict` says what happened to the
+packet in the words of the fabric (VMs, hosts, VSIDs, keys).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovsnvgre import nvgre
+from ovsnvgre.desired import PEER_KEY, ROLE_TUNNEL, ROLE_VM, VM_KEY, VSID_KEY, HostState
+from ovsnvgre.errors import UsageError
+from ovsnvgre.fabric import Fabric, Vm
+from ovsnvgre.flows import TABLE_NAMES, Table
+
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+PROTOCOLS = ("icmp", "arp", "tcp:PORT", "udp:PORT")
+
+
+@dataclass(frozen=True)
+class Probe:
+    source: Vm
+    target: str                 # what the user asked for: a VM name or an address
+    destination: Vm | None      # the VM the packet is for, if the fabric has one
+    proto: str
+    flow: str
+
+
+@dataclass(frozen=True)
+class Parsed:
+    outputs: list[tuple[str, int | None]]  # (port, tun_id set when it was sent)
+    final_flow: str
+    last_table: int | None
+    text: str = field(repr=False, default="")
+
+    @property
+    def ports(self) -> set[str]:
+        return {port for port, _ in self.outputs}
+
+
+def probe(fabric: Fabric, source_name: str, target: str, proto: str = "icmp") -> Probe:
+    source = fabric.vms.get(source_name)
+    if source is None:
+        raise UsageError(f"{fabric.source}: no VM {source_name!r} in the fabric")
+    destination, address = _destination(fabric, source, target)
+    mac, ca = source.mac, source.ca.ip
+    head = f"in_port={source.port},dl_src={mac}"
+    if proto == "arp":
+        if address.version != 4:
+            raise UsageError("--proto arp needs an IPv4 destination")
+        return Probe(source, target, destination, proto,
+                     f"{head},dl_dst={BROADCAST},arp,arp_op=1,arp_spa={ca},"
+                     f"arp_tpa={address},arp_sha={mac}")
+    dst_mac = destination.mac if destination else BROADCAST
+    if address.version != ca.version:
+        raise UsageError(f"{source.name}'s CA {ca} and {address} are not the same IP version")
+    if address.version == 4:
+        l3 = f"nw_src={ca},nw_dst={address}"
+        kinds = {"icmp": "icmp,icmp_type=8", "tcp": "tcp", "udp": "udp"}
+    else:
+        l3 = f"ipv6_src={ca},ipv6_dst={address}"
+        kinds = {"icmp": "icmp6,icmpv6_type=128", "tcp": "tcp6", "udp": "udp6"}
+    name, _, port = proto.partition(":")
+    if name not in kinds or (name == "icmp") == bool(port) or (port and not port.isdigit()) \
+            or (port and not 0 < int(port) < 65536):
+        raise UsageError(f"--proto {proto!r}: expected one of {', '.join(PROTOCOLS)}")
+    l4 = f",tp_dst={port}" if port else ""
+    return Probe(source, target, destination, proto,
+                 f"{head},dl_dst={dst_mac},{kinds[name]},{l3}{l4}")
+
+
+def _destination(fabric: Fabric, source: Vm, target: str) -> tuple[Vm | None, Any]:
+    """The VM a target names (by name, or by CA: the source's own VSID first)."""
+    if target in fabric.vms:
+        vm = fabric.vms[target]
+        return vm, vm.ca.ip
+    try:
+        address = ipaddress.ip_address(target)
+    except ValueError:
+        raise UsageError(f"--to {target!r} is neither a VM of the fabric nor an IP "
+                         "address") from None
+    holders = [vm for vm in fabric.vms.values() if vm.ca.ip == address and vm is not source]
+    same = [vm for vm in holders if fabric.vsid_of(vm) == fabric.vsid_of(source)]
+    return (same or holders or [None])[0], address
+
+
+def parse(text: str, names: dict[int, str]) -> Parsed:
+    """What ofproto/trace says happened: every output (with the key set before it)."""
+    first = text.split("\n", 1)[0]
+    in_port = re.search(r"in_port=(\w[\w.-]*)", first)
+    outputs: list[tuple[str, int | None]] = []
+    tun_id = None
+    last_table = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        table = re.match(r"^(\d+)\. ", stripped)
+        if table:
+            last_table = int(table.group(1))
+        if stripped.startswith("set_field:") and stripped.endswith("->tun_id"):
+            tun_id = int(stripped[len("set_field:"):-len("->tun_id")], 16)
+        elif stripped.startswith("output:"):
+            port = stripped[len("output:"):]
+            outputs.append((names.get(int(port), port) if port.isdigit() else port, tun_id))
+        elif "skipping output to input port" in stripped:
+            outputs.pop()  # OVS never sends a frame back where it came from
+        elif stripped == "IN_PORT" and in_port:
+            port = in_port.group(1)
+            outputs.append((names.get(int(port), port) if port.isdigit() else port, tun_id))
+    final = re.search(r"^Final flow: (.*)$", text, re.M)
+    return Parsed(outputs, final.group(1) if final else "", last_table, text)
+
+
+def verdict(desired: HostState, the_probe: Probe, parsed: Parsed) -> tuple[str, list[dict]]:
+    """One sentence in the fabric's terms, and each output described."""
+    fabric = desired.fabric
+    source, destination = the_probe.source, the_probe.destination
+    vsid = fabric.vsid_of(source)
+    described = [_describe_output(desired, port, tun_id) for port, tun_id in parsed.outputs]
+    if the_probe.proto == "arp" and parsed.outputs == [(source.port, None)]:
+        answer = re.search(r"arp_sha=([0-9a-f:]{17})", parsed.final_flow)
+        mac = answer.group(1) if answer else "?"
+        return (f"answered by the ARP responder: {the_probe.target} is at {mac}"
+                + _owner_of(fabric, mac), described)
+    if destination is not None and fabric.vsid_of(destination) != vsid:
+        reached = any(o.get("vm") == destination.name for o in described)
+        if not reached:
+            flooded = _list(described)
+            return (f"dropped: different virtual subnet ({destination.name} is in VSID "
+                    f"{fabric.vsid_of(destination)}, {source.name} in {vsid})"
+                    + (f"; sent only within VSID {vsid}: {flooded}" if flooded else ""),
+                    described)
+    if not described:
+        table = parsed.last_table
+        where = TABLE_NAMES.get(table, str(table)) if table is not None else "the pipeline"
+        why = {Table.CLASSIFY: f"it is not what the fabric allows from {source.name} "
+                               "(MAC, address or protocol)",
+               Table.FORWARD: f"no port of VSID {vsid} takes it"}.get(table, "no flow took it")
+        return f"dropped by {where}: {why}", described
+    if destination is not None and len(described) == 1:
+        out = described[0]
+        if out["kind"] == "vm" and out.get("vm") == destination.name:
+            return f"delivered to {destination.name} on port {out['port']}", described
+        if out["kind"] == "tunnel" and destination.host == out.get("peer"):
+            return (f"delivered to {destination.name} via tunnel to {out['peer']} with key "
+                    f"{out['key']} (port {out['port']})", described)
+    return f"flooded within VSID {vsid}: {_list(described)}", described
+
+
+def _owner_of(fabric: Fabric, mac: str) -> str:
+    owner = next((vm.name for vm in fabric.vms.values() if vm.mac.lower() == mac), None)
+    return f" ({owner})" if owner else ""
+
+
+def _list(described: list[dict]) -> str:
+    return ", ".join(o["text"] for o in described)
+
+
+def _describe_output(desired: HostState, port: str, tun_id: int | None) -> dict[str, Any]:
+    spec = desired.ports.get(port)
+    layout = desired.fabric.overlay.key_layout
+    if spec is not None and spec.role == ROLE_TUNNEL:
+        option = spec.options.get("key", "")
+        key = tun_id if tun_id is not None else int(option) if option.isdigit() else 0
+        peer = spec.external_ids.get(PEER_KEY)
+        vsid = int(spec.external_ids.get(VSID_KEY) or nvgre.vsid_of_key(key, layout))
+        return {"kind": "tunnel", "port": port, "peer": peer, "key": f"{key:#x}",
+                "vsid": vsid, "text": f"tunnel to {peer} (key {key:#x}, port {port})"}
+    if spec is not None and spec.role == ROLE_VM:
+        vm = spec.external_ids.get(VM_KEY)
+        return {"kind": "vm", "port": port, "vm": vm, "text": f"{vm} (port {port})"}
+    return {"kind": "other", "port": port, "text": f"port {port}"}
