@@ -194,10 +194,13 @@ DRIFTED = 3
 @json_option
 @_fail_cleanly
 def status(config: str, host: str | None, db: str | None, as_json: bool) -> None:
-    """Show this host as it runs: PA, tunnels (with BFD), VMs, flows, MTU and drift.
+    """Show this host as it runs, and how it drifted from the fabric.
 
-    Drift is every difference between the switch and the fabric (missing,
-    extra or changed rows, flows, ports ovs-vswitchd refused). Changes nothing.
+    Reports the PA and where it sits, each tunnel (peer, VSID, key, port,
+    state, BFD), each local VM (port, VSID, MAC, CA, link, MTU, packet
+    counters), the flows per table, and MTU warnings. Drift is every
+    difference between the switch and the fabric (missing, extra or changed
+    rows, flows, ports ovs-vswitchd refused). Changes nothing.
 
     Exit status: 0 converged, 3 drifted (for monitoring), 1 or 2 on failure.
     """

@@ -123,3 +123,16 @@ def test_bad_overlay_options_are_one_line_errors(runner, tmp_path, overlay, mess
     result = runner.invoke(main, ["validate", "-c", str(path)])
     assert result.exit_code == 2
     assert result.output == f"ovsnvgre: error: {path}:4: {message}\n"
+
+
+def test_readme_cli_reference_is_the_help_of_every_command():
+    from pathlib import Path
+
+    from ovsnvgre import clidoc
+
+    readme = Path(__file__).parent.parent / "README.md"
+    text = readme.read_text()
+    assert clidoc.replace_in(text) == text, \
+        "README's CLI reference is stale: run `python -m ovsnvgre.clidoc README.md`"
+    for command in ("up", "down", "status", "trace", "rollback", "confirm", "lab check"):
+        assert f"### `ovsnvgre {command}`" in text
