@@ -259,6 +259,36 @@ def trace(config: str, source: str, target: str, proto: str, host: str | None, d
 
 
 @main.command()
+@config_option
+@host_option
+@db_option
+@timeout_option
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also log the checks that found nothing to repair.")
+@_fail_cleanly
+def watch(config: str, host: str | None, db: str | None, timeout: float,
+          verbose: bool) -> None:
+    """Keep this host converged until stopped (SIGTERM or Ctrl-C).
+
+    Runs `up` at start, then again whenever something changes: an OVSDB row
+    it reads (an owned row edited, a VM port appearing), the flows of the
+    integration bridge (or ovs-vswitchd restarting and losing them), or the
+    fabric file (a new valid file is taken; an invalid one is reported and
+    the last good one kept). Logs every repair with what drifted, one line
+    each, on stderr. examples/ovsnvgre-watch.service runs it under systemd.
+    """
+    import time
+
+    from ovsnvgre import watch as watching
+
+    def log(message: str) -> None:
+        click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ovsnvgre watch: {message}",
+                   err=True)
+
+    watching.run(config, host, db, timeout, log, verbose)
+
+
+@main.command()
 @_changing_command
 def up(config: str, host: str | None, db: str | None, timeout: float, verify: bool,
        confirm: float | None, verbose: bool, as_json: bool) -> None:

@@ -240,73 +240,80 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
                 journal.save(path, record)
             return record
 
-        check = None
-        if verify and touches_underlay(desired, the_plan):
-            targets = underlay_targets(desired, the_plan, removing)
-            if targets:
-                progress("probing " + ", ".join(str(t.address) for t in targets)
-                         + " before the change")
-                check = Check.start(targets)
-        writes = 0
-        if the_plan.ovsdb:
-            save_before_changing()
-            progress(f"applying {len(the_plan.ovsdb)} OVSDB changes in one transaction")
-            writes = switch.apply(the_plan.ovsdb)
-        kernel_changes = 0
-        if the_plan.kernel:
-            save_before_changing()
-            progress(f"applying {len(the_plan.kernel)} address, route and link changes")
-            tep_created = any(isinstance(c, PortCreate) and c.spec.role == ROLE_TEP
-                              for c in the_plan.ovsdb)
-            kernel_changes = netlink.apply(the_plan.kernel,
-                                           wait_for=[desired.tep_port] if tep_created else [])
-        if check is not None:
-            failures = check.finish()
-            if failures:
-                assert record is not None
-                progress("the underlay check failed: restoring the state before the run")
-                what = f"host {host}: the underlay check failed after the change: " \
-                       f"{'; '.join(failures)}"
-                try:
-                    undone = restore(switch, record.snapshot, progress)
-                except SystemFailure as exc:
-                    raise SystemFailure(f"{what}; restoring the state before the run failed "
-                                        f"too ({exc}): it is kept in {path}, run `ovsnvgre "
-                                        "rollback` once the cause is fixed") from exc
-                journal.remove(path)
-                overlay = "" if removing else "; the overlay was not applied"
-                raise UnderlayLost(f"{what}. Rolled back: the host is as it was before the "
-                                   f"run ({undone} changes undone){overlay} (--no-verify "
-                                   "skips this check)")
-            progress("underlay check passed: " + "; ".join(check.lines())
-                     + f" ({check.seconds:.2f} s)")
-        # The flows name ports, so they are planned once the ports exist.
-        wanted = set() if removing else set(desired.ports)
-        if writes:
-            actual = switch.read()
-            status = switch.port_status(wanted, wait=5.0)
-            bridge = _integration_bridge(desired, actual)
-            installed = openflow.dump(bridge) if bridge else set()
-        else:
-            status = actual.interfaces.only(wanted)
-        flow_changes = diff_flows(desired.fabric.overlay.bridge,
-                                  set() if removing else desired_flows(desired, status.live()),
-                                  installed)
-        the_plan = with_flows(the_plan, flow_changes)
-        flow_mods = 0
-        if flow_changes:
-            save_before_changing()
-            progress(f"applying {len(flow_changes.add) + len(flow_changes.delete)} flow "
-                     "changes in one bundle")
-            flow_mods = openflow.apply(flow_changes.bridge, flow_changes.add,
-                                       flow_changes.delete)
-        refused = status.refused()
-        timer = None
-        if record is not None:
-            if confirm is None:
-                journal.remove(path)
+        try:
+            check = None
+            if verify and touches_underlay(desired, the_plan):
+                targets = underlay_targets(desired, the_plan, removing)
+                if targets:
+                    progress("probing " + ", ".join(str(t.address) for t in targets)
+                             + " before the change")
+                    check = Check.start(targets)
+            writes = 0
+            if the_plan.ovsdb:
+                save_before_changing()
+                progress(f"applying {len(the_plan.ovsdb)} OVSDB changes in one transaction")
+                writes = switch.apply(the_plan.ovsdb)
+            kernel_changes = 0
+            if the_plan.kernel:
+                save_before_changing()
+                progress(f"applying {len(the_plan.kernel)} address, route and link changes")
+                tep_created = any(isinstance(c, PortCreate) and c.spec.role == ROLE_TEP
+                                  for c in the_plan.ovsdb)
+                kernel_changes = netlink.apply(the_plan.kernel,
+                                               wait_for=[desired.tep_port] if tep_created else [])
+            if check is not None:
+                failures = check.finish()
+                if failures:
+                    assert record is not None
+                    progress("the underlay check failed: restoring the state before the run")
+                    what = f"host {host}: the underlay check failed after the change: " \
+                           f"{'; '.join(failures)}"
+                    try:
+                        undone = restore(switch, record.snapshot, progress)
+                    except SystemFailure as exc:
+                        raise SystemFailure(f"{what}; restoring the state before the run failed "
+                                            f"too ({exc}): it is kept in {path}, run `ovsnvgre "
+                                            "rollback` once the cause is fixed") from exc
+                    journal.remove(path)
+                    overlay = "" if removing else "; the overlay was not applied"
+                    raise UnderlayLost(f"{what}. Rolled back: the host is as it was before the "
+                                       f"run ({undone} changes undone){overlay} (--no-verify "
+                                       "skips this check)")
+                progress("underlay check passed: " + "; ".join(check.lines())
+                         + f" ({check.seconds:.2f} s)")
+            # The flows name ports, so they are planned once the ports exist.
+            wanted = set() if removing else set(desired.ports)
+            if writes:
+                actual = switch.read()
+                status = switch.port_status(wanted, wait=5.0)
+                bridge = _integration_bridge(desired, actual)
+                installed = openflow.dump(bridge) if bridge else set()
             else:
-                timer = _start_timer(path, record, confirm)
+                status = actual.interfaces.only(wanted)
+            flow_changes = diff_flows(desired.fabric.overlay.bridge,
+                                      set() if removing else desired_flows(desired, status.live()),
+                                      installed)
+            the_plan = with_flows(the_plan, flow_changes)
+            flow_mods = 0
+            if flow_changes:
+                save_before_changing()
+                progress(f"applying {len(flow_changes.add) + len(flow_changes.delete)} flow "
+                         "changes in one bundle")
+                flow_mods = openflow.apply(flow_changes.bridge, flow_changes.add,
+                                           flow_changes.delete)
+            refused = status.refused()
+            timer = None
+            if record is not None:
+                if confirm is None:
+                    journal.remove(path)
+                else:
+                    timer = _start_timer(path, record, confirm)
+        except SystemFailure as exc:
+            if record is None or isinstance(exc, UnderlayLost) or not path.exists():
+                raise
+            raise SystemFailure(f"{exc}; the run stopped half-way: {path} holds the state "
+                                "before it (`ovsnvgre rollback` returns to it, `ovsnvgre "
+                                "confirm` keeps the host as it is)") from exc
     result = RunResult(the_plan, writes, kernel_changes, flow_mods, refused, check, timer)
     if refused:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(refused.items()))

@@ -22,7 +22,8 @@ def _run(*args: str) -> str:
         raise SystemFailure(f"ovs-ofctl {args[0]} did not finish within 120 s") from None
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
-        raise SystemFailure(f"ovs-ofctl {args[0]} {args[1] if len(args) > 1 else ''}: "
+        words = [arg for arg in args if not arg.startswith("-")][:2]
+        raise SystemFailure(f"ovs-ofctl {' '.join(words)}: "
                             f"{reason.removeprefix('ovs-ofctl: ')}")
     return result.stdout
 

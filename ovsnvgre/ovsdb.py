@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ovsnvgre.errors import SystemFailure
@@ -84,6 +84,46 @@ def _fetch_schema(remote: str, timeout: float) -> dict[str, Any]:
         rpc.close()
     raise SystemFailure(f"cannot reach ovsdb-server at {remote}: "
                         f"{os.strerror(error) if error > 0 else 'connection closed'}")
+
+
+def watch(remote: str, on_change: Callable[[str], None], timeout: float = 30.0
+          ) -> Callable[[], None]:
+    """Call ``on_change`` (from another thread) on every change of the rows ovsnvgre reads.
+
+    An ovsdbapp IDL monitors the same tables and columns as a run reads, and
+    RowEvents report each create, update and delete; returns the function that
+    stops it.
+    """
+    from ovsdbapp.backend.ovs_idl import connection, event, idlutils
+
+    helper = idlutils.create_schema_helper(_fetch_schema(remote, CONNECT_TIMEOUT))
+    for table, columns in MONITORED.items():
+        helper.register_columns(table, columns)
+    handler = event.RowEventHandler()
+
+    class ChangeIdl(connection.OvsdbIdl):  # type: ignore[misc]
+        def notify(self, kind: str, row: Any, updates: Any = None) -> None:
+            handler.notify(kind, row, updates)
+
+    class Changed(event.RowEvent):  # type: ignore[misc]
+        def run(self, kind: str, row: Any, old: Any) -> None:
+            name = getattr(row, "name", "")
+            on_change(f"{self.table} {name} {kind}".replace("  ", " "))
+
+    kinds = (Changed.ROW_CREATE, Changed.ROW_UPDATE, Changed.ROW_DELETE)
+    handler.watch_events([Changed(kinds, table, None) for table in MONITORED])
+    conn = connection.Connection(idl=ChangeIdl(remote, helper), timeout=timeout)
+    try:
+        conn.start()
+    except Exception as exc:
+        handler.shutdown()
+        raise SystemFailure(f"cannot monitor the database at {remote}: {exc}") from exc
+
+    def stop() -> None:
+        conn.stop(timeout=5)
+        handler.shutdown()
+
+    return stop
 
 
 def _atom(value: Any) -> Any:
@@ -310,8 +350,7 @@ class Switch:
     def _not_applied(self) -> SystemFailure:
         return SystemFailure(f"ovs-vswitchd did not apply the change within {self.timeout:g} s "
                              f"(is ovs-vswitchd running for {self.remote}?); the database "
-                             "holds it and ovs-vswitchd applies it when it starts: run `up` "
-                             "again then")
+                             "holds it and ovs-vswitchd applies it when it starts")
 
     def apply(self, changes: Iterable[OvsdbChange]) -> int:
         """All changes in one transaction, which waits for ovs-vswitchd to apply it."""

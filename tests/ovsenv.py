@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,10 @@ class Switch:
            "--detach", "--no-chdir", env=self.env)
         self.pids.append(self._pid("ovsdb-server"))
         sh("ovs-vsctl", f"--db={self.db}", "--no-wait", "init", env=self.env)
+        return self.start_vswitchd()
+
+    def start_vswitchd(self) -> Switch:
+        d = self.rundir
         extra = ["--enable-dummy=override"] if self.dummy else []
         self.netns.exec("ovs-vswitchd", self.db, f"--pidfile={d}/ovs-vswitchd.pid",
                         f"--log-file={d}/ovs-vswitchd.log", "--detach", "--no-chdir",
@@ -124,10 +129,13 @@ class Switch:
             time.sleep(0.05)
         raise AssertionError(f"{daemon} wrote no pidfile in {self.rundir}")
 
-    def stop_vswitchd(self) -> None:
+    def stop_vswitchd(self, sig: int = signal.SIGTERM) -> None:
         pid = self._pid("ovs-vswitchd")
+        if sig == signal.SIGKILL:
+            os.kill(pid, sig)
         stop(pid)
         self.pids.remove(pid)
+        (self.rundir / "ovs-vswitchd.pid").unlink(missing_ok=True)
 
     def vsctl(self, *args: str, check: bool = True) -> str:
         return sh("ovs-vsctl", f"--db={self.db}", "--timeout=10", *args, env=self.env,

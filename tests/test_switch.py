@@ -228,7 +228,14 @@ def test_a_stopped_vswitchd_is_reported_not_waited_for(host1):
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ovsnvgre: error: ovs-vswitchd did not apply the change within 2 s")
+    assert "the run stopped half-way" in last and "ovsnvgre rollback" in last
     assert "Traceback" not in result.stderr
+    # With ovs-vswitchd back, the half-done run can be undone, and `up` run afresh.
+    host1.switch.start_vswitchd()
+    assert host1.switch.ovsnvgre("rollback").returncode == 0
+    assert host1.switch.vsctl("list-br").split() == []
+    assert host1.ovsnvgre("up").returncode == 0
+    assert "no changes" in host1.ovsnvgre("up").stdout
 
 
 def test_switching_tunnel_mode_converges(host1, tmp_path):

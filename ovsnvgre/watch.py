@@ -1,0 +1,218 @@
+"""`ovsnvgre watch`: keep one host converged, driven by what changes.
+
+Three sources wake it, each from its own thread into one queue:
+- OVSDB row events (ovsdbapp RowEvents on the tables and columns a run reads):
+  an owned row edited, a VM port appearing or getting its OpenFlow number;
+- an `ovs-ofctl monitor` on the integration bridge: a flow changed, or the
+  OpenFlow connection dropped and came back (ovs-vswitchd restarted, flows lost);
+- the fabric file's modification time, checked once a second: a new valid file
+  is taken, an invalid one reported and the last good one kept.
+Each wake-up (with a short pause to let a burst settle) runs the same `up` as
+the command line, which writes nothing when nothing drifted.
+"""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ovsnvgre.errors import FabricError, OvsnvgreError
+
+SETTLE = 0.2        # seconds to gather a burst of events into one run
+FILE_CHECK = 1.0    # seconds between looks at the fabric file
+RETRY = (1, 2, 5, 10, 30)  # seconds before trying again after a failed run
+Log = Callable[[str], None]
+
+
+class FlowMonitor:
+    """`ovs-ofctl monitor BRIDGE watch:!initial`, restarted whenever it ends."""
+
+    def __init__(self, bridge: str, wake: Callable[[str], None], stopping: threading.Event
+                 ) -> None:
+        self.bridge, self.wake, self.stopping = bridge, wake, stopping
+        self.process: subprocess.Popen[str] | None = None
+        self.thread = threading.Thread(target=self._run, name="flow-monitor", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        connected_before = False
+        while not self.stopping.is_set():
+            connected = False
+            try:
+                self.process = subprocess.Popen(
+                    ["ovs-ofctl", "monitor", self.bridge, "watch:!initial"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            except FileNotFoundError:
+                self.wake("ovs-ofctl not found: flows are not watched")
+                return
+            assert self.process.stdout is not None
+            first = True
+            for line in self.process.stdout:
+                if first and line.startswith("NXST_FLOW_MONITOR reply"):
+                    # Connected.  The first time, the start-up run covers it; after
+                    # that, ovs-vswitchd came back and may have lost every flow.
+                    first, connected = False, True
+                    if connected_before:
+                        self.wake(f"OpenFlow connection to {self.bridge} is back")
+                    connected_before = True
+                elif "event=" in line:
+                    self.wake(f"flows of {self.bridge} changed")
+            self.process.wait()
+            if self.stopping.is_set():
+                return
+            if connected:
+                self.wake(f"lost the OpenFlow connection to {self.bridge}")
+            self.stopping.wait(0.5)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class Watcher:
+    def __init__(self, config: str, host: str | None, db: str | None, timeout: float,
+                 log: Log, verbose: bool = False) -> None:
+        from ovsnvgre import engine, fabric
+
+        self.config = Path(config)
+        self.db, self.timeout, self.log, self.verbose = db, timeout, log, verbose
+        self.fabric = fabric.load(self.config)
+        self.mtime = self._mtime()
+        self.host = engine.select_host(self.fabric, host)
+        self.events: queue.Queue[str] = queue.Queue()
+        self.stopping = threading.Event()
+        self.failures = 0
+        self.retry_at: float | None = None
+        self.waiting_for: dict[str, str] = {}
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.config.stat().st_mtime
+        except OSError:
+            return None
+
+    def wake(self, reason: str) -> None:
+        self.events.put(reason)
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+        self.events.put("stop")
+
+    def run(self) -> None:
+        from ovsnvgre import ovsdb
+
+        self.log(f"watching host {self.host} of fabric {self.fabric.name!r} "
+                 f"({self.config}, {self.db or ovsdb.default_remote()})")
+        stop_ovsdb = ovsdb.watch(self.db or ovsdb.default_remote(), self.wake, self.timeout)
+        flows = FlowMonitor(self.fabric.overlay.bridge, self.wake, self.stopping)
+        flows.start()
+        try:
+            self._converge(["start"])
+            self._loop()
+        finally:
+            self.stopping.set()
+            flows.stop()
+            stop_ovsdb()
+        self.log("stopped")
+
+    def _loop(self) -> None:
+        next_file_check = time.monotonic() + FILE_CHECK
+        while not self.stopping.is_set():
+            wait = next_file_check - time.monotonic()
+            if self.retry_at is not None:
+                wait = min(wait, self.retry_at - time.monotonic())
+            reasons = []
+            try:
+                reasons.append(self.events.get(timeout=max(0.0, wait)))
+            except queue.Empty:
+                pass
+            if self.stopping.is_set():
+                return
+            if time.monotonic() >= next_file_check:
+                next_file_check = time.monotonic() + FILE_CHECK
+                if self._reload():
+                    reasons.append("the fabric file changed")
+            if self.retry_at is not None and time.monotonic() >= self.retry_at:
+                reasons.append("retry")
+            if not reasons:
+                continue
+            time.sleep(SETTLE)
+            while not self.events.empty():
+                reasons.append(self.events.get_nowait())
+            if "stop" in reasons:
+                return
+            self._converge(reasons)
+
+    def _reload(self) -> bool:
+        from ovsnvgre import fabric
+
+        mtime = self._mtime()
+        if mtime == self.mtime:
+            return False
+        self.mtime = mtime
+        try:
+            new = fabric.load(self.config)
+        except FabricError as exc:
+            self.log(f"ignoring the changed fabric file, keeping the last good one: {exc}")
+            return False
+        if self.host not in new.hosts:
+            self.log(f"ignoring the changed fabric file, keeping the last good one: it has "
+                     f"no host {self.host!r}")
+            return False
+        self.fabric = new
+        self.log(f"loaded the changed fabric file {self.config}")
+        return True
+
+    def _converge(self, reasons: list[str]) -> None:
+        from ovsnvgre import engine
+
+        why = ", ".join(dict.fromkeys(reasons))
+        self.retry_at = None
+        try:
+            result = engine.up(self.fabric, self.host, self.db, self.timeout)
+        except engine.RefusedPorts as exc:
+            # A VM that is not running yet: its port's device appears later, and
+            # the OVSDB event of ovs-vswitchd taking it wakes us then.
+            result = exc.result
+            if result.refused != self.waiting_for:
+                self.log(f"waiting for ports ovs-vswitchd cannot open yet: {exc}")
+        except OvsnvgreError as exc:
+            delay = RETRY[min(self.failures, len(RETRY) - 1)]
+            self.failures += 1
+            self.retry_at = time.monotonic() + delay
+            self.log(f"could not converge ({why}): {exc}; trying again in {delay} s")
+            return
+        self.failures = 0
+        if not result.refused and self.waiting_for:
+            self.log(f"ports open now: {', '.join(sorted(self.waiting_for))}")
+        self.waiting_for = dict(result.refused)
+        if result.changed:
+            changes = "; ".join(result.plan.lines())
+            self.log(f"repaired ({why}): {changes}")
+        elif self.verbose:
+            self.log(f"checked ({why}): no drift")
+
+
+def run(config: str, host: str | None, db: str | None, timeout: float, log: Log,
+        verbose: bool = False) -> None:
+    """Watch until SIGTERM or SIGINT."""
+    import signal
+
+    watcher = Watcher(config, host, db, timeout, log, verbose)
+    signal.signal(signal.SIGTERM, watcher.stop)
+    signal.signal(signal.SIGINT, watcher.stop)
+    signal.signal(signal.SIGHUP, lambda *_: watcher.wake("SIGHUP"))
+    watcher.run()
+
+

@@ -1,0 +1,93 @@
+"""`ovsnvgre watch` on a real two-host lab: repairs by itself, reloads, stops cleanly."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from fabrics import TWO_HOSTS
+from ovsenv import sh
+
+RED_TUNNEL = "gcb00710b001389"
+
+
+def wait_for(condition, timeout: float, what: str) -> float:
+    """Seconds it took; fails after ``timeout``."""
+    began = time.monotonic()
+    while not condition():
+        assert time.monotonic() - began < timeout, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
+def flows(host) -> str:
+    return sh("ovs-ofctl", "--names", "dump-flows", "br-int", env=host.switch.env,
+              check=False).stdout
+
+
+def test_watch_keeps_the_host_converged(lab, tmp_path):
+    host1 = lab.host("host1", "198.51.100.11/24", "198.51.100.1")
+    host2 = lab.host("host2", "203.0.113.11/24", "203.0.113.1")
+    red_a = lab.vm(host1, "vnet0", "02:00:00:00:50:01", "10.0.0.1/24")
+    lab.vm(host2, "vnet0", "02:00:00:00:50:02", "10.0.0.2/24")
+    # blue-a's VM is not running yet: its port's device does not exist.
+    host1.netns.exec("ip", "link", "delete", "vnet1")
+    assert host2.ovsnvgre("up").returncode == 0
+    fabric = tmp_path / "host1.yaml"
+    fabric.write_text(TWO_HOSTS)
+    log = tmp_path / "watch.log"
+    with log.open("w") as sink:
+        watch = subprocess.Popen(
+            ["ip", "netns", "exec", host1.netns.name, sys.executable, "-m", "ovsnvgre",
+             "watch", "-c", str(fabric), "--host", "host1"],
+            env=host1.switch.env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "waiting for ports" in log.read_text(), 30, "the first run")
+        assert "vnet1" in log.read_text()
+        assert red_a.ping("10.0.0.2")
+
+        # A VM starts: its port appears, ovs-vswitchd opens it, watch adds its flows.
+        host1.netns.exec("ip", "link", "add", "vnet1", "type", "veth", "peer", "name", "vm1")
+        host1.netns.exec("ip", "link", "set", "vnet1", "up")
+        wait_for(lambda: "in_port=vnet1" in flows(host1), 5, "the new port's flows")
+        wait_for(lambda: "ports open now: vnet1" in log.read_text(), 5, "the log line")
+
+        # Someone edits an owned row.
+        host1.switch.vsctl("set", "interface", RED_TUNNEL, "options:key=99")
+        wait_for(lambda: host1.switch.vsctl("get", "interface", RED_TUNNEL,
+                                            "options:key").strip() == f'"{5001 << 8}"',
+                 2.5, "the tunnel key repaired")
+        assert f"repair tunnel port {RED_TUNNEL}" in log.read_text()
+
+        # ovs-vswitchd dies and comes back without its flows (and its tep device).
+        host1.switch.stop_vswitchd(signal.SIGKILL)
+        host1.switch.start_vswitchd()
+        seconds = wait_for(lambda: red_a.ping("10.0.0.2", count=1), 15, "the VMs to ping")
+        print(f"VMs pinged again {seconds:.1f} s after ovs-vswitchd restarted")
+        assert "OpenFlow connection to br-int is back" in log.read_text()
+
+        # An invalid fabric file is reported and the last good one kept ...
+        fabric.write_text(TWO_HOSTS.replace("vsid: 5001", "vsid: 12"))
+        wait_for(lambda: "ignoring the changed fabric file" in log.read_text(), 5,
+                 "the invalid file reported")
+        host1.switch.vsctl("set", "interface", RED_TUNNEL, "options:key=98")
+        wait_for(lambda: host1.switch.vsctl("get", "interface", RED_TUNNEL,
+                                            "options:key").strip() == f'"{5001 << 8}"',
+                 2.5, "the repair with the last good fabric")
+        # ... and a valid one is taken: blue-a leaves the fabric, its port goes.
+        fabric.write_text("\n".join(line for line in TWO_HOSTS.splitlines()
+                                    if not line.startswith("  blue-a:")) + "\n")
+        wait_for(lambda: "vnet1" not in host1.switch.vsctl("list-ports", "br-int"), 5,
+                 "blue-a's port removed")
+        assert "loaded the changed fabric file" in log.read_text()
+
+        watch.send_signal(signal.SIGTERM)
+        assert watch.wait(timeout=15) == 0
+        assert log.read_text().rstrip().endswith("ovsnvgre watch: stopped")
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        print(log.read_text())
