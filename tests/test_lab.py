@@ -243,3 +243,65 @@ def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
         builder.down(topo.prefix, lambda _: None)
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert topo.prefix not in left
+
+
+# --- the Ansible playbook, against the lab ---------------------------------------
+
+
+def playbook(hnv_lab, tmp_path: Path, *extra: str) -> dict[str, dict[str, bool]]:
+    """Run examples/ansible/site.yml on the lab; task name -> host -> changed."""
+    ansible = Path(sys.executable).parent / "ansible-playbook"
+    env = {**hnv_lab.env, "LC_ALL": "C.UTF-8",
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible"),
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0"}
+    result = subprocess.run(
+        [str(ansible), "-i", str(EXAMPLES / "ansible" / "lab.yml"),
+         str(EXAMPLES / "ansible" / "site.yml"),
+         "-e", f"ovsnvgre_fabric_src={hnv_lab.fabric}",
+         "-e", f"ovsnvgre_lab_dir={tmp_path / 'labs'}",
+         "-e", f"ovsnvgre_lab_prefix={hnv_lab.topology.prefix}", *extra],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Ansible's default output: "TASK [name] ***" then "ok: [host]" / "changed: [host]".
+    tasks: dict[str, dict[str, bool]] = {}
+    current: dict[str, bool] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("TASK ["):
+            name = line[len("TASK ["):line.index("]")].split(" : ")[-1]  # "role : task"
+            current = tasks.setdefault(name, {})
+        elif line.startswith(("ok: [", "changed: [")):
+            status, _, rest = line.partition(": [")
+            current[rest.split("]")[0]] = status == "changed"
+    return tasks
+
+
+def test_the_ansible_playbook_converges_the_lab(hnv_lab, tmp_path):
+    assert shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)), \
+        "ansible-core is one of the test extras"
+    assert hnv_lab("up").returncode == 0
+    # Start from hosts that ovsnvgre has not touched yet.
+    for host in hnv_lab.topology.hosts:
+        directory = str(tmp_path / "labs" / hnv_lab.topology.prefix / host.name)
+        env = {"OVS_RUNDIR": directory, "OVS_LOGDIR": directory, "OVS_DBDIR": directory}
+        down = subprocess.run(["ip", "netns", "exec", host.netns, sys.executable, "-m",
+                               "ovsnvgre", "down", "-c", str(hnv_lab.fabric), "--host",
+                               host.name], env={**env, **hnv_lab.env}, capture_output=True,
+                              text=True)
+        assert down.returncode == 0, down.stderr
+    assert hnv_lab("check").returncode == 1
+    # Check mode plans, reports both hosts as changing, and changes nothing.
+    checked = playbook(hnv_lab, tmp_path, "--check")
+    assert checked["Plan (changes nothing; this is what check mode reports)"] == {
+        "host1": True, "host2": True}
+    assert "Up" not in checked or checked["Up"] == {}
+    assert hnv_lab("check").returncode == 1
+    # The real run converges the lab ...
+    applied = playbook(hnv_lab, tmp_path)
+    assert applied["Up"] == {"host1": True, "host2": True}
+    check = hnv_lab("check")
+    assert check.returncode == 0, check.stdout
+    # ... and a second run changes nothing.
+    again = playbook(hnv_lab, tmp_path)
+    assert again["Up"] == {"host1": False, "host2": False}
+    assert not any(again["Plan (changes nothing; this is what check mode reports)"].values())
+    assert not any(again["Copy the fabric file"].values())
