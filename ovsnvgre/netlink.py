@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Iterable
@@ -21,6 +22,8 @@ from ovsnvgre.plan import (
     LinkUp,
     RouteChange,
 )
+
+log = logging.getLogger(__name__)
 
 MAIN_TABLE = 254
 IFF_UP = 0x1
@@ -129,6 +132,7 @@ def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
         for name in wait_for:
             _wait_for_link(ipr, name)
         for change in changes:
+            log.debug("netlink: %s", change.describe())
             try:
                 _apply_one(ipr, change)
             except SystemFailure:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import tempfile
@@ -13,7 +14,11 @@ from ovsnvgre.flows import COOKIE, Flow
 OFCTL = ("ovs-ofctl", "-O", "OpenFlow13")
 
 
+log = logging.getLogger(__name__)
+
+
 def _run(*args: str) -> str:
+    log.debug("running %s", " ".join([*OFCTL, *args]))
     try:
         result = subprocess.run([*OFCTL, *args], capture_output=True, text=True, timeout=120)
     except FileNotFoundError:

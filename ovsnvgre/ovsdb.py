@@ -362,6 +362,8 @@ class Switch:
         from ovsnvgre.ovsdb_commands import ChangeCommand  # ovsdbapp: only when writing
 
         commands = [ChangeCommand(self._connect_api(), change) for change in changes]
+        for change in changes:
+            log.debug("OVSDB: %s", change.describe())
         try:
             with self.api.transaction(check_error=True, log_errors=False) as txn:
                 for command in commands:
