@@ -129,10 +129,8 @@ def validate(config: str, as_json: bool) -> None:
     Exits 2 with one line naming the file, the line and the entry at the
     first problem found.
     """
-    from ovsnvgre.status import fabric_warnings
-
     fab = _load(config)
-    warnings = fabric_warnings(fab)
+    warnings = fab.warnings()
     summary = {"fabric": fab.name, "file": config, "valid": True, "hosts": len(fab.hosts),
                "virtual_subnets": len(fab.subnets), "vms": len(fab.vms),
                "datapath_type": fab.datapath_type, "key_layout": fab.overlay.key_layout,

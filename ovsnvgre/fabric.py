@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,15 @@ class Fabric:
 
     def vsid_of(self, vm: Vm) -> int:
         return self.subnets[vm.subnet].vsid
+
+    def warnings(self) -> list[str]:
+        """What is legal in a fabric file but will not work as the user expects."""
+        vm_mtu, underlay_mtu = self.overlay.vm_mtu, self.underlay.mtu
+        if vm_mtu is not None and vm_mtu > nvgre.max_vm_mtu(underlay_mtu):
+            return [f"overlay.vm_mtu {vm_mtu} is more than underlay.mtu {underlay_mtu} - "
+                    f"{nvgre.OVERHEAD} = {nvgre.max_vm_mtu(underlay_mtu)}: frames that large "
+                    "will not cross the tunnels"]
+        return []
 
 
 # --- YAML with line numbers -------------------------------------------------
@@ -281,7 +290,14 @@ def load(path: str | Path) -> Fabric:
         raise FabricError(f"{source}: is a directory, not a fabric file") from None
     except OSError as exc:
         raise FabricError(f"{source}: cannot read: {exc.strerror}") from None
-    return loads(data, source)
+    from ovsnvgre import fabric_cache
+
+    cached = fabric_cache.get(data)
+    if isinstance(cached, Fabric):
+        return replace(cached, source=source)
+    fabric = loads(data, source)
+    fabric_cache.put(data, fabric)
+    return fabric
 
 
 def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:

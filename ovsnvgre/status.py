@@ -127,7 +127,7 @@ def build(desired: HostState, details: Details, kernel: KernelState, installed: 
                             f"underlay MTU {underlay_mtu} - {nvgre.OVERHEAD} = {limit}: "
                             "larger frames are dropped in the tunnel (set overlay.vm_mtu, "
                             "or lower the VM's MTU)")
-    warnings += fabric_warnings(fabric)
+    warnings += fabric.warnings()
 
     flows: dict[str, int] = {}
     for flow in sorted(installed, key=lambda f: f.table):
@@ -138,16 +138,6 @@ def build(desired: HostState, details: Details, kernel: KernelState, installed: 
     drift += [f"port {name} refused by ovs-vswitchd: {reason}"
               for name, reason in sorted(refused.items())]
     return Report(host, tunnels, vms, flows, warnings, drift, list(plan.notes))
-
-
-def fabric_warnings(fabric: Any) -> list[str]:
-    """What is legal in a fabric file but will not work as the user expects."""
-    vm_mtu, underlay_mtu = fabric.overlay.vm_mtu, fabric.underlay.mtu
-    if vm_mtu is not None and vm_mtu > nvgre.max_vm_mtu(underlay_mtu):
-        return [f"overlay.vm_mtu {vm_mtu} is more than underlay.mtu {underlay_mtu} - "
-                f"{nvgre.OVERHEAD} = {nvgre.max_vm_mtu(underlay_mtu)}: frames that large "
-                "will not cross the tunnels"]
-    return []
 
 
 def _key_text(key: str) -> str:

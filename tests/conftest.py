@@ -17,6 +17,18 @@ from ovsenv import Namespace, Switch, netns_missing, ovs_missing, veth  # noqa: 
 from ovsnvgre.lab.check import tcp_echo  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_fabric_cache(tmp_path_factory) -> Iterator[None]:
+    """Fabric caches of the tests (and the commands they run) stay in the test's tmp dir."""
+    previous = os.environ.get("OVSNVGRE_CACHE_DIR")
+    os.environ["OVSNVGRE_CACHE_DIR"] = str(tmp_path_factory.mktemp("fabric-cache"))
+    yield
+    if previous is None:
+        del os.environ["OVSNVGRE_CACHE_DIR"]
+    else:
+        os.environ["OVSNVGRE_CACHE_DIR"] = previous
+
+
 def needs_switch() -> None:
     """Skip with the reason when switches or namespaces cannot run here; fail in CI."""
     reason = netns_missing() or ovs_missing()
