@@ -15,9 +15,11 @@ from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.fabric import Fabric
 from ovsnvgre.flows import Flow, desired_flows
 from ovsnvgre.plan import (
+    BridgeDelete,
     KernelState,
     Plan,
     PortCreate,
+    PortDelete,
     SwitchState,
     diff_flows,
     is_owned,
@@ -287,7 +289,12 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
                 actual = switch.read()
                 status = switch.port_status(wanted, wait=5.0)
                 bridge = _integration_bridge(desired, actual)
-                installed = openflow.dump(bridge) if bridge else set()
+                # Flows dumped before the change name ports by name; only a deleted
+                # port (or bridge) changes how the installed flows read now.
+                if bridge is None:
+                    installed = set()
+                elif any(isinstance(c, PortDelete | BridgeDelete) for c in the_plan.ovsdb):
+                    installed = openflow.dump(bridge)
             else:
                 status = actual.interfaces.only(wanted)
             flow_changes = diff_flows(desired.fabric.overlay.bridge,
