@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -239,6 +240,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ovsnvgre-bench-") as tmp:
         workdir = Path(tmp)
+        # The runs use the fabric cache as a host would, in the bench's own directory.
+        os.environ["OVSNVGRE_CACHE_DIR"] = str(workdir / "fabric-cache")
         results = [run(hosts, "per-vsid", args.runs, 0, workdir, False) for hosts in (2, 11)]
         results.append(run(101, "per-vsid", args.runs, args.hand_made_ports, workdir, True))
         results.append(run(101, "per-peer", args.runs, 0, workdir, False))
