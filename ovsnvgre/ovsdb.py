@@ -13,7 +13,9 @@ from ovsnvgre.plan import (
     ActualBridge,
     ActualPort,
     OvsdbChange,
+    PortDelete,
     PortStatus,
+    PortUpdate,
     SwitchState,
 )
 
@@ -235,13 +237,20 @@ class Switch:
         self.remote = remote or default_remote()
         self.timeout = timeout
         self.api: Any = None
+        self.watched: set[str] = set()  # the Port and Interface rows the API's IDL holds
         self.raw: _RawClient | None = None
 
     def __enter__(self) -> Switch:
         self.raw = _RawClient(self.remote, CONNECT_TIMEOUT)
         return self
 
-    def _connect_api(self) -> Any:
+    def _connect_api(self, port_names: Iterable[str]) -> Any:
+        """The ovsdbapp API, its IDL holding only the Port and Interface rows named.
+
+        A transaction only needs to see the rows it changes in place: new rows are
+        inserted, and a bridge's port set is changed by mutation.  Monitoring a
+        thousand ports to add one would cost a second of pure-Python JSON.
+        """
         if self.api is not None:
             return self.api
         from ovsdbapp.backend.ovs_idl import connection, idlutils
@@ -251,6 +260,10 @@ class Switch:
         for table, columns in MONITORED.items():
             helper.register_columns(table, columns)
         idl = connection.OvsdbIdl(self.remote, helper)
+        self.watched = set(port_names)
+        wanted = [["name", "==", name] for name in sorted(self.watched)] or [False]
+        for table in ("Port", "Interface"):
+            idl.cond_change(table, wanted)
         conn = connection.Connection(idl=idl, timeout=self.timeout)
         # ovsdbapp keeps the connection on the API class, one per process; a
         # class of our own per Switch lets one process drive several switches.
@@ -361,7 +374,14 @@ class Switch:
             return 0
         from ovsnvgre.ovsdb_commands import ChangeCommand  # ovsdbapp: only when writing
 
-        commands = [ChangeCommand(self._connect_api(), change) for change in changes]
+        in_place = {change.spec.name if isinstance(change, PortUpdate) else change.name
+                    for change in changes if isinstance(change, PortUpdate | PortDelete)}
+        if self.api is not None and not in_place <= self.watched:
+            # A second transaction (a rollback) that changes other rows in place.
+            self.api.ovsdb_connection.stop(timeout=5)
+            self.api = None
+        api = self._connect_api(in_place | self.watched)
+        commands = [ChangeCommand(api, change) for change in changes]
         for change in changes:
             log.debug("OVSDB: %s", change.describe())
         try:

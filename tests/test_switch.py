@@ -312,3 +312,23 @@ def test_down_removes_every_owned_flow_and_no_other(host1):
     assert host1.ovsnvgre("down").returncode == 0
     remaining = owned_flows(host1)
     assert len(remaining) == 1 and "cookie=0x1234" in remaining[0]
+
+
+def test_one_switch_can_change_rows_it_created_itself(host1):
+    """The writing IDL holds only the ports a transaction changes in place; a second
+    transaction on the same connection (a rollback does that) must still find the
+    ports the first one created."""
+    from ovsnvgre.desired import desired_state
+    from ovsnvgre.fabric import load
+    from ovsnvgre.ovsdb import Switch
+    from ovsnvgre.plan import BridgeCreate, PortCreate, PortDelete
+
+    desired = desired_state(load(host1.fabric), "host1")
+    bridge = desired.bridges["br-int"]
+    port = desired.ports["vnet0"]
+    with Switch(host1.switch.db) as switch:
+        assert switch.apply([BridgeCreate(bridge), PortCreate(port)]) == 2
+        assert switch.read().bridges["br-int"].ports == ("br-int", "vnet0")
+        assert switch.apply([PortDelete("vnet0", "br-int", "vm")]) == 1
+        assert switch.read().bridges["br-int"].ports == ("br-int",)
+    assert host1.switch.vsctl("list-ports", "br-int").split() == []
