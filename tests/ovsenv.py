@@ -63,6 +63,17 @@ def sh(*args: str, check: bool = True, netns: str | None = None,
     return result
 
 
+def wait_for(condition, timeout: float, what: str):
+    """Poll ``condition`` until it is truthy and return that value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.1)
+
+
 class Namespace:
     def __init__(self, tag: str) -> None:
         self.name = unique(tag)

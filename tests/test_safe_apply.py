@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fabrics import TWO_HOSTS
-from ovsenv import Namespace, sh, veth
+from ovsenv import Namespace, sh, veth, wait_for
 
 GATEWAY = "198.51.100.1"
 ROLLBACK_FILE = "ovsnvgre-rollback.json"
@@ -68,13 +68,6 @@ def start(host, *args: str) -> subprocess.Popen:
         ["ip", "netns", "exec", host.netns.name, sys.executable, "-m", "ovsnvgre", *args,
          "-c", str(host.fabric), "--host", host.name],
         env=host.switch.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def awaiting_confirmation(host) -> bool:
@@ -168,7 +161,7 @@ def test_confirm_timeout_rolls_the_whole_run_back(host1):
 def test_confirmed_run_stays(host1):
     run = start(host1, "up", "--confirm", "60")
     try:
-        wait_for(lambda: awaiting_confirmation(host1), what="the run to wait for confirm")
+        wait_for(lambda: awaiting_confirmation(host1), 30, what="the run to wait for confirm")
         confirmed = host1.switch.ovsnvgre("confirm")
         assert confirmed.returncode == 0, confirmed.stderr
         assert "the change stays" in confirmed.stdout
@@ -178,7 +171,7 @@ def test_confirmed_run_stays(host1):
     assert run.returncode == 0, err
     assert "confirmed: the change stays" in out
     assert not rollback_file(host1).exists()
-    wait_for(lambda: timer_gone(host1), what="the timer to exit")
+    wait_for(lambda: timer_gone(host1), 30, what="the timer to exit")
     assert "no changes" in host1.ovsnvgre("up").stdout
     assert host1.ping(GATEWAY)
 
@@ -187,11 +180,11 @@ def test_confirm_timeout_rolls_back_when_the_up_process_is_killed(host1):
     before = host_state(host1)
     run = start(host1, "up", "--confirm", "5")
     try:
-        wait_for(lambda: awaiting_confirmation(host1), what="the run to wait for confirm")
+        wait_for(lambda: awaiting_confirmation(host1), 30, what="the run to wait for confirm")
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
         wait_for(lambda: not rollback_file(host1).exists() and timer_gone(host1),
-                 what="the detached timer to roll back")
+                 30, what="the detached timer to roll back")
     finally:
         run.kill()
     assert_restored(host1, before)
@@ -204,7 +197,7 @@ def test_rollback_by_hand_undoes_a_pending_confirm_at_once(host1):
     before = host_state(host1)
     run = start(host1, "up", "--confirm", "120")
     try:
-        wait_for(lambda: awaiting_confirmation(host1), what="the run to wait for confirm")
+        wait_for(lambda: awaiting_confirmation(host1), 30, what="the run to wait for confirm")
         result = host1.switch.ovsnvgre("rollback")
         assert result.returncode == 0, result.stderr
         out, _ = run.communicate(timeout=30)
@@ -223,7 +216,7 @@ def test_rollback_after_a_kill_in_the_middle_of_the_underlay_change(host1):
     run = start(host1, "up")
     try:
         wait_for(lambda: "br0" in host1.switch.vsctl("--no-wait", "list-br"),
-                 what="the transaction to reach the database")
+                 30, what="the transaction to reach the database")
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
     finally:

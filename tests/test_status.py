@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 
 from fabrics import TWO_HOSTS
-from ovsenv import sh
+from ovsenv import sh, wait_for
 
 RED_TUNNEL = "gcb00710b001389"
 DRIFTED = 3
@@ -16,16 +15,6 @@ def status(host, *args: str) -> tuple[int, dict]:
     result = host.ovsnvgre("status", "--json", *args)
     assert result.returncode in (0, DRIFTED), result.stderr
     return result.returncode, json.loads(result.stdout)
-
-
-def wait_for(condition, timeout: float = 20.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_a_converged_host_reports_its_parts_and_exits_0(host1):
@@ -86,15 +75,15 @@ def test_bfd_shows_a_peer_going_down_and_coming_back(lab):
     def bfd_state(host):
         return status(host)[1]["tunnels"][0]["bfd"]
 
-    wait_for(lambda: bfd_state(host1)["state"] == "up", what="BFD up")
+    wait_for(lambda: bfd_state(host1)["state"] == "up", 20, what="BFD up")
     assert "up (flaps" in host1.ovsnvgre("status").stdout
     # Cut host2 off the underlay: host1 sees its peer go down ...
     lab.router.exec("ip", "link", "set", "r-host2", "down")
-    wait_for(lambda: bfd_state(host1)["state"] == "down", what="BFD down")
+    wait_for(lambda: bfd_state(host1)["state"] == "down", 20, what="BFD down")
     # ... and come back when the link does.
     lab.router.exec("ip", "link", "set", "r-host2", "up")
     back = wait_for(lambda: (state := bfd_state(host1))["state"] == "up" and state,
-                    what="BFD up again")
+                    20, what="BFD up again")
     assert back["flaps"] >= 1
 
 
