@@ -88,6 +88,16 @@ def _fetch_schema(remote: str, timeout: float) -> dict[str, Any]:
                         f"{os.strerror(error) if error > 0 else 'connection closed'}")
 
 
+def _schema_helper(remote: str) -> Any:
+    """The Open_vSwitch schema with only the tables and columns ovsnvgre reads."""
+    from ovsdbapp.backend.ovs_idl import idlutils
+
+    helper = idlutils.create_schema_helper(_fetch_schema(remote, CONNECT_TIMEOUT))
+    for table, columns in MONITORED.items():
+        helper.register_columns(table, columns)
+    return helper
+
+
 def watch(remote: str, on_change: Callable[[str], None], timeout: float = 30.0
           ) -> Callable[[], None]:
     """Call ``on_change`` (from another thread) on every change of the rows ovsnvgre reads.
@@ -96,11 +106,9 @@ def watch(remote: str, on_change: Callable[[str], None], timeout: float = 30.0
     RowEvents report each create, update and delete; returns the function that
     stops it.
     """
-    from ovsdbapp.backend.ovs_idl import connection, event, idlutils
+    from ovsdbapp.backend.ovs_idl import connection, event
 
-    helper = idlutils.create_schema_helper(_fetch_schema(remote, CONNECT_TIMEOUT))
-    for table, columns in MONITORED.items():
-        helper.register_columns(table, columns)
+    helper = _schema_helper(remote)
     handler = event.RowEventHandler()
 
     class ChangeIdl(connection.OvsdbIdl):  # type: ignore[misc]
@@ -253,13 +261,10 @@ class Switch:
         """
         if self.api is not None:
             return self.api
-        from ovsdbapp.backend.ovs_idl import connection, idlutils
+        from ovsdbapp.backend.ovs_idl import connection
         from ovsdbapp.schema.open_vswitch import impl_idl
 
-        helper = idlutils.create_schema_helper(_fetch_schema(self.remote, CONNECT_TIMEOUT))
-        for table, columns in MONITORED.items():
-            helper.register_columns(table, columns)
-        idl = connection.OvsdbIdl(self.remote, helper)
+        idl = connection.OvsdbIdl(self.remote, _schema_helper(self.remote))
         self.watched = set(port_names)
         wanted = [["name", "==", name] for name in sorted(self.watched)] or [False]
         for table in ("Port", "Interface"):
