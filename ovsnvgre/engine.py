@@ -193,12 +193,11 @@ def _pending_note(remote: str) -> str | None:
     from ovsnvgre import journal
 
     path = journal.path_for(remote)
-    record = journal.load(path) if path.exists() else None
+    record = journal.load(path)
     if record is None:
         return None
     return (f"{path} holds the state before {record.describe()}; `up` will not run until "
             "`ovsnvgre confirm` or `ovsnvgre rollback`")
-
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -413,7 +412,7 @@ def confirm(db: str | None = None) -> str:
         if journal.load(journal.taken_path(path)) is not None:
             raise SystemFailure("too late: the rollback has already started")
         raise SystemFailure(f"nothing to confirm: no rollback state in {path}")
-    if record.state != journal.AWAITING and journal.running(record.pid):
+    if record.still_applying():
         raise SystemFailure(f"{record.describe()} is still running; confirm once it has "
                             "finished")
     try:
@@ -445,7 +444,7 @@ def rollback(db: str | None = None, progress: Progress = _quiet) -> str:
         if path.exists() or journal.taken_path(path).exists():
             raise SystemFailure(f"the rollback failed: see {journal.log_path(path)}")
         return f"rolled back {record.title()}"
-    if record.state != journal.AWAITING and journal.running(record.pid):
+    if record.still_applying():
         raise SystemFailure(f"{record.describe()} is still running; wait for it to finish")
     taken = journal.taken_path(path)
     try:

@@ -56,6 +56,10 @@ class Record:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         return f"`ovsnvgre {self.command}` of host {self.host} (pid {self.pid}, {when})"
 
+    def still_applying(self) -> bool:
+        """The run that wrote this record is alive and has not finished applying."""
+        return self.state == APPLYING and running(self.pid)
+
     def describe(self) -> str:
         text = self.title()
         if self.state == AWAITING and self.deadline is not None:
@@ -115,7 +119,7 @@ def refuse_pending(path: Path) -> None:
         if record.state == AWAITING:
             raise SystemFailure(f"{record.describe()}: run `ovsnvgre confirm` to keep it or "
                                 "`ovsnvgre rollback` to undo it first")
-        if running(record.pid):
+        if record.still_applying():
             raise SystemFailure(f"{record.title()} is still running")
         raise SystemFailure(f"{path} holds the state before {record.describe()}: run "
                             "`ovsnvgre rollback` to return to it, or `ovsnvgre confirm` to "
