@@ -12,7 +12,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 ETH_P_ARP = 0x0806
 ARP_REQUEST, ARP_REPLY = 1, 2
@@ -37,43 +37,55 @@ def parse_reply(frame: bytes) -> IPv4 | None:
     return IPv4(frame[28:32])
 
 
+def _collect(sock: socket.socket, wanted: set[IPv4], send: Callable[[IPv4, int], None],
+             answer: Callable[[socket.socket], IPv4 | None], timeout: float) -> set[IPv4]:
+    """Send to every target that has not answered, every RETRANSMIT seconds, and gather
+    the answers until all are in or ``timeout`` runs out."""
+    answered: set[IPv4] = set()
+    deadline = time.monotonic() + timeout
+    next_send, round_number = 0.0, 0
+    while answered != wanted:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if now >= next_send:
+            round_number += 1
+            for target in wanted - answered:
+                try:
+                    send(target, round_number)
+                except OSError:
+                    pass  # a link that is down, no route yet: the next round may go out
+            next_send = now + RETRANSMIT
+        ready, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline)
+                                                        - time.monotonic()))
+        if ready:
+            source = answer(sock)
+            if source in wanted:
+                answered.add(source)
+    return answered
+
+
 def arp(link: str, targets: dict[IPv4, IPv4 | None], timeout: float) -> set[IPv4]:
     """Which of ``targets`` (address -> our sender address, None for 0.0.0.0) answer ARP
     on ``link`` within ``timeout`` seconds."""
-    answered: set[IPv4] = set()
     if not targets:
-        return answered
+        return set()
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
     except OSError:
-        return answered
+        return set()
     with sock:
         try:
             sock.bind((link, ETH_P_ARP))
         except OSError:
-            return answered  # no such link (any more): nothing answers on it
+            return set()  # no such link (any more): nothing answers on it
         mac = sock.getsockname()[4][:6]
-        deadline = time.monotonic() + timeout
-        next_send = 0.0
-        while len(answered) < len(targets):
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if now >= next_send:
-                for target, sender in targets.items():
-                    if target not in answered:
-                        try:
-                            sock.send(arp_request(mac, sender or IPv4(0), target))
-                        except OSError:
-                            pass  # a link that is down: the next round may go out
-                next_send = now + RETRANSMIT
-            ready, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline)
-                                                            - time.monotonic()))
-            if ready:
-                sender_ip = parse_reply(sock.recv(2048))
-                if sender_ip in targets:
-                    answered.add(sender_ip)
-    return answered
+
+        def send(target: IPv4, _: int) -> None:
+            sock.send(arp_request(mac, targets[target] or IPv4(0), target))
+
+        return _collect(sock, set(targets), send, lambda s: parse_reply(s.recv(2048)),
+                        timeout)
 
 
 def _checksum(data: bytes) -> int:
@@ -94,36 +106,22 @@ def echo_request(ident: int, sequence: int) -> bytes:
 def ping(targets: Iterable[IPv4], timeout: float) -> set[IPv4]:
     """Which of ``targets`` answer an ICMP echo, routed as the kernel routes them."""
     wanted = set(targets)
-    answered: set[IPv4] = set()
     if not wanted:
-        return answered
+        return set()
     ident = os.getpid() & 0xFFFF
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     except OSError:
-        return answered
+        return set()
+
+    def send(target: IPv4, sequence: int) -> None:
+        sock.sendto(echo_request(ident, sequence), (str(target), 0))
+
+    def answer(receiving: socket.socket) -> IPv4 | None:
+        packet, (source, _) = receiving.recvfrom(2048)
+        header = (packet[0] & 0x0F) * 4
+        icmp_type, _, _, reply_ident, _ = struct.unpack("!BBHHH", packet[header:header + 8])
+        return IPv4(source) if icmp_type == 0 and reply_ident == ident else None
+
     with sock:
-        deadline = time.monotonic() + timeout
-        next_send, sequence = 0.0, 0
-        while answered != wanted:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if now >= next_send:
-                sequence += 1
-                for target in wanted - answered:
-                    try:
-                        sock.sendto(echo_request(ident, sequence), (str(target), 0))
-                    except OSError:
-                        pass  # no route yet: try again next round
-                next_send = now + RETRANSMIT
-            ready, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline)
-                                                            - time.monotonic()))
-            if ready:
-                packet, (source, _) = sock.recvfrom(2048)
-                header = (packet[0] & 0x0F) * 4
-                icmp_type, _, _, reply_ident, _ = struct.unpack("!BBHHH",
-                                                                packet[header:header + 8])
-                if icmp_type == 0 and reply_ident == ident:
-                    answered.add(IPv4(source))
-    return answered & wanted
+        return _collect(sock, wanted, send, answer, timeout)
