@@ -7,6 +7,9 @@
 # HOST is the fabric's name for this machine, FABRIC the fabric file, SOURCE the
 # ovsnvgre source tree to install (default: /vagrant, the synced folder).
 # SKIP_INSTALL=1 skips the package installation (the tests run only the rest).
+# WHEELHOUSE=DIR installs ovsnvgre from the wheels in DIR, without a network
+# (the Vagrant lab's offline box); Debian packages already installed are not
+# fetched again.
 set -eu
 
 HOST=${1:?usage: provision.sh HOST FABRIC [SOURCE]}
@@ -14,15 +17,28 @@ FABRIC=${2:?usage: provision.sh HOST FABRIC [SOURCE]}
 SOURCE=${3:-/vagrant}
 OVSNVGRE=${OVSNVGRE:-ovsnvgre}
 
+PACKAGES="openvswitch-switch iproute2 iputils-ping ethtool python3 python3-venv"
+
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     # 1. Open vSwitch and the tools, then ovsnvgre in its own virtualenv.
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends openvswitch-switch iproute2 iputils-ping \
-        ethtool python3 python3-venv
+    MISSING=""
+    for package in $PACKAGES; do
+        dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
+            || MISSING="$MISSING $package"
+    done
+    if [ -n "$MISSING" ]; then
+        apt-get update -q
+        # shellcheck disable=SC2086
+        apt-get install -y -q --no-install-recommends $MISSING
+    fi
     systemctl enable --now openvswitch-switch
-    python3 -m venv /opt/ovsnvgre
-    /opt/ovsnvgre/bin/pip install -q "$SOURCE"
+    [ -x /opt/ovsnvgre/bin/pip ] || python3 -m venv /opt/ovsnvgre
+    if [ -n "${WHEELHOUSE:-}" ]; then
+        /opt/ovsnvgre/bin/pip install -q --no-index --find-links "$WHEELHOUSE" ovsnvgre
+    else
+        /opt/ovsnvgre/bin/pip install -q "$SOURCE"
+    fi
     ln -sf /opt/ovsnvgre/bin/ovsnvgre /usr/local/bin/ovsnvgre
 fi
 
@@ -33,6 +49,11 @@ $OVSNVGRE validate -c "$FABRIC"
 $OVSNVGRE lab guests -c "$FABRIC" --host "$HOST"
 
 # 4. Make the switch match the fabric; a second run must change nothing.
-$OVSNVGRE up -c "$FABRIC" --host "$HOST"
+FIRST=$($OVSNVGRE up -c "$FABRIC" --host "$HOST")
+echo "$FIRST"
 $OVSNVGRE up -c "$FABRIC" --host "$HOST" | grep -q "no changes"
-echo "provision.sh: host $HOST is up"
+if echo "$FIRST" | grep -q "no changes"; then
+    echo "provision.sh: host $HOST is up, no changes"
+else
+    echo "provision.sh: host $HOST is up"
+fi

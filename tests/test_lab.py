@@ -224,9 +224,14 @@ def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
     topo = topology.build(fabric.load(path))
     try:
         builder.underlay(topo, str(path), lambda _: None)
+
+        def env_of(host: str) -> dict[str, str]:
+            return {**builder.host_env(topo.prefix, host), "SKIP_INSTALL": "1",
+                    "OVSNVGRE": f"{sys.executable} -m ovsnvgre",
+                    "OVSNVGRE_LAB_DIR": str(tmp_path / "labs")}
+
         for host in topo.hosts:
-            env = {**builder.host_env(topo.prefix, host.name), "SKIP_INSTALL": "1",
-                   "OVSNVGRE": f"{sys.executable} -m ovsnvgre"}
+            env = env_of(host.name)
             # nsenter enters the host's network namespace only: `ip netns exec` would
             # also give the script a private mount namespace, where the guests'
             # `ip netns add` could not publish the namespaces it makes.
@@ -234,11 +239,28 @@ def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
                                      str(EXAMPLES / "provision.sh"), host.name, str(path)],
                                     capture_output=True, text=True, env=env, timeout=120)
             assert result.returncode == 0, result.stdout + result.stderr
-            assert f"provision.sh: host {host.name} is up" in result.stdout
-        red_a = next(vm for vm in topo.vms if vm.name == "red-a")
-        ping = subprocess.run(["ip", "netns", "exec", red_a.netns, "ping", "-c", "3", "-i",
-                               "0.2", "-W", "2", "10.0.0.2"], capture_output=True, text=True)
-        assert ping.returncode == 0, ping.stdout
+            assert f"provision.sh: host {host.name} is up\n" in result.stdout
+        # Provisioning again reports that nothing changed.
+        again = subprocess.run(["nsenter", f"--net=/run/netns/{topo.hosts[0].netns}", "sh",
+                                str(EXAMPLES / "provision.sh"), "host1", str(path)],
+                               capture_output=True, text=True, env=env_of("host1"), timeout=120)
+        assert "provision.sh: host host1 is up, no changes" in again.stdout, again.stderr
+        # `lab check --host`, as the Vagrant test runs it on each guest.
+        for host in topo.hosts:
+            check = subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable,
+                                    "-m", "ovsnvgre", "lab", "check", "-c", str(path),
+                                    "--host", host.name, "--json"],
+                                   capture_output=True, text=True, env=env_of(host.name),
+                                   timeout=300)
+            assert check.returncode == 0, check.stdout + check.stderr
+            report = json.loads(check.stdout)
+            local = {vm.name for vm in topo.vms if vm.host == host.name}
+            assert {p["source"] for p in report["probes"]} == local
+            reached = {(p["source"], p["target"]) for p in report["probes"] if p["observed"]}
+            assert reached == {(a.name, b.name) for a in topo.vms for b in topo.vms
+                               if a.name in local and a.vsid == b.vsid and a != b}
+            # Every VSID shared with the other host crossed this host's uplink with its key.
+            assert report["wire"]["keys_seen"] == ["0x138900", "0x177100", "0x1b5900"]
     finally:
         builder.down(topo.prefix, lambda _: None)
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

@@ -54,16 +54,20 @@ def preflight(fabric: Fabric, whole_lab: bool = True) -> None:
         if shutil.which(tool) is None:
             raise SystemFailure(f"{tool} not found: install Open vSwitch "
                                 "(apt-get install openvswitch-switch)")
-    tools = [("ip", "iproute2"), ("ethtool", "ethtool")]
+    require_tools(("ip", "iproute2"), ("ethtool", "ethtool"))
     if whole_lab:
-        tools += [("ping", "iputils-ping"), ("tcpdump", "tcpdump")]
-    for tool, package in tools:
-        if shutil.which(tool) is None:
-            raise SystemFailure(f"{tool} not found: apt-get install {package}")
+        require_tools(("ping", "iputils-ping"), ("tcpdump", "tcpdump"))
     no_module = not Path("/sys/module/openvswitch").exists()
     if whole_lab and fabric.datapath_type == "system" and no_module:
         raise SystemFailure(f"{fabric.source}: datapath_type is system but this kernel has no "
                             "openvswitch module; use datapath_type: netdev for the lab")
+
+
+def require_tools(*tools: tuple[str, str]) -> None:
+    """Each (program, Debian package) must be on PATH."""
+    for tool, package in tools:
+        if shutil.which(tool) is None:
+            raise SystemFailure(f"{tool} not found: apt-get install {package}")
 
 
 def _schema() -> str:
@@ -201,7 +205,8 @@ def _vm(vm: LabVm, host_ns: str | None, fresh: bool) -> None:
         # datapath while ping works.
         proc.run("ethtool", "-K", VM_IFNAME, "tx", "off", netns=vm.netns)
         proc.run("ip", "-n", vm.netns, "link", "set", VM_IFNAME, "up")
-        proc.run("ip", *on_host, "link", "set", vm.port, "up")
+        # The host end gets the VM's MTU too, as a hypervisor's tap would.
+        proc.run("ip", *on_host, "link", "set", vm.port, "mtu", str(vm.mtu), "up")
 
 
 def down(prefix: str, progress: Progress) -> list[str]:

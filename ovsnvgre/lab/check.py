@@ -126,11 +126,12 @@ def _probes_from(source: str, probes: list[Probe], vms: dict[str, LabVm]) -> lis
 
 
 class _Capture:
-    def __init__(self, netns: str, ifname: str, path: Path) -> None:
+    def __init__(self, netns: str | None, ifname: str, path: Path) -> None:
         self.path = path
+        in_netns = ["ip", "netns", "exec", netns] if netns else []
         self.process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "tcpdump", "-i", ifname, "-n", "-U", "-w", str(path),
-             "ip proto 47"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [*in_netns, "tcpdump", "-i", ifname, "-n", "-U", "-w", str(path), "ip proto 47"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         self.process.stderr.readline()  # "listening on ..." once it captures
 
@@ -144,41 +145,53 @@ class _Capture:
             self.process.wait()
 
 
-def expected_keys(fabric: Fabric, topology: Topology) -> set[int]:
-    """The keys that may appear on the wire: VSIDs that have VMs on two hosts or more."""
+def expected_keys(fabric: Fabric, topology: Topology, host: str | None = None) -> set[int]:
+    """The keys that must appear on the wire: VSIDs that have VMs on two hosts or more.
+
+    Seen from one ``host``: only the VSIDs that have VMs both there and elsewhere.
+    """
     hosts_of: dict[int, set[str]] = {}
     for vm in topology.vms:
         hosts_of.setdefault(vm.vsid, set()).add(vm.host)
     return {nvgre.tunnel_key(vsid, fabric.overlay.key_layout)
-            for vsid, hosts in hosts_of.items() if len(hosts) > 1}
+            for vsid, hosts in hosts_of.items()
+            if len(hosts) > 1 and (host is None or host in hosts)}
 
 
-def run(fabric: Fabric, topology: Topology) -> CheckResult:
+def run(fabric: Fabric, topology: Topology, host: str | None = None) -> CheckResult:
+    """The whole lab's matrix; with ``host``, only the probes from that host's VMs.
+
+    With ``host`` this runs on a real (or Vagrant) host whose VMs `lab guests`
+    made: the GRE capture is on the host's uplink here, and TCP is tried only
+    between VMs of this host (the other end of a tunnel runs no echo server).
+    """
     vms = {vm.name: vm for vm in topology.vms}
-    probes = matrix(topology)
+    local = {vm.name for vm in topology.vms if host is None or vm.host == host}
+    probes = [p for p in matrix(topology) if p.source in local]
     directory = lab_dir(topology.prefix)
     directory.mkdir(parents=True, exist_ok=True)
-    captures = [_Capture(h.netns, h.uplink, directory / f"{h.name}.pcap") for h in topology.hosts]
+    captures = [_Capture(h.netns if host is None else None, h.uplink,
+                         directory / f"{h.name}.pcap")
+                for h in topology.hosts if host is None or h.name == host]
     try:
         sources = sorted({p.source for p in probes})
         with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:
             results = [r for batch in pool.map(lambda s: _probes_from(s, probes, vms), sources)
                        for r in batch]
         for result in results:
-            if result.expected and result.source < result.target:
+            if result.expected and result.source < result.target and result.target in local:
                 result.tcp = tcp_echo(vms[result.source].netns, vms[result.target].netns,
                                       result.address)
     finally:
         for capture in captures:
             capture.stop()
-    wire = _wire(fabric, topology, [c.path for c in captures])
+    wire = _wire(expected_keys(fabric, topology, host), [c.path for c in captures])
     order = {vm.name: index for index, vm in enumerate(topology.vms)}
     results.sort(key=lambda r: (order[r.source], order[r.target]))
     return CheckResult(results, wire)
 
 
-def _wire(fabric: Fabric, topology: Topology, paths: list[Path]) -> WireResult:
-    expected = expected_keys(fabric, topology)
+def _wire(expected: set[int], paths: list[Path]) -> WireResult:
     result = WireResult(keys_expected=[f"{k:#x}" for k in sorted(expected)])
     seen: set[int] = set()
     for path in paths:

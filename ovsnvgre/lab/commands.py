@@ -22,6 +22,14 @@ def _load(path: str | None) -> tuple[str, fabric_module.Fabric, topology.Topolog
     return path, fab, topology.build(fab)
 
 
+def _require_host(fab: fabric_module.Fabric, host: str) -> None:
+    if host not in fab.hosts:
+        from ovsnvgre.errors import UsageError
+
+        raise UsageError(f"{fab.source}: no host {host!r} in the fabric "
+                         f"(hosts: {', '.join(fab.hosts)})")
+
+
 def up(path: str | None, progress: Progress) -> tuple[topology.Topology, list[str]]:
     path, fab, topo = _load(path)
     builder.preflight(fab)
@@ -31,25 +39,29 @@ def up(path: str | None, progress: Progress) -> tuple[topology.Topology, list[st
 def guests(path: str | None, host: str, progress: Progress) -> list[topology.LabVm]:
     """On a real (or Vagrant) host: its VMs of the fabric as namespaces, behind veths here."""
     _, fab, topo = _load(path)
-    if host not in fab.hosts:
-        from ovsnvgre.errors import UsageError
-
-        raise UsageError(f"{fab.source}: no host {host!r} in the fabric "
-                         f"(hosts: {', '.join(fab.hosts)})")
+    _require_host(fab, host)
     builder.preflight(fab, whole_lab=False)
     return builder.guests(topo, host, None, progress)
 
 
-def run_check(path: str | None) -> tuple[topology.Topology, check.CheckResult]:
+def run_check(path: str | None,
+              host: str | None = None) -> tuple[topology.Topology, check.CheckResult]:
+    """The namespaces lab's check; with ``host``, the check of one real host's VMs."""
     _, fab, topo = _load(path)
-    builder.preflight(fab)
-    missing = [ns for ns in topo.namespaces if ns not in builder.proc.namespaces()]
+    if host is not None:
+        _require_host(fab, host)
+    builder.preflight(fab, whole_lab=host is None)
+    builder.require_tools(("ping", "iputils-ping"), ("tcpdump", "tcpdump"))
+    needed = topo.namespaces if host is None else [vm.netns for vm in topo.vms if vm.host == host]
+    missing = [ns for ns in needed if ns not in builder.proc.namespaces()]
     if missing:
         from ovsnvgre.errors import SystemFailure
 
-        raise SystemFailure(f"the lab {topo.prefix} is not (fully) up: no namespace "
-                            f"{', '.join(missing)}; run `ovsnvgre lab up` first")
-    return topo, check.run(fab, topo)
+        how = "`ovsnvgre lab up`" if host is None else f"`ovsnvgre lab guests --host {host}`"
+        where = f"the lab {topo.prefix} is not (fully) up" if host is None else \
+            f"host {host} has not all its VMs"
+        raise SystemFailure(f"{where}: no namespace {', '.join(missing)}; run {how} first")
+    return topo, check.run(fab, topo, host)
 
 
 def down(path: str | None, progress: Progress) -> tuple[topology.Topology, list[str]]:

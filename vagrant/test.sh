@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# make vagrant-test: the Vagrant lab booted for real, offline, and removed again.
+#
+# Builds (or reuses) the offline box and a wheelhouse of ovsnvgre, starts
+# libvirt if it does not run, boots host1 and host2 with the kernel datapath,
+# runs the scenario below - the README's Vagrant section is this scenario - and
+# removes every trace whatever happens (vagrant/host.sh clean).  Needs root.
+#
+# OVSNVGRE_LIBVIRT_DRIVER: qemu (default; software emulation, works where KVM
+# cannot run a stock guest kernel) or kvm.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "vagrant/test.sh: needs root (libvirt, loop devices)" >&2; exit 1; }
+PYTHON=${PYTHON:-python3}
+STARTED=$(date +%s)
+step() { echo "=== vagrant-test [$(($(date +%s) - STARTED)) s] $*"; }
+
+# The lab's Vagrant state stays in .vagrant-lab, apart from a user's own.
+export VAGRANT_HOME=$PWD/.vagrant-lab/home
+export VAGRANT_DOTFILE_PATH=$PWD/.vagrant-lab/machines
+export VAGRANT_DEFAULT_PROVIDER=libvirt
+export VAGRANT_CHECKPOINT_DISABLE=1
+export OVSNVGRE_LIBVIRT_DRIVER=${OVSNVGRE_LIBVIRT_DRIVER:-qemu}
+export OVSNVGRE_LIBVIRT_POOL=ovsnvgre-lab
+export OVSNVGRE_WHEELHOUSE=wheelhouse
+
+step "box"
+OVSNVGRE_BOX_FILE=$(vagrant/build-box.sh)
+export OVSNVGRE_BOX_FILE
+step "wheelhouse: ovsnvgre and its dependencies"
+rm -rf wheelhouse
+"$PYTHON" -m pip wheel -q --wheel-dir wheelhouse . 2>&1 | grep -v "^WARNING: Location" >&2 || true
+ls wheelhouse/ovsnvgre-*.whl >/dev/null
+
+step "libvirt"
+vagrant/host.sh start
+trap 'step "cleaning up"; vagrant destroy -f >/dev/null 2>&1 || true; vagrant/host.sh clean' EXIT
+
+MGMT_PINGS=$PWD/.vagrant-lab/mgmt-ping.log
+# >>> scenario (the README's Vagrant section shows exactly these lines)
+FABRIC=/vagrant/examples/vagrant.yaml
+
+# Boot both guests; each is provisioned by examples/provision.sh.
+vagrant up
+
+# 1. The kernel datapath, and the whole matrix from each guest: every VM pings
+#    every VM of its VSID and no other, and each shared VSID's key is on eth1.
+vagrant ssh host1 --no-tty -c 'sudo ovs-dpctl show' | grep 'system@ovs-system'
+vagrant ssh host1 -c "sudo ovsnvgre status -c $FABRIC"
+vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FABRIC --host host1"
+vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FABRIC --host host2"
+
+# Provisioning again changes nothing.
+vagrant provision | tee .vagrant-lab/provision.log
+grep 'host host1 is up, no changes' .vagrant-lab/provision.log
+grep 'host host2 is up, no changes' .vagrant-lab/provision.log
+
+# 2. A native Linux peer: host2 serves Green (VSID 7001) with the kernel's own
+#    gretap, key 7001 << 8 = 0x1b5900, in a Linux bridge; host1 keeps ovsnvgre.
+#    `down` gives eth1 its address back, leaves the management NIC eth0 alone,
+#    and the guest answers on it throughout (a ping every 0.2 s from this host).
+MGMT=$(vagrant ssh-config host2 | awk '$1 == "HostName" {print $2}')
+ping -i 0.2 "$MGMT" >.vagrant-lab/mgmt-ping.log &
+PINGER=$!
+vagrant ssh host2 --no-tty -c 'ip -4 -br addr show eth0' >.vagrant-lab/eth0.before
+vagrant ssh host2 -c "sudo ovsnvgre down -c $FABRIC --host host2"
+vagrant ssh host2 --no-tty -c 'ip -4 -br addr show eth1' | grep '192.168.56.12/24'
+vagrant ssh host2 --no-tty -c 'sudo sh -es' <<'GUEST'
+ip link add gre7001 type gretap local 192.168.56.12 remote 192.168.56.11 key 0x1b5900
+ip link add br7001 type bridge
+ip link set gre7001 master br7001
+ip link set vnet2 master br7001
+ip link set gre7001 up
+ip link set br7001 up
+GUEST
+vagrant ssh host2 --no-tty -c 'sudo timeout 60 tcpdump -c 4 -n -i eth1 -w /tmp/green.pcap ip proto 47' &
+sleep 5
+vagrant ssh host1 -c 'sudo ip netns exec nv-vagrant-v-green-a ping -c 5 -i 0.5 -W 2 10.0.1.2'
+wait $!
+vagrant ssh host2 --no-tty -c 'sudo tcpdump -n -v -r /tmp/green.pcap' | grep 'key=0x1b5900'
+
+# 3. Back to ovsnvgre on host2: `up` moves the address to the tep port again.
+vagrant ssh host2 -c 'sudo ip link del gre7001 && sudo ip link del br7001'
+vagrant ssh host2 -c "sudo ovsnvgre up -c $FABRIC --host host2"
+vagrant ssh host2 --no-tty -c 'ip -4 -br addr show eth0' | diff .vagrant-lab/eth0.before -
+kill -INT $PINGER && wait $PINGER || true
+grep ' 0% packet loss' .vagrant-lab/mgmt-ping.log
+vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FABRIC --host host1"
+
+vagrant destroy -f
+# <<< scenario
+step "passed"
