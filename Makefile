@@ -1,14 +1,19 @@
 # sudo make lab    install what is needed, build the two-host lab and prove it
 # sudo make test   install what is needed and run the whole test suite
 # sudo make lab-down   remove the lab
+# sudo make vagrant-test   boot the Vagrant lab offline (two VMs), prove it, remove it
+# sudo make vagrant-box    only build (or find cached) the offline box
+# sudo make vagrant-clean  remove what an interrupted vagrant-test left
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := openvswitch-switch iproute2 iputils-ping iputils-arping ethtool \
 	tcpdump ruby python3 python3-venv
+VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils \
+	debootstrap extlinux syslinux-common fdisk dnsmasq-base rsync iptables
 
-.PHONY: deps lab lab-down test lint
+.PHONY: deps lab lab-down test lint vagrant-deps vagrant-box vagrant-test vagrant-clean
 
 deps: $(BIN)/ovsnvgre
 
@@ -35,3 +40,18 @@ lint: deps
 
 test: deps lint
 	$(BIN)/python -m pytest -v
+
+vagrant-deps: deps
+	@if command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			$(VAGRANT_PACKAGES); \
+	fi
+
+vagrant-box: vagrant-deps
+	vagrant/build-box.sh
+
+vagrant-test: vagrant-deps
+	PYTHON=$(BIN)/python vagrant/test.sh
+
+vagrant-clean:
+	vagrant/host.sh clean

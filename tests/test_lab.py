@@ -204,6 +204,24 @@ def test_vagrantfile_parses():
     assert result.returncode == 0 and "Syntax OK" in result.stdout, result.stderr
 
 
+def test_readme_vagrant_section_is_what_the_vagrant_test_runs():
+    script = (EXAMPLES.parent / "vagrant" / "test.sh").read_text()
+    scenario = script[script.index("# >>> scenario"):script.index("# <<< scenario")]
+    scenario = scenario.split("\n", 1)[1]
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    shown = readme[readme.index("<!-- vagrant-scenario:begin -->"):
+                   readme.index("<!-- vagrant-scenario:end -->")]
+    assert shown.split("```sh\n", 1)[1].rsplit("```", 1)[0] == scenario
+    assert "vagrant up" in scenario and "vagrant destroy -f" in scenario
+
+
+@pytest.mark.parametrize("script", ["build-box.sh", "host.sh", "test.sh"])
+def test_vagrant_scripts_parse(script):
+    result = subprocess.run(["bash", "-n", str(EXAMPLES.parent / "vagrant" / script)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_vagrant_fabric_validates():
     fab = fabric.load(EXAMPLES / "vagrant.yaml")
     assert fab.datapath_type == "system"  # the guests have the kernel module
