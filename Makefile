@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := openvswitch-switch iproute2 iputils-ping iputils-arping ethtool \
 	tcpdump ruby python3 python3-venv
 VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils \
-	debootstrap extlinux syslinux-common fdisk dnsmasq-base rsync iptables
+	debootstrap extlinux syslinux-common fdisk dnsmasq-base rsync iptables tini
 
 .PHONY: deps lab lab-down test lint vagrant-deps vagrant-box vagrant-test vagrant-clean
 

@@ -71,7 +71,18 @@ start_daemons() {
         say "started virtlogd (pid $(cat "$STATE/virtlogd.pid"))"
     fi
     if ! any_running libvirtd; then
-        libvirtd -d -p "$STATE/libvirtd.pid"
+        # libvirtd double-forks the qemu processes it starts (also the short
+        # ones that probe qemu's capabilities), so they become children of PID
+        # 1; where that is no init that reaps, they stay zombies and libvirtd
+        # waits for each to vanish.  tini -s, a subreaper, reaps them instead.
+        command -v tini >/dev/null || die "tini not found (apt-get install tini)"
+        setsid tini -s -- libvirtd -p "$STATE/libvirtd.pid" </dev/null \
+            >>"$STATE/libvirtd.log" 2>&1 &
+        echo $! >"$STATE/tini.pid"
+        for _ in $(seq 50); do
+            [ -s "$STATE/libvirtd.pid" ] && break
+            sleep 0.2
+        done
         for _ in $(seq 50); do
             $VIRSH version >/dev/null 2>&1 && break
             sleep 0.2
@@ -146,8 +157,10 @@ clean() {
         fi
     fi
     stop_pid libvirtd "$STATE/libvirtd.pid"
+    stop_pid tini "$STATE/tini.pid"
     stop_pid virtlogd "$STATE/virtlogd.pid"
-    rm -f "$STATE/libvirtd.pid" "$STATE/virtlogd.pid" "$STATE/autostarted-networks"
+    rm -f "$STATE/libvirtd.pid" "$STATE/tini.pid" "$STATE/virtlogd.pid" \
+        "$STATE/autostarted-networks" "$STATE/libvirtd.log"
     if [ -f "$STATE/chains-before" ] && ! any_running libvirtd; then
         remove_new_chains "$STATE/chains-before"
         rm -f "$STATE/chains-before"
