@@ -107,25 +107,15 @@ def _survey(desired: HostState, switch: Any, removing: bool = False) -> _Survey:
     """Everything that differs from the fabric, changing nothing."""
     from ovsnvgre import openflow
 
-    # The flow dump (an ovs-ofctl process) runs while this one reads OVSDB and
-    # the kernel; it is dropped if the bridge turns out not to be ovsnvgre's.
-    speculative = openflow.PendingDump(desired.fabric.overlay.bridge)
-    try:
-        actual, kernel = _read(desired, switch)
-    except BaseException:
-        speculative.cancel()
-        raise
+    actual, kernel = _read(desired, switch)
     the_plan = make_plan(desired, actual, kernel, removing=removing)
     # Ports `up` would create are expected to come up; ports ovs-vswitchd
     # refuses now get no flows.
     refused = actual.interfaces.only(set(desired.ports)).refused()
     live = {name for name in desired.ports if name not in refused}
+    bridge = _integration_bridge(desired, actual)
+    installed = openflow.dump(bridge) if bridge else set()
     wanted = set() if removing else desired_flows(desired, live)
-    if _integration_bridge(desired, actual):
-        installed = speculative.result()
-    else:
-        speculative.cancel()
-        installed = set()
     the_plan = with_flows(the_plan, diff_flows(desired.fabric.overlay.bridge, wanted, installed))
     pending = _pending_note(switch.remote)
     if pending:

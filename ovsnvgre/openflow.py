@@ -26,14 +26,11 @@ def _run(*args: str) -> str:
     except subprocess.TimeoutExpired:
         raise SystemFailure(f"ovs-ofctl {args[0]} did not finish within 120 s") from None
     if result.returncode != 0:
-        raise _failure(args, result.stderr)
+        reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        words = [arg for arg in args if not arg.startswith("-")][:2]
+        raise SystemFailure(f"ovs-ofctl {' '.join(words)}: "
+                            f"{reason.removeprefix('ovs-ofctl: ')}")
     return result.stdout
-
-
-def _failure(args: tuple[str, ...], stderr: str) -> SystemFailure:
-    reason = (stderr.strip().splitlines() or ["failed"])[-1]
-    words = [arg for arg in args if not arg.startswith("-")][:2]
-    return SystemFailure(f"ovs-ofctl {' '.join(words)}: {reason.removeprefix('ovs-ofctl: ')}")
 
 
 def parse_flow(line: str) -> Flow | None:
@@ -63,45 +60,9 @@ def parse_flow(line: str) -> Flow | None:
     return Flow(table, priority, frozenset(match), actions)
 
 
-class PendingDump:
-    """A `dump-flows` of the owned flows running beside the caller's other work.
-
-    Its output goes to an unnamed file, not a pipe: 10,000 flows are about 1 MB,
-    and a writer blocked on a full pipe would not run ahead at all.
-    """
-
-    def __init__(self, bridge: str) -> None:
-        self.args = ("--no-stats", "--names", "dump-flows", bridge, f"cookie={COOKIE:#x}/-1")
-        log.debug("running %s", " ".join([*OFCTL, *self.args]))
-        self._output = tempfile.TemporaryFile("w+")
-        try:
-            self._process = subprocess.Popen([*OFCTL, *self.args], stdout=self._output,
-                                             stderr=subprocess.PIPE, text=True)
-        except FileNotFoundError:
-            self._output.close()
-            raise SystemFailure("ovs-ofctl not found (install openvswitch-switch)") from None
-
-    def result(self) -> set[Flow]:
-        try:
-            _, stderr = self._process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.cancel()
-            raise SystemFailure("ovs-ofctl dump-flows did not finish within 120 s") from None
-        with self._output:
-            if self._process.returncode != 0:
-                raise _failure(self.args, stderr)
-            self._output.seek(0)
-            return {flow for flow in map(parse_flow, self._output) if flow is not None}
-
-    def cancel(self) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-        self._process.communicate()
-        self._output.close()
-
-
 def dump(bridge: str) -> set[Flow]:
-    return PendingDump(bridge).result()
+    out = _run("--no-stats", "--names", "dump-flows", bridge, f"cookie={COOKIE:#x}/-1")
+    return {flow for flow in map(parse_flow, out.splitlines()) if flow is not None}
 
 
 def trace(bridge: str, flow: str) -> str:
