@@ -16,7 +16,6 @@ from ovsnvgre.fabric import Fabric
 from ovsnvgre.flows import Flow, desired_flows
 from ovsnvgre.plan import (
     BridgeDelete,
-    FlowChanges,
     KernelState,
     Plan,
     PortCreate,
@@ -217,7 +216,7 @@ def down(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFA
 
 def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout: float,
               progress: Progress, verify: bool, confirm: float | None) -> RunResult:
-    from ovsnvgre import flow_memo, journal, netlink, openflow
+    from ovsnvgre import journal, netlink, openflow
     from ovsnvgre.ovsdb import Switch
 
     desired = desired_state(fabric, host)
@@ -227,7 +226,7 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         progress(f"reading {switch.remote} and the kernel")
         actual, kernel = _read(desired, switch)
         bridge = _integration_bridge(desired, actual)
-        dumped = openflow.dump_text(bridge) if bridge else openflow.Dump()
+        installed = openflow.dump(bridge) if bridge else set()
         the_plan = make_plan(desired, actual, kernel, removing=removing)
         record: journal.Record | None = None
 
@@ -238,7 +237,7 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
                     command="down" if removing else "up", fabric=fabric.name, host=host,
                     db=switch.remote, pid=os.getpid(), started=time.time(),
                     snapshot=snapshot.take(desired.owner, host, actual, kernel,
-                                           desired.fabric.overlay.bridge, dumped.flows))
+                                           desired.fabric.overlay.bridge, installed))
                 journal.save(path, record)
             return record
 
@@ -292,22 +291,14 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
                 # Flows dumped before the change name ports by name; only a deleted
                 # port (or bridge) changes how the installed flows read now.
                 if bridge is None:
-                    dumped = openflow.Dump()
+                    installed = set()
                 elif any(isinstance(c, PortDelete | BridgeDelete) for c in the_plan.ovsdb):
-                    dumped = openflow.dump_text(bridge)
+                    installed = openflow.dump(bridge)
             else:
                 status = actual.interfaces.only(wanted)
-            live = status.live()
-            proof = None if removing else flow_memo.key(fabric.digest, host,
-                                                        desired.fabric.overlay.bridge, live)
-            if flow_memo.proven(proof, dumped.digest):
-                flow_changes = FlowChanges(desired.fabric.overlay.bridge)
-            else:
-                flow_changes = diff_flows(desired.fabric.overlay.bridge,
-                                          set() if removing else desired_flows(desired, live),
-                                          dumped.flows)
-                if not flow_changes:
-                    flow_memo.remember(proof, dumped.digest)
+            flow_changes = diff_flows(desired.fabric.overlay.bridge,
+                                      set() if removing else desired_flows(desired, status.live()),
+                                      installed)
             the_plan = with_flows(the_plan, flow_changes)
             flow_mods = 0
             if flow_changes:

@@ -6,7 +6,6 @@ the YAML gives one, the entry (``vms.red-a.mac``) and what is wrong.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
@@ -82,8 +81,6 @@ class Fabric:
     subnets: dict[str, VirtualSubnet]
     vms: dict[str, Vm]
     source: str = field(default="<fabric>", compare=False)
-    # sha256 of the file's bytes when it was read from a file, else "".
-    digest: str = field(default="", compare=False)
 
     def vms_on(self, host: str) -> list[Vm]:
         return [vm for vm in self.vms.values() if vm.host == host]
@@ -295,13 +292,12 @@ def load(path: str | Path) -> Fabric:
         raise FabricError(f"{source}: cannot read: {exc.strerror}") from None
     from ovsnvgre import fabric_cache
 
-    digest = hashlib.sha256(data).hexdigest()
     cached = fabric_cache.get(data)
     if isinstance(cached, Fabric):
-        return replace(cached, source=source, digest=digest)
+        return replace(cached, source=source)
     fabric = loads(data, source)
     fabric_cache.put(data, fabric)
-    return replace(fabric, digest=digest)
+    return fabric
 
 
 def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:

@@ -38,7 +38,7 @@ def _path(data: bytes) -> Path | None:
     return where / f"fabric-{key.hexdigest()[:32]}.pickle"
 
 
-def trusted(path: Path, kind: int) -> bool:
+def _trusted(path: Path, kind: int) -> bool:
     """Ours alone: of the right kind, owned by us, writable by nobody else."""
     info = path.lstat()
     return (stat.S_IFMT(info.st_mode) == kind and info.st_uid == os.geteuid()
@@ -48,8 +48,8 @@ def trusted(path: Path, kind: int) -> bool:
 def get(data: bytes) -> Any | None:
     path = _path(data)
     try:
-        if path is None or not trusted(path.parent, stat.S_IFDIR) \
-                or not trusted(path, stat.S_IFREG):
+        if path is None or not _trusted(path.parent, stat.S_IFDIR) \
+                or not _trusted(path, stat.S_IFREG):
             return None
         return pickle.loads(path.read_bytes())  # noqa: S301 - our own file, checked above
     except Exception:  # noqa: BLE001 - a missing or damaged entry: parse instead

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import os
 import subprocess
@@ -28,14 +26,11 @@ def _run(*args: str) -> str:
     except subprocess.TimeoutExpired:
         raise SystemFailure(f"ovs-ofctl {args[0]} did not finish within 120 s") from None
     if result.returncode != 0:
-        raise _failure(args, result.stderr)
+        reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        words = [arg for arg in args if not arg.startswith("-")][:2]
+        raise SystemFailure(f"ovs-ofctl {' '.join(words)}: "
+                            f"{reason.removeprefix('ovs-ofctl: ')}")
     return result.stdout
-
-
-def _failure(args: tuple[str, ...], stderr: str) -> SystemFailure:
-    reason = (stderr.strip().splitlines() or ["failed"])[-1]
-    words = [arg for arg in args if not arg.startswith("-")][:2]
-    return SystemFailure(f"ovs-ofctl {' '.join(words)}: {reason.removeprefix('ovs-ofctl: ')}")
 
 
 def parse_flow(line: str) -> Flow | None:
@@ -65,33 +60,9 @@ def parse_flow(line: str) -> Flow | None:
     return Flow(table, priority, frozenset(match), actions)
 
 
-class Dump:
-    """The owned flows of a bridge as ovs-ofctl printed them, parsed only when asked."""
-
-    def __init__(self, text: str = "") -> None:
-        self.text = text
-
-    @functools.cached_property
-    def flows(self) -> set[Flow]:
-        return {flow for flow in map(parse_flow, self.text.splitlines()) if flow is not None}
-
-    @functools.cached_property
-    def digest(self) -> str:
-        """The same for the same set of flows, whatever order the switch lists them in."""
-        lines = sorted(line.strip() for line in self.text.splitlines() if " actions=" in line)
-        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def _dump_args(bridge: str) -> tuple[str, ...]:
-    return ("--no-stats", "--names", "dump-flows", bridge, f"cookie={COOKIE:#x}/-1")
-
-
-def dump_text(bridge: str) -> Dump:
-    return Dump(_run(*_dump_args(bridge)))
-
-
 def dump(bridge: str) -> set[Flow]:
-    return dump_text(bridge).flows
+    out = _run("--no-stats", "--names", "dump-flows", bridge, f"cookie={COOKIE:#x}/-1")
+    return {flow for flow in map(parse_flow, out.splitlines()) if flow is not None}
 
 
 def trace(bridge: str, flow: str) -> str:

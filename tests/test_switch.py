@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
-from pathlib import Path
 
 from fabrics import TWO_HOSTS
 from ovsenv import sh
@@ -302,48 +300,6 @@ def test_flows_are_owned_by_cookie_and_left_alone_when_converged(host1):
     assert "flows in table forward of br-int: +1 -0" in host1.ovsnvgre("plan").stdout
     assert host1.ovsnvgre("up").returncode == 0
     assert "no changes" in host1.ovsnvgre("plan").stdout
-
-
-def owned_dump(host):
-    from ovsnvgre.openflow import Dump
-
-    return Dump(host.netns.exec("ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "--names",
-                                "dump-flows", "br-int", "cookie=0x6f76736e76677265/-1",
-                                env=host.switch.env).stdout)
-
-
-def test_a_proven_dump_is_trusted_only_from_our_own_cache(host1):
-    """A converged run keeps a proof (the dump's digest); a later run with the same
-    dump skips the comparison, and any other dump is compared in full."""
-    env = host1.switch.env
-    cache = Path(os.environ["OVSNVGRE_CACHE_DIR"])
-    assert host1.ovsnvgre("up").returncode == 0
-    assert "no changes" in host1.ovsnvgre("up").stdout
-    converged = owned_dump(host1).digest
-    proofs = [p for p in cache.glob("flows-*.proof") if p.read_text().strip() == converged]
-    assert len(proofs) == 1
-    # Drift: one flow gone, one foreign flow with our cookie.
-    host1.netns.exec("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-int",
-                     "table=20,reg0=0x1389,reg1=0/0xffffffff,dl_dst=02:00:00:00:50:02", env=env)
-    host1.netns.exec("ovs-ofctl", "-O", "OpenFlow13", "add-flow", "br-int",
-                     "cookie=0x6f76736e76677265,table=20,priority=3,dl_dst=02:00:00:00:99:99,"
-                     "actions=drop", env=env)
-    drifted = owned_dump(host1).digest
-    assert drifted != converged
-    # A proof is believed as it stands: one forged for the drifted dump (as this test
-    # writes it, 0600 in our directory) makes `up` take the drift for converged ...
-    proofs[0].write_text(drifted + "\n")
-    assert "no changes" in host1.ovsnvgre("up").stdout
-    # ... which is why one that anybody else could have written is not believed.
-    proofs[0].chmod(0o620)
-    repaired = host1.ovsnvgre("up")
-    assert "flows in table forward of br-int: +1 -1" in repaired.stdout, repaired.stdout
-    assert owned_dump(host1).digest == converged
-    proofs[0].unlink()
-    # The next converged run proves the dump again, and the one after trusts it.
-    assert "no changes" in host1.ovsnvgre("up").stdout
-    assert [p.read_text().strip() for p in cache.glob("flows-*.proof")].count(converged) == 1
-    assert "no changes" in host1.ovsnvgre("up").stdout
 
 
 def test_down_removes_every_owned_flow_and_no_other(host1):
