@@ -37,7 +37,6 @@ step "libvirt"
 vagrant/host.sh start
 trap 'step "cleaning up"; vagrant destroy -f >/dev/null 2>&1 || true; vagrant/host.sh clean' EXIT
 
-MGMT_PINGS=$PWD/.vagrant-lab/mgmt-ping.log
 # >>> scenario (the README's Vagrant section shows exactly these lines)
 FABRIC=/vagrant/examples/vagrant.yaml
 
