@@ -51,7 +51,8 @@ def run_check(path: str | None,
     if host is not None:
         _require_host(fab, host)
     builder.preflight(fab, whole_lab=host is None)
-    builder.require_tools(("ping", "iputils-ping"), ("tcpdump", "tcpdump"))
+    if host is not None:  # the whole lab's preflight checks these already
+        builder.require_tools(("ping", "iputils-ping"), ("tcpdump", "tcpdump"))
     needed = topo.namespaces if host is None else [vm.netns for vm in topo.vms if vm.host == host]
     missing = [ns for ns in needed if ns not in builder.proc.namespaces()]
     if missing:
