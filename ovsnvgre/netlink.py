@@ -131,10 +131,11 @@ def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
     with _ipr() as ipr:
         for name in wait_for:
             _wait_for_link(ipr, name)
+        indexes: dict[str, int] = {}  # links are neither made nor renamed here
         for change in changes:
             log.debug("netlink: %s", change.describe())
             try:
-                _apply_one(ipr, change)
+                _apply_one(ipr, change, indexes)
             except SystemFailure:
                 raise
             except Exception as exc:  # pyroute2 raises NetlinkError and OSError
@@ -199,10 +200,13 @@ def _wait_for_link(ipr: Any, name: str, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-def _apply_one(ipr: Any, change: KernelChange) -> None:
-    index = _index(ipr, change.link)
+def _apply_one(ipr: Any, change: KernelChange, indexes: dict[str, int]) -> None:
+    index = indexes.get(change.link)
     if index is None:
-        raise SystemFailure(f"could not {change.describe()}: no such device {change.link}")
+        index = _index(ipr, change.link)
+        if index is None:
+            raise SystemFailure(f"could not {change.describe()}: no such device {change.link}")
+        indexes[change.link] = index
     if isinstance(change, LinkUp):
         ipr.link("set", index=index, state="up")
     elif isinstance(change, LinkDown):
