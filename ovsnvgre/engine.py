@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -113,7 +113,7 @@ def _survey(desired: HostState, switch: Any, removing: bool = False) -> _Survey:
     # refuses now get no flows.
     refused = actual.interfaces.only(set(desired.ports)).refused()
     live = {name for name in desired.ports if name not in refused}
-    bridge = _integration_bridge(desired, actual)
+    bridge = _integration_bridge(desired, actual.bridge_external_ids())
     installed = openflow.dump(bridge) if bridge else set()
     wanted = set() if removing else desired_flows(desired, live)
     the_plan = with_flows(the_plan, diff_flows(desired.fabric.overlay.bridge, wanted, installed))
@@ -168,7 +168,7 @@ def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
     desired = desired_state(fabric, vm_host)
     with Switch(db) as switch:
         actual = switch.read()
-    if _integration_bridge(desired, actual) is None:
+    if _integration_bridge(desired, actual.bridge_external_ids()) is None:
         raise SystemFailure(f"host {vm_host}: the integration bridge "
                             f"{fabric.overlay.bridge} is not set up: run `ovsnvgre up` first")
     bridge = actual.bridges[fabric.overlay.bridge]
@@ -180,11 +180,15 @@ def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
     return TraceResult(the_probe, sentence, outputs, raw)
 
 
-def _integration_bridge(desired: HostState, actual: SwitchState) -> str | None:
-    """The integration bridge if it exists and is ovsnvgre's, else None."""
+def _integration_bridge(desired: HostState,
+                        bridges: Mapping[str, Mapping[str, str]]) -> str | None:
+    """The integration bridge if it exists and is ovsnvgre's, else None.
+
+    ``bridges``: each bridge's external_ids, by name.
+    """
     name = desired.fabric.overlay.bridge
-    bridge = actual.bridges.get(name)
-    if bridge is None or not is_owned(bridge.external_ids, desired.owner):
+    external_ids = bridges.get(name)
+    if external_ids is None or not is_owned(external_ids, desired.owner):
         return None
     return name
 
@@ -225,7 +229,7 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         journal.refuse_pending(path)
         progress(f"reading {switch.remote} and the kernel")
         actual, kernel = _read(desired, switch)
-        bridge = _integration_bridge(desired, actual)
+        bridge = _integration_bridge(desired, actual.bridge_external_ids())
         installed = openflow.dump(bridge) if bridge else set()
         the_plan = make_plan(desired, actual, kernel, removing=removing)
         record: journal.Record | None = None
@@ -285,9 +289,8 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
             # The flows name ports, so they are planned once the ports exist.
             wanted = set() if removing else set(desired.ports)
             if writes:
-                actual = switch.read()
                 status = switch.port_status(wanted, wait=5.0)
-                bridge = _integration_bridge(desired, actual)
+                bridge = _integration_bridge(desired, switch.bridge_external_ids())
                 # Flows dumped before the change name ports by name; only a deleted
                 # port (or bridge) changes how the installed flows read now.
                 if bridge is None:

@@ -325,6 +325,11 @@ class Switch:
         return SwitchState(bridges=bridges, ports=ports,
                            interfaces=_status(rows["Interface"]))
 
+    def bridge_external_ids(self) -> dict[str, dict[str, str]]:
+        """Each bridge's external_ids, by name: all it takes to tell whose a bridge is."""
+        rows = self._select({"Bridge": ["name", "external_ids"]})["Bridge"]
+        return {row["name"]: _map(row["external_ids"]) for row in rows}
+
     def port_status(self, names: Iterable[str], wait: float = 0.0) -> PortStatus:
         """The OpenFlow port number and error of each interface among ``names``.
 

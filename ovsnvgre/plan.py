@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,6 +71,9 @@ class SwitchState:
     bridges: dict[str, ActualBridge]
     ports: dict[str, ActualPort]
     interfaces: PortStatus = field(default_factory=PortStatus)
+
+    def bridge_external_ids(self) -> dict[str, dict[str, str]]:
+        return {name: bridge.external_ids for name, bridge in self.bridges.items()}
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,7 @@ class Plan:
 # --- ownership -----------------------------------------------------------------------
 
 
-def is_owned(external_ids: dict[str, str], owner: str) -> bool:
+def is_owned(external_ids: Mapping[str, str], owner: str) -> bool:
     return external_ids.get(OWNER_KEY) == owner
 
 
