@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ovsnvgre import nvgre
 from ovsnvgre.errors import FabricError
 
@@ -109,42 +107,6 @@ class LineMap(dict):
 
     line: int = 0
     key_lines: dict[str, int]
-
-
-# libyaml's parser is ~10x faster than the pure-Python one on fabrics of
-# thousands of VMs, and gives the same marks (line numbers).
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _LineLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    pass
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineMap:
-    loader.flatten_mapping(node)
-    result = LineMap()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, str):
-            raise _DocError(line, f"key {key!r} must be a string")
-        if key in result:
-            raise _DocError(line, f"duplicate key {key!r} (first on line {result.key_lines[key]})")
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = line
-    return result
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-class _DocError(Exception):
-    def __init__(self, line: int | None, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
 
 
 # --- validation helpers -------------------------------------------------------
@@ -312,17 +274,12 @@ def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:
                              "(the fabric file must be UTF-8 text)", line) from None
     else:
         text = data
+    from ovsnvgre import fabric_yaml  # here: a fabric read back from the cache needs no YAML
+
     try:
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DocError as exc:
+        document = fabric_yaml.parse(text)
+    except fabric_yaml.DocumentError as exc:
         raise check.fail("", exc.message, exc.line) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise check.fail("", f"YAML syntax error: {problem}", line) from None
-    except yaml.YAMLError as exc:
-        raise check.fail("", f"YAML syntax error: {exc}") from None
     if document is None:
         raise check.fail("", "the file is empty; a fabric needs at least `fabric` and `hosts`")
     if not isinstance(document, LineMap):
