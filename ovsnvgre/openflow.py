@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -33,6 +34,11 @@ def _run(*args: str) -> str:
     return result.stdout
 
 
+# The form every flow ovsnvgre installs dumps in: cookie, table (absent for 0),
+# priority, then the match fields with no spaces.  Anything else takes the general path.
+_CANONICAL = re.compile(r"cookie=0x[0-9a-f]+, (?:table=(\d+), )?priority=(\d+)(?:,([^ ]*))?$")
+
+
 def parse_flow(line: str) -> Flow | None:
     """One line of `dump-flows --no-stats --names`, or None for headers.
 
@@ -40,11 +46,16 @@ def parse_flow(line: str) -> Flow | None:
     unquoted too, and port names never hold a quote, so quotes are dropped.
     """
     line = line.strip().replace('"', "")
-    if " actions=" not in line:
+    head, found, actions = line.partition(" actions=")
+    if not found:
         return None
-    head, actions = line.split(" actions=", 1)
+    canonical = _CANONICAL.match(head)
+    if canonical:
+        table, priority, match = canonical.groups()
+        return Flow(int(table or 0), int(priority),
+                    frozenset(match.split(",")) if match else frozenset(), actions)
     table, priority = 0, 32768
-    match: set[str] = set()
+    tokens: set[str] = set()
     for token in head.replace(", ", ",").split(","):
         if not token:
             continue
@@ -56,8 +67,8 @@ def parse_flow(line: str) -> Flow | None:
         elif name == "priority":
             priority = int(value)
         else:
-            match.add(token)
-    return Flow(table, priority, frozenset(match), actions)
+            tokens.add(token)
+    return Flow(table, priority, frozenset(tokens), actions)
 
 
 def dump(bridge: str) -> set[Flow]:
