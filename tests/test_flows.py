@@ -7,7 +7,7 @@ from fabrics import TWO_HOSTS
 
 from ovsnvgre import fabric
 from ovsnvgre.desired import desired_state
-from ovsnvgre.flows import COOKIE, Table, desired_flows
+from ovsnvgre.flows import COOKIE, Flow, Table, desired_flows
 from ovsnvgre.openflow import parse_flow
 from ovsnvgre.plan import diff_flows
 
@@ -96,6 +96,15 @@ def test_a_dumped_flow_parses_back_to_the_generated_one():
             'dl_dst=02:00:00:00:50:02 actions=set_field:0x138900->tun_id,output:"gre-cb00710b"')
     parsed = parse_flow(line)
     assert parsed in pipeline("per-peer")
+
+
+def test_a_dumped_flow_of_another_shape_parses_field_by_field():
+    # A default priority is not printed; a timeout set by hand sits before it.
+    assert parse_flow(f" cookie={COOKIE:#x}, reg0=0x1 actions=drop") == \
+        Flow(0, 32768, frozenset({"reg0=0x1"}), "drop")
+    line = f" cookie={COOKIE:#x}, table=20, idle_timeout=5, priority=100,reg0=0x1 actions=drop"
+    assert parse_flow(line) == Flow(20, 100, frozenset({"idle_timeout=5", "reg0=0x1"}), "drop")
+    assert parse_flow("OFPST_FLOW reply (OF1.3) (xid=0x2):") is None
 
 
 def test_diff_sends_only_the_difference():
