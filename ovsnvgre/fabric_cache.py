@@ -9,6 +9,7 @@ the cache falls back to parsing.  OVSNVGRE_NO_CACHE=1 turns it off.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import pickle
 import stat
@@ -19,6 +20,24 @@ from typing import Any
 from ovsnvgre import __version__
 
 KEEP = 8  # cached fabrics kept; older ones are removed
+
+
+def _interface(address: int, prefixlen: int, version: int) -> Any:
+    cls = ipaddress.IPv4Interface if version == 4 else ipaddress.IPv6Interface
+    return cls((address, prefixlen))
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles IP interfaces (every VM's CA) as numbers, not text.
+
+    ipaddress pickles an interface as its string, which unpickling parses again:
+    a third of the time it takes to read back a fabric of 3,000 VMs.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) in (ipaddress.IPv4Interface, ipaddress.IPv6Interface):
+            return _interface, (int(obj.ip), obj.network.prefixlen, obj.version)
+        return NotImplemented
 
 
 def directory() -> Path | None:
@@ -64,7 +83,7 @@ def put(data: bytes, fabric: Any) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            pickle.dump(fabric, f, protocol=pickle.HIGHEST_PROTOCOL)
+            _Pickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump(fabric)
         os.replace(temporary, path)
         entries = sorted(path.parent.glob("fabric-*.pickle"), key=lambda p: p.stat().st_mtime)
         for old in entries[:-KEEP]:

@@ -169,6 +169,22 @@ def test_an_unchanged_file_comes_from_the_cache_and_a_changed_one_is_parsed(tmp_
         fabric.load(path)
 
 
+def test_the_cache_keeps_ip_interfaces_exactly(tmp_path, monkeypatch):
+    import ipaddress
+
+    from ovsnvgre import fabric_cache
+
+    monkeypatch.setenv("OVSNVGRE_CACHE_DIR", str(tmp_path / "cache"))
+    value = {"v4": ipaddress.ip_interface("10.0.7.241/16"),
+             "v6": ipaddress.ip_interface("fd00:0:0:1::5/64"),
+             "net": ipaddress.ip_network("10.0.0.0/16")}
+    fabric_cache.put(b"key", value)
+    back = fabric_cache.get(b"key")
+    assert back == value
+    assert [type(v) for v in back.values()] == [type(v) for v in value.values()]
+    assert back["v4"].network.prefixlen == 16 and back["v6"].network.prefixlen == 64
+
+
 def test_a_damaged_or_foreign_writable_cache_entry_is_not_used(tmp_path, monkeypatch):
     from ovsnvgre import fabric_cache
 
