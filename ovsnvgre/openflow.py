@@ -91,8 +91,9 @@ def trace(bridge: str, flow: str) -> str:
 
 def apply(bridge: str, add: Iterable[Flow], delete: Iterable[Flow]) -> int:
     """Deletions and additions as one atomic bundle; returns the number of flow-mods."""
-    lines = [f.delete_line() for f in sorted(delete, key=str)]
-    lines += [f.add_line() for f in sorted(add, key=str)]
+    # Sorted only so that the file reads the same for the same change.
+    lines = sorted(f.delete_line() for f in delete)
+    lines += sorted(f.add_line() for f in add)
     if not lines:
         return 0
     with tempfile.NamedTemporaryFile("w", prefix="ovsnvgre-flows-", suffix=".txt",
