@@ -34,7 +34,31 @@ from ovsnvgre.flows import desired_flows  # noqa: E402
 PA = "198.18.0.11/24"
 
 
+def installed(workdir: Path) -> list[str]:
+    """ovsnvgre as a user installs it: the package and its dependencies in a venv of
+    their own, byte-compiled by pip, run through its console script.
+
+    A source checkout measures something no host runs: an editable install whose
+    modules may be compiled on every start (PYTHONDONTWRITEBYTECODE), and whatever
+    .pth files the developer's interpreter loads before any code of ours.
+    """
+    venv = workdir / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    result = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet",
+                             str(Path(__file__).resolve().parent.parent)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit("installing ovsnvgre into the bench's venv failed (use --from-source "
+                         f"to measure the checkout instead):\n{result.stderr[-2000:]}")
+    return [str(venv / "bin" / "ovsnvgre")]
+
+
+FROM_SOURCE = [sys.executable, "-m", "ovsnvgre"]
+
+
 class Bench:
+    command = FROM_SOURCE  # how ovsnvgre is started; main() sets it
+
     def __init__(self, hosts: int, tunnel_ports: str, workdir: Path) -> None:
         self.text = generate(hosts, tunnel_ports=tunnel_ports)
         self.fabric_path = workdir / f"fabric-{hosts}-{tunnel_ports}.yaml"
@@ -75,7 +99,7 @@ class Bench:
     def ovsnvgre(self, command: str, fabric: Path | None = None, *extra: str) -> float:
         # No gateway answers on the bench's veth: the underlay check would (rightly)
         # roll every run back, so the bench measures convergence without it.
-        return self.timed(sys.executable, "-m", "ovsnvgre", command, "-c",
+        return self.timed(*self.command, command, "-c",
                           str(fabric or self.fabric_path), "--host", "h0", "--no-verify",
                           *extra)
 
@@ -224,8 +248,7 @@ def help_time(runs: int) -> float:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ovsnvgre", "--help"], capture_output=True,
-                       check=True)
+        subprocess.run([*Bench.command, "--help"], capture_output=True, check=True)
         times.append(time.perf_counter() - start)
     return median(times)
 
@@ -236,21 +259,27 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (median)")
     parser.add_argument("--hand-made-ports", type=int, default=1000,
                         help="ports for the one-process-per-port run (0: skip)")
+    parser.add_argument("--from-source", action="store_true",
+                        help="run `python -m ovsnvgre` from this checkout instead of "
+                             "installing it into a venv first")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ovsnvgre-bench-") as tmp:
         workdir = Path(tmp)
+        Bench.command = FROM_SOURCE if args.from_source else installed(workdir)
         # The runs use the fabric cache as a host would, in the bench's own directory.
         os.environ["OVSNVGRE_CACHE_DIR"] = str(workdir / "fabric-cache")
         results = [run(hosts, "per-vsid", args.runs, 0, workdir, False) for hosts in (2, 11)]
         results.append(run(101, "per-vsid", args.runs, args.hand_made_ports, workdir, True))
         results.append(run(101, "per-peer", args.runs, 0, workdir, False))
-    startup = help_time(args.runs)
+        startup = help_time(args.runs)
+    started = "python -m ovsnvgre (this checkout)" if args.from_source else \
+        "the ovsnvgre console script, installed in a venv"
     if args.json:
-        print(json.dumps({"results": results, "help": startup}, indent=2))
+        print(json.dumps({"results": results, "help": startup, "started": started}, indent=2))
         return
     print(f"machine: {platform.node()} {platform.machine()}, {platform.python_version()}, "
-          f"median of {args.runs} runs, whole-process times")
+          f"median of {args.runs} runs, whole-process times of {started}")
     print(f"{'mode':9} {'ports':>5} {'flows':>6} {'up':>7} {'floor':>7} {'ratio':>6} "
           f"{'no-op':>7} {'vsctl':>7} {'ratio':>6} {'writes':>7}")
     for r in results:
