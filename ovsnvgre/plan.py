@@ -237,6 +237,8 @@ class FlowChanges:
 
 def diff_flows(bridge: str, desired: set[Flow], installed: set[Flow]) -> FlowChanges:
     """A flow whose match is installed with other actions is re-added (which replaces it)."""
+    if desired == installed:  # a converged bridge: one set comparison, no keyed copies
+        return FlowChanges(bridge)
     want = {flow.key: flow for flow in desired}
     have = {flow.key: flow for flow in installed}
     add = tuple(flow for key, flow in want.items() if have.get(key) != flow)
