@@ -200,7 +200,7 @@ class _RawClient:
                        "columns": ["_uuid", *columns]} for table, columns in tables.items()]
         request = {"method": "transact", "params": ["Open_vSwitch", *operations], "id": 1}
         decoder = json.JSONDecoder()
-        buffer = ""
+        pending = b""
         reply: dict[str, Any] | None = None
         try:
             self.sock.sendall(json.dumps(request).encode())
@@ -208,17 +208,25 @@ class _RawClient:
                 chunk = self.sock.recv(1 << 20)
                 if not chunk:
                     raise SystemFailure(f"ovsdb-server at {self.remote} closed the connection")
-                buffer += chunk.decode()
-                while buffer.strip():
+                pending += chunk
+                # Every message is an object: until the data ends with '}' it cannot
+                # end with a whole one, and trying to decode it would parse a large
+                # reply again for every piece of it that arrives.
+                if not pending.rstrip().endswith(b"}"):
+                    continue
+                text = pending.decode()
+                position = 0
+                while reply is None:
+                    while position < len(text) and text[position].isspace():
+                        position += 1
                     try:
-                        message, end = decoder.raw_decode(buffer.lstrip())
+                        message, position = decoder.raw_decode(text, position)
                     except ValueError:
                         break  # incomplete: read more
-                    buffer = buffer.lstrip()[end:]
                     if message.get("id") == 1 and "result" in message:
                         reply = message
-                        break
                     # Anything else (an echo request) is not our answer.
+                pending = text[position:].encode()
         except OSError as exc:
             raise SystemFailure(f"reading {self.remote}: {exc.strerror or exc}") from None
         if reply.get("error"):
