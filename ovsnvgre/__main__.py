@@ -1,3 +1,3 @@
-from ovsnvgre.cli import main
+from ovsnvgre.cli import run
 
-main()
+run()

@@ -113,6 +113,40 @@ def main(debug: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+def run() -> None:
+    """The `ovsnvgre` command: main(), then an exit that does not free every object.
+
+    A run at fabric scale holds some 100,000 objects (flows, VMs, rows); letting the
+    interpreter free them one by one on the way out took ~35 ms of a 0.5 s no-op.
+    Output and logs are flushed first, and nothing else is left to do: the
+    `--confirm` timer is a process of its own, and the OVSDB connection is closed.
+    """
+    import os
+
+    try:
+        main()
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # the reader went away (`ovsnvgre plan | head -1`)
+            status = status or 1  # as Click does when a write meets a closed pipe
+    os._exit(status)
+
+
+def _exit_status(code: object) -> int:
+    """What sys.exit(code) would leave the process with."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
 def _load(config: str) -> Any:
     from ovsnvgre import fabric
 

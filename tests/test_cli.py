@@ -136,3 +136,39 @@ def test_readme_cli_reference_is_the_help_of_every_command():
         "README's CLI reference is stale: run `python -m ovsnvgre.clidoc README.md`"
     for command in ("up", "down", "status", "trace", "rollback", "confirm", "lab check"):
         assert f"### `ovsnvgre {command}`" in text
+
+
+# --- the installed command: its exit status and output survive the quick exit ------
+
+
+def _command(*args, **kwargs):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ovsnvgre", *args], capture_output=True,
+                          text=True, **kwargs)
+
+
+def test_the_command_exits_with_its_status_and_all_its_output(fabric_file, tmp_path):
+    ok = _command("validate", "-c", str(fabric_file), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["vms"] == 4  # the whole document, flushed
+    missing = _command("validate", "-c", str(tmp_path / "nowhere.yaml"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"ovsnvgre: error: {tmp_path / 'nowhere.yaml'}: no such file"
+    usage = _command("no-such-command")
+    assert usage.returncode == 2 and "No such command" in usage.stderr
+
+
+def test_a_reader_that_goes_away_is_an_error_not_a_traceback(fabric_file):
+    import subprocess
+    import sys
+
+    # `ovsnvgre ... --help | true`: the pipe is closed before ovsnvgre writes.
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()
+    result = subprocess.run([sys.executable, "-m", "ovsnvgre", "--help"],
+                            stdout=reader.stdin, stderr=subprocess.PIPE, text=True)
+    reader.stdin.close()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
