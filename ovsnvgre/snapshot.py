@@ -139,8 +139,8 @@ def to_dict(snapshot: Snapshot) -> dict[str, Any]:
                    "routes": [_route_dict(r) for r in sorted(link.routes, key=str)]}
                   for link in snapshot.links.values()],
         "flow_bridge": snapshot.flow_bridge,
-        "flows": [[f.table, f.priority, sorted(f.match), f.actions]
-                  for f in sorted(snapshot.flows, key=str)],
+        "flows": sorted([f.table, f.priority, sorted(f.match), f.actions]
+                        for f in snapshot.flows),
     }
 
 
