@@ -145,7 +145,7 @@ def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
                     and change.address.version == 4:
                 moved.append(change)
         for change in moved:
-            link = ipr.get_links(_index(ipr, change.link))[0]
+            link = ipr.get_links(indexes[change.link])[0]
             if link["flags"] & IFF_UP:
                 _announce(change.link, link.get("address"), change.address.ip)
     return count
