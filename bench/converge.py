@@ -28,8 +28,8 @@ from fabric_gen import generate, with_extra_vm  # noqa: E402
 from ovsenv import Namespace, Switch  # noqa: E402
 
 from ovsnvgre import fabric as fabric_module  # noqa: E402
-from ovsnvgre.desired import desired_state  # noqa: E402
-from ovsnvgre.flows import desired_flows  # noqa: E402
+from ovsnvgre.desired import desired_host  # noqa: E402
+from ovsnvgre.pipeline import desired_flows  # noqa: E402
 
 PA = "198.18.0.11/24"
 
@@ -66,7 +66,7 @@ class Bench:
         self.extra_path = workdir / f"fabric-{hosts}-{tunnel_ports}-extra.yaml"
         self.extra_path.write_text(with_extra_vm(self.text))
         self.fabric = fabric_module.load(self.fabric_path)
-        self.state = desired_state(self.fabric, "h0")
+        self.state = desired_host(self.fabric, "h0")
         self.netns = Namespace("b")
         self.switch = Switch(self.netns)
         self.switch.start()

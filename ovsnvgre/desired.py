@@ -1,4 +1,4 @@
-"""Fabric + host name -> the switch rows and the kernel state that host should have.
+"""Fabric + host name -> DesiredHost: the switch rows and kernel state that host should have.
 
 Pure: no I/O.  The rows are described with the columns ovsnvgre manages; the
 plan compares exactly those columns with what the switch holds.
@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ovsnvgre import nvgre
-from ovsnvgre.fabric import Fabric, Host
+from ovsnvgre.model import Choice, Fabric, Host, TunnelPorts
 
 # external_ids keys.  The fabric key is the ownership marker: a row is ovsnvgre's
 # when it carries it with this fabric's name.
@@ -19,22 +19,23 @@ ROLE_KEY = "ovsnvgre-role"
 PEER_KEY = "ovsnvgre-peer"
 VSID_KEY = "ovsnvgre-vsid"
 VM_KEY = "ovsnvgre-vm"
-# On the uplink port: what sat on the uplink before ovsnvgre moved it to the tep
-# port, so that `down` can put it back.  Written once, when the uplink is enslaved.
-SAVED_ADDRESSES_KEY = "ovsnvgre-saved-addresses"
-SAVED_ROUTES_KEY = "ovsnvgre-saved-routes"
-SAVED_KEYS = (SAVED_ADDRESSES_KEY, SAVED_ROUTES_KEY)
 
-ROLE_UNDERLAY_BRIDGE = "underlay-bridge"
-ROLE_INTEGRATION_BRIDGE = "integration-bridge"
-ROLE_TEP = "tep"
-ROLE_UPLINK = "uplink"
-ROLE_TUNNEL = "tunnel"
-ROLE_VM = "vm"
+
+class Role(Choice):
+    """What an owned row is for: the value of its ``ovsnvgre-role`` external_id."""
+
+    UNDERLAY_BRIDGE = "underlay-bridge"
+    INTEGRATION_BRIDGE = "integration-bridge"
+    TEP = "tep"          # the internal port of the underlay bridge that holds the PA
+    UPLINK = "uplink"    # the host's NIC, enslaved to the underlay bridge
+    TUNNEL = "tunnel"    # a GRE port towards a peer's PA
+    VM = "vm"            # a VM's port on the integration bridge
 
 
 @dataclass(frozen=True)
 class BridgeSpec:
+    """A Bridge row as ovsnvgre wants it (the columns it manages)."""
+
     name: str
     datapath_type: str
     protocols: tuple[str, ...]
@@ -48,7 +49,7 @@ class PortSpec:
 
     name: str
     bridge: str
-    role: str
+    role: Role | str  # a row restored from a snapshot keeps the role it carried
     iface_type: str
     options: dict[str, str]
     external_ids: dict[str, str]
@@ -61,6 +62,8 @@ class PortSpec:
 
 @dataclass(frozen=True)
 class RouteSpec:
+    """A route in the main table, on whichever link holds it."""
+
     dst: ipaddress.IPv4Network | ipaddress.IPv6Network
     gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     metric: int = 0
@@ -78,7 +81,7 @@ class RouteSpec:
 
 
 @dataclass(frozen=True)
-class HostState:
+class DesiredHost:
     """What one host should look like: OVSDB rows, and the kernel side of the tep port."""
 
     fabric: Fabric
@@ -101,43 +104,45 @@ class HostState:
         return self.host.uplink
 
 
-def owner_ids(fabric: Fabric, role: str, **extra: str) -> dict[str, str]:
-    ids = {OWNER_KEY: fabric.name, ROLE_KEY: role}
+def owner_ids(fabric: Fabric, role: Role, **extra: str) -> dict[str, str]:
+    """The external_ids that mark a row as this fabric's, with its role and ``extra`` keys."""
+    ids = {OWNER_KEY: fabric.name, ROLE_KEY: role.value}
     ids.update({key: value for key, value in extra.items()})
     return ids
 
 
-def desired_state(fabric: Fabric, host_name: str) -> HostState:
+def desired_host(fabric: Fabric, host_name: str) -> DesiredHost:
+    """The rows, PA and peer routes of ``host_name``; KeyError when the fabric has no such host."""
     host = fabric.hosts[host_name]
     underlay, overlay = fabric.underlay, fabric.overlay
     bridges = {
         underlay.bridge: BridgeSpec(
-            name=underlay.bridge, datapath_type=fabric.datapath_type, protocols=(),
-            fail_mode=None, external_ids=owner_ids(fabric, ROLE_UNDERLAY_BRIDGE)),
+            name=underlay.bridge, datapath_type=fabric.datapath_type.value, protocols=(),
+            fail_mode=None, external_ids=owner_ids(fabric, Role.UNDERLAY_BRIDGE)),
         # fail_mode=secure: a bridge without flows drops instead of flooding, so a
         # freshly restarted switch never leaks frames between tenants.
         overlay.bridge: BridgeSpec(
-            name=overlay.bridge, datapath_type=fabric.datapath_type,
+            name=overlay.bridge, datapath_type=fabric.datapath_type.value,
             protocols=("OpenFlow10", "OpenFlow13"), fail_mode="secure",
-            external_ids=owner_ids(fabric, ROLE_INTEGRATION_BRIDGE)),
+            external_ids=owner_ids(fabric, Role.INTEGRATION_BRIDGE)),
     }
     ports: list[PortSpec] = [
-        PortSpec(name=underlay.tep_port, bridge=underlay.bridge, role=ROLE_TEP,
+        PortSpec(name=underlay.tep_port, bridge=underlay.bridge, role=Role.TEP,
                  iface_type="internal", options={},
-                 external_ids=owner_ids(fabric, ROLE_TEP)),
+                 external_ids=owner_ids(fabric, Role.TEP)),
     ]
     if host.uplink:
-        ports.append(PortSpec(name=host.uplink, bridge=underlay.bridge, role=ROLE_UPLINK,
+        ports.append(PortSpec(name=host.uplink, bridge=underlay.bridge, role=Role.UPLINK,
                               iface_type="", options={},
-                              external_ids=owner_ids(fabric, ROLE_UPLINK)))
+                              external_ids=owner_ids(fabric, Role.UPLINK)))
     ports.extend(tunnel_ports(fabric, host))
     for vm in sorted(fabric.vms_on(host_name), key=lambda vm: vm.port):
         ports.append(PortSpec(
-            name=vm.port, bridge=overlay.bridge, role=ROLE_VM, iface_type="", options={},
-            external_ids=owner_ids(fabric, ROLE_VM, **{VM_KEY: vm.name,
+            name=vm.port, bridge=overlay.bridge, role=Role.VM, iface_type="", options={},
+            external_ids=owner_ids(fabric, Role.VM, **{VM_KEY: vm.name,
                                                         VSID_KEY: str(fabric.vsid_of(vm))}),
             adopt_existing=True, mtu_request=overlay.vm_mtu))
-    return HostState(fabric=fabric, host=host, bridges=bridges,
+    return DesiredHost(fabric=fabric, host=host, bridges=bridges,
                      ports={port.name: port for port in ports}, pa=host.pa,
                      peer_routes=tuple(peer_routes(fabric, host)))
 
@@ -156,6 +161,8 @@ def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
 
 
 def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
+    """The GRE ports of ``host``: one per peer (per-peer) or per (peer, shared VSID),
+    with remote_ip, local_ip, csum=false and the key (ovs-vswitchd.conf.db(5), options)."""
     layout = fabric.overlay.key_layout
     bfd = {"enable": "true"} if fabric.overlay.bfd else {}
     ports = []
@@ -163,18 +170,18 @@ def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
         peer = fabric.hosts[peer_name]
         base_options = {"remote_ip": str(peer.pa.ip), "local_ip": str(host.pa.ip),
                         "csum": "false"}
-        if fabric.overlay.tunnel_ports == "per-peer":
+        if fabric.overlay.tunnel_ports == TunnelPorts.PER_PEER:
             ports.append(PortSpec(
                 name=nvgre.tunnel_port_name(peer.pa.ip, None), bridge=fabric.overlay.bridge,
-                role=ROLE_TUNNEL, iface_type="gre", options={**base_options, "key": "flow"},
-                external_ids=owner_ids(fabric, ROLE_TUNNEL, **{PEER_KEY: peer_name}), bfd=bfd))
+                role=Role.TUNNEL, iface_type="gre", options={**base_options, "key": "flow"},
+                external_ids=owner_ids(fabric, Role.TUNNEL, **{PEER_KEY: peer_name}), bfd=bfd))
             continue
         for vsid in sorted(vsids):
             key = nvgre.tunnel_key(vsid, layout)
             ports.append(PortSpec(
                 name=nvgre.tunnel_port_name(peer.pa.ip, vsid), bridge=fabric.overlay.bridge,
-                role=ROLE_TUNNEL, iface_type="gre", options={**base_options, "key": str(key)},
-                external_ids=owner_ids(fabric, ROLE_TUNNEL,
+                role=Role.TUNNEL, iface_type="gre", options={**base_options, "key": str(key)},
+                external_ids=owner_ids(fabric, Role.TUNNEL,
                                        **{PEER_KEY: peer_name, VSID_KEY: str(vsid)}),
                 bfd=bfd))
     return ports

@@ -1,4 +1,18 @@
-"""read -> plan -> apply: the one path that `plan`, `up` and `down` share."""
+"""survey -> plan -> apply: the one path that `plan`, `status`, `up`, `down` and `watch` share.
+
+``survey`` reads the switch, the kernel and the owned flows and plans against the
+fabric, changing nothing; `plan` and `status` stop there.  ``up``/``down`` go on
+through the phases of a Converge, in this order:
+
+    guard    refuse to start over another run's rollback state
+    survey   read and plan (the same survey as `plan`)
+    check    probe the underlay before any change (when the plan touches it)
+    ovsdb    all row changes in one transaction (the rollback file is saved first)
+    kernel   addresses, routes and links, off the uplink and onto the tep port
+    verify   probe again; roll back by itself if the host lost its underlay
+    flows    plan the flows for the ports that now exist, apply them in one bundle
+    finish   drop the rollback file, or hand it to the `--confirm` timer
+"""
 
 from __future__ import annotations
 
@@ -7,32 +21,27 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from subprocess import Popen
 
-from ovsnvgre import snapshot
-from ovsnvgre.desired import ROLE_TEP, HostState, desired_state
+from ovsnvgre import netlink, openflow
+from ovsnvgre import trace as traces
+from ovsnvgre.actual import ActualKernel, ActualSwitch, PortStatus
+from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
+from ovsnvgre.desired import DesiredHost, Role, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
-from ovsnvgre.fabric import Fabric
-from ovsnvgre.flows import Flow, desired_flows
-from ovsnvgre.plan import (
-    BridgeDelete,
-    KernelState,
-    Plan,
-    PortCreate,
-    PortDelete,
-    SwitchState,
-    diff_flows,
-    is_owned,
-    links_to_read,
-    make_plan,
-    with_flows,
-)
-from ovsnvgre.status import Report
-from ovsnvgre.verify import Check, touches_underlay
-from ovsnvgre.verify import targets as underlay_targets
+from ovsnvgre.model import Fabric
+from ovsnvgre.ovsdb import Switch
+from ovsnvgre.pipeline import Flow, desired_flows
+from ovsnvgre.plan import diff_flows, is_owned, make_plan, with_flows
+from ovsnvgre.safe import journal, snapshot
+from ovsnvgre.safe.restore import restore
+from ovsnvgre.safe.rollback import start_timer
+from ovsnvgre.safe.verify import Check, targets, touches_underlay
+from ovsnvgre.status import Report, build_report
+from ovsnvgre.underlay import links_to_read
 
 Progress = Callable[[str], None]
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
 
 
 def _quiet(_: str) -> None:
@@ -41,6 +50,8 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class RunResult:
+    """What `up` or `down` did: the plan, and how many writes of each kind it made."""
+
     plan: Plan
     ovsdb_writes: int = 0
     kernel_changes: int = 0
@@ -48,22 +59,38 @@ class RunResult:
     refused: dict[str, str] = field(default_factory=dict)
     check: Check | None = None
     # With --confirm: the process that rolls the run back unless it is confirmed.
-    timer: Any = None
+    timer: Popen | None = None
 
     @property
     def changed(self) -> bool:
+        """Whether the run wrote anything."""
         return bool(self.ovsdb_writes or self.kernel_changes or self.flow_mods)
 
 
+class RefusedPorts(SystemFailure):
+    """ovs-vswitchd refused ports; everything else of the run was applied (``result``)."""
+
+    def __init__(self, result: RunResult, message: str) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class UnderlayLost(SystemFailure):
+    """The host stopped reaching its underlay after the change, and was rolled back."""
+
+
 def select_host(fabric: Fabric, requested: str | None) -> str:
-    """The host named by --host, or the one host of the fabric that is this machine."""
+    """The host named by --host, or the one host of the fabric that is this machine
+    (its PA configured here, or its name this machine's hostname).
+
+    Raises UsageError when ``requested`` is not in the fabric, or when no host or
+    several hosts match.
+    """
     if requested is not None:
         if requested not in fabric.hosts:
             raise UsageError(f"{fabric.source}: no host {requested!r} in the fabric "
                              f"(hosts: {', '.join(fabric.hosts)})")
         return requested
-    from ovsnvgre import netlink
-
     local = netlink.local_addresses()
     names = {socket.gethostname(), socket.gethostname().split(".")[0]}
     matches = sorted(h.name for h in fabric.hosts.values() if h.pa.ip in local or h.name in names)
@@ -77,112 +104,24 @@ def select_host(fabric: Fabric, requested: str | None) -> str:
                      f"({', '.join(matches)}); pick one with --host")
 
 
-def _read(desired: HostState, switch: Any) -> tuple[SwitchState, KernelState]:
-    from ovsnvgre import netlink
-
-    actual = switch.read()
-    return actual, netlink.read(links_to_read(desired, actual))
-
-
-def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = False,
-         progress: Progress = _quiet) -> Plan:
-    from ovsnvgre.ovsdb import Switch
-
-    desired = desired_state(fabric, host)
-    with Switch(db) as switch:
-        progress(f"reading {switch.remote}, the kernel and the flows")
-        return _survey(desired, switch, removing).plan
+# --- the survey ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Survey:
-    actual: SwitchState
-    kernel: KernelState
-    installed: set[Flow]
+class Survey:
+    """The host as read, and the plan against the fabric (flows included when asked)."""
+
+    desired: DesiredHost
+    actual: ActualSwitch
+    kernel: ActualKernel
+    installed: set[Flow]  # the owned flows of the integration bridge
     plan: Plan
     refused: dict[str, str]
 
 
-def _survey(desired: HostState, switch: Any, removing: bool = False) -> _Survey:
-    """Everything that differs from the fabric, changing nothing."""
-    from ovsnvgre import openflow
-
-    actual, kernel = _read(desired, switch)
-    the_plan = make_plan(desired, actual, kernel, removing=removing)
-    # Ports `up` would create are expected to come up; ports ovs-vswitchd
-    # refuses now get no flows.
-    refused = actual.interfaces.only(set(desired.ports)).refused()
-    live = {name for name in desired.ports if name not in refused}
-    bridge = _integration_bridge(desired, actual.bridge_external_ids())
-    installed = openflow.dump(bridge) if bridge else set()
-    wanted = set() if removing else desired_flows(desired, live)
-    the_plan = with_flows(the_plan, diff_flows(desired.fabric.overlay.bridge, wanted, installed))
-    pending = _pending_note(switch.remote)
-    if pending:
-        the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
-    return _Survey(actual, kernel, installed, the_plan, refused)
-
-
-def status(fabric: Fabric, host: str, db: str | None = None,
-           progress: Progress = _quiet) -> Report:
-    """The host as it runs, and how it differs from the fabric."""
-    from ovsnvgre import status as reports
-    from ovsnvgre.ovsdb import Switch
-
-    desired = desired_state(fabric, host)
-    with Switch(db) as switch:
-        progress(f"reading {switch.remote}, the kernel and the flows")
-        survey = _survey(desired, switch)
-        details = switch.interface_details(desired.ports)
-    return reports.build(desired, details, survey.kernel, survey.installed, survey.plan,
-                         survey.refused)
-
-
-@dataclass(frozen=True)
-class TraceResult:
-    probe: Any
-    verdict: str
-    outputs: list[dict[str, Any]]
-    raw: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"host": self.probe.source.host, "from": self.probe.source.name,
-                "to": self.probe.target,
-                "destination": self.probe.destination.name if self.probe.destination else None,
-                "proto": self.probe.proto, "flow": self.probe.flow, "verdict": self.verdict,
-                "outputs": [{k: v for k, v in o.items() if k != "text"} for o in self.outputs]}
-
-
-def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
-          host: str | None = None, db: str | None = None) -> TraceResult:
-    """Trace a packet from a local VM through the integration bridge."""
-    from ovsnvgre import openflow
-    from ovsnvgre import trace as traces
-    from ovsnvgre.ovsdb import Switch
-
-    the_probe = traces.probe(fabric, source, target, proto)
-    vm_host = the_probe.source.host
-    if host is not None and host != vm_host:
-        raise UsageError(f"{fabric.source}: VM {source} is on host {vm_host}, not {host}: "
-                         "trace it there")
-    desired = desired_state(fabric, vm_host)
-    with Switch(db) as switch:
-        actual = switch.read()
-    if _integration_bridge(desired, actual.bridge_external_ids()) is None:
-        raise SystemFailure(f"host {vm_host}: the integration bridge "
-                            f"{fabric.overlay.bridge} is not set up: run `ovsnvgre up` first")
-    bridge = actual.bridges[fabric.overlay.bridge]
-    names = {ofport: name for name, (ofport, _) in actual.interfaces.items()
-             if name in bridge.ports and ofport}
-    raw = openflow.trace(fabric.overlay.bridge, the_probe.flow)
-    parsed = traces.parse(raw, names)
-    sentence, outputs = traces.verdict(desired, the_probe, parsed)
-    return TraceResult(the_probe, sentence, outputs, raw)
-
-
-def _integration_bridge(desired: HostState,
-                        bridges: Mapping[str, Mapping[str, str]]) -> str | None:
-    """The integration bridge if it exists and is ovsnvgre's, else None.
+def integration_bridge(desired: DesiredHost,
+                       bridges: Mapping[str, Mapping[str, str]]) -> str | None:
+    """The integration bridge if it exists and is this fabric's, else None.
 
     ``bridges``: each bridge's external_ids, by name.
     """
@@ -193,9 +132,33 @@ def _integration_bridge(desired: HostState,
     return name
 
 
-def _pending_note(remote: str) -> str | None:
-    from ovsnvgre import journal
+def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
+           flows: bool = True) -> Survey:
+    """Everything that differs from the fabric (or, removing, all ovsnvgre made),
+    changing nothing.
 
+    With ``flows`` the plan includes the flow changes, for the ports that exist or
+    that the plan creates (ports ovs-vswitchd refuses now get no flows).  Raises
+    SystemFailure when the switch cannot be read or a foreign row is in the way.
+    """
+    actual = switch.read()
+    kernel = netlink.read(links_to_read(desired, actual))
+    the_plan = make_plan(desired, actual, kernel, removing=removing)
+    refused = actual.interfaces.only(set(desired.ports)).refused()
+    bridge = integration_bridge(desired, actual.bridge_external_ids())
+    installed = openflow.dump(bridge) if bridge else set()
+    if flows:
+        live = {name for name in desired.ports if name not in refused}
+        wanted = set() if removing else desired_flows(desired, live)
+        the_plan = with_flows(the_plan, diff_flows(desired.fabric.overlay.bridge, wanted,
+                                                   installed))
+        pending = _pending_note(switch.remote)
+        if pending:
+            the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
+    return Survey(desired, actual, kernel, installed, the_plan, refused)
+
+
+def _pending_note(remote: str) -> str | None:
     path = journal.path_for(remote)
     record = journal.load(path)
     if record is None:
@@ -204,272 +167,233 @@ def _pending_note(remote: str) -> str | None:
             "`ovsnvgre confirm` or `ovsnvgre rollback`")
 
 
+def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = False,
+         progress: Progress = _quiet) -> Plan:
+    """What `up` (or, removing, `down`) would change on ``host``; changes nothing.
+
+    Raises SystemFailure when the switch cannot be read or a foreign row is in the way.
+    """
+    desired = desired_host(fabric, host)
+    with Switch(db) as switch:
+        progress(f"reading {switch.remote}, the kernel and the flows")
+        return survey(desired, switch, removing).plan
+
+
+def status(fabric: Fabric, host: str, db: str | None = None,
+           progress: Progress = _quiet) -> Report:
+    """The host as it runs, and how it differs from the fabric; changes nothing."""
+    desired = desired_host(fabric, host)
+    with Switch(db) as switch:
+        progress(f"reading {switch.remote}, the kernel and the flows")
+        found = survey(desired, switch)
+        details = switch.interface_details(desired.ports)
+    return build_report(desired, details, found.kernel, found.installed, found.plan,
+                        found.refused)
+
+
+def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
+          host: str | None = None, db: str | None = None) -> traces.TraceResult:
+    """Trace a packet from the local VM ``source`` to ``target`` (a VM name or an address)
+    through the integration bridge (`ovs-appctl ofproto/trace`).
+
+    Raises UsageError for a VM, target or protocol the fabric does not know, and
+    SystemFailure when the integration bridge is not set up.
+    """
+    the_probe = traces.probe(fabric, source, target, proto)
+    vm_host = the_probe.source.host
+    if host is not None and host != vm_host:
+        raise UsageError(f"{fabric.source}: VM {source} is on host {vm_host}, not {host}: "
+                         "trace it there")
+    desired = desired_host(fabric, vm_host)
+    with Switch(db) as switch:
+        actual = switch.read()
+    if integration_bridge(desired, actual.bridge_external_ids()) is None:
+        raise SystemFailure(f"host {vm_host}: the integration bridge "
+                            f"{fabric.overlay.bridge} is not set up: run `ovsnvgre up` first")
+    bridge = actual.bridges[fabric.overlay.bridge]
+    names = {ofport: name for name, (ofport, _) in actual.interfaces.items()
+             if name in bridge.ports and ofport}
+    raw = openflow.trace(fabric.overlay.bridge, the_probe.flow)
+    parsed = traces.parse(raw, names)
+    sentence, outputs = traces.verdict(desired, the_probe, parsed)
+    return traces.TraceResult(the_probe, sentence, outputs, raw)
+
+
+# --- converge ------------------------------------------------------------------------
+
+
+class Converge:
+    """One `up` or `down` on one switch, phase by phase (see the module docstring)."""
+
+    def __init__(self, desired: DesiredHost, switch: Switch, removing: bool,
+                 progress: Progress) -> None:
+        self.desired, self.switch, self.removing, self.progress = (desired, switch, removing,
+                                                                    progress)
+        self.path = journal.path_for(switch.remote)
+        self.record: journal.Record | None = None
+        self.check: Check | None = None
+        self.ovsdb_writes = self.kernel_changes = self.flow_mods = 0
+        self.status = PortStatus()
+        self.timer: Popen | None = None
+
+    def guard(self) -> None:
+        journal.refuse_pending(self.path)
+
+    def survey(self) -> None:
+        self.progress(f"reading {self.switch.remote} and the kernel")
+        self.found = survey(self.desired, self.switch, self.removing, flows=False)
+        self.plan = self.found.plan
+        self.installed = self.found.installed
+
+    def save_before_changing(self) -> None:
+        """The rollback file, written once, before the run's first change."""
+        if self.record is not None:
+            return
+        desired, found = self.desired, self.found
+        self.record = journal.Record(
+            command="down" if self.removing else "up", fabric=desired.fabric.name,
+            host=desired.host.name, db=self.switch.remote, pid=os.getpid(),
+            started=time.time(),
+            snapshot=snapshot.take(desired.owner, desired.host.name, found.actual,
+                                   found.kernel, desired.fabric.overlay.bridge, self.installed))
+        journal.save(self.path, self.record)
+
+    def start_check(self, verify: bool) -> None:
+        if not verify or not touches_underlay(self.desired, self.plan):
+            return
+        probes = targets(self.desired, self.plan, self.removing)
+        if probes:
+            self.progress("probing " + ", ".join(str(t.address) for t in probes)
+                          + " before the change")
+            self.check = Check.start(probes)
+
+    def apply_ovsdb(self) -> None:
+        if not self.plan.ovsdb:
+            return
+        self.save_before_changing()
+        self.progress(f"applying {len(self.plan.ovsdb)} OVSDB changes in one transaction")
+        self.ovsdb_writes = self.switch.apply(self.plan.ovsdb)
+
+    def apply_kernel(self) -> None:
+        if not self.plan.kernel:
+            return
+        self.save_before_changing()
+        self.progress(f"applying {len(self.plan.kernel)} address, route and link changes")
+        tep_created = any(isinstance(c, PortCreate) and c.spec.role == Role.TEP
+                          for c in self.plan.ovsdb)
+        self.kernel_changes = netlink.apply(
+            self.plan.kernel, wait_for=[self.desired.tep_port] if tep_created else [])
+
+    def verify(self) -> None:
+        """Raises UnderlayLost after rolling back when the check fails."""
+        if self.check is None:
+            return
+        failures = self.check.finish()
+        if failures:
+            assert self.record is not None
+            self.progress("the underlay check failed: restoring the state before the run")
+            what = (f"host {self.desired.host.name}: the underlay check failed after the "
+                    f"change: {'; '.join(failures)}")
+            try:
+                undone = restore(self.switch, self.record.snapshot, self.progress)
+            except SystemFailure as exc:
+                raise SystemFailure(f"{what}; restoring the state before the run failed "
+                                    f"too ({exc}): it is kept in {self.path}, run `ovsnvgre "
+                                    "rollback` once the cause is fixed") from exc
+            journal.remove(self.path)
+            overlay = "" if self.removing else "; the overlay was not applied"
+            raise UnderlayLost(f"{what}. Rolled back: the host is as it was before the "
+                               f"run ({undone} changes undone){overlay} (--no-verify "
+                               "skips this check)")
+        self.progress("underlay check passed: " + "; ".join(self.check.lines())
+                      + f" ({self.check.seconds:.2f} s)")
+
+    def apply_flows(self) -> None:
+        # The flows name ports, so they are planned once the ports exist.
+        desired = self.desired
+        wanted = set() if self.removing else set(desired.ports)
+        if self.ovsdb_writes:
+            self.status = self.switch.port_status(wanted, wait=5.0)
+            bridge = integration_bridge(desired, self.switch.bridge_external_ids())
+            # Flows dumped before the change name ports by name; only a deleted
+            # port (or bridge) changes how the installed flows read now.
+            if bridge is None:
+                self.installed = set()
+            elif any(isinstance(c, PortDelete | BridgeDelete) for c in self.plan.ovsdb):
+                self.installed = openflow.dump(bridge)
+        else:
+            self.status = self.found.actual.interfaces.only(wanted)
+        flow_changes = diff_flows(
+            desired.fabric.overlay.bridge,
+            set() if self.removing else desired_flows(desired, self.status.live()),
+            self.installed)
+        self.plan = with_flows(self.plan, flow_changes)
+        if not flow_changes:
+            return
+        self.save_before_changing()
+        self.progress(f"applying {len(flow_changes.add) + len(flow_changes.delete)} flow "
+                      "changes in one bundle")
+        self.flow_mods = openflow.apply(flow_changes.bridge, flow_changes.add,
+                                        flow_changes.delete)
+
+    def finish(self, confirm: float | None) -> None:
+        if self.record is None:
+            return
+        if confirm is None:
+            journal.remove(self.path)
+        else:
+            self.timer = start_timer(self.path, self.record, confirm)
+
+    def result(self) -> RunResult:
+        return RunResult(self.plan, self.ovsdb_writes, self.kernel_changes, self.flow_mods,
+                         self.status.refused(), self.check, self.timer)
+
+
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
        progress: Progress = _quiet, verify: bool = True, confirm: float | None = None
        ) -> RunResult:
-    """Make the host match the fabric."""
+    """Make ``host`` match the fabric.
+
+    ``timeout``: seconds ovs-vswitchd has to apply the transaction; ``verify``:
+    check the underlay after moving it and roll back if lost; ``confirm``: seconds
+    to wait for `ovsnvgre confirm` before a detached timer rolls back.  Raises
+    RefusedPorts (the rest applied), UnderlayLost (rolled back) or SystemFailure.
+    """
     return _converge(fabric, host, db, False, timeout, progress, verify, confirm)
 
 
 def down(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
          progress: Progress = _quiet, verify: bool = True, confirm: float | None = None
          ) -> RunResult:
-    """Remove every row ovsnvgre owns on this switch, and give the uplink back its addresses."""
+    """Remove every row and flow ovsnvgre owns on this switch, and give the uplink back
+    its addresses; the arguments and errors are those of ``up``."""
     return _converge(fabric, host, db, True, timeout, progress, verify, confirm)
 
 
 def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout: float,
               progress: Progress, verify: bool, confirm: float | None) -> RunResult:
-    from ovsnvgre import journal, netlink, openflow
-    from ovsnvgre.ovsdb import Switch
-
-    desired = desired_state(fabric, host)
+    desired = desired_host(fabric, host)
     with Switch(db, timeout) as switch:
-        path = journal.path_for(switch.remote)
-        journal.refuse_pending(path)
-        progress(f"reading {switch.remote} and the kernel")
-        actual, kernel = _read(desired, switch)
-        bridge = _integration_bridge(desired, actual.bridge_external_ids())
-        installed = openflow.dump(bridge) if bridge else set()
-        the_plan = make_plan(desired, actual, kernel, removing=removing)
-        record: journal.Record | None = None
-
-        def save_before_changing() -> journal.Record:
-            nonlocal record
-            if record is None:
-                record = journal.Record(
-                    command="down" if removing else "up", fabric=fabric.name, host=host,
-                    db=switch.remote, pid=os.getpid(), started=time.time(),
-                    snapshot=snapshot.take(desired.owner, host, actual, kernel,
-                                           desired.fabric.overlay.bridge, installed))
-                journal.save(path, record)
-            return record
-
+        run = Converge(desired, switch, removing, progress)
+        run.guard()
+        run.survey()
         try:
-            check = None
-            if verify and touches_underlay(desired, the_plan):
-                targets = underlay_targets(desired, the_plan, removing)
-                if targets:
-                    progress("probing " + ", ".join(str(t.address) for t in targets)
-                             + " before the change")
-                    check = Check.start(targets)
-            writes = 0
-            if the_plan.ovsdb:
-                save_before_changing()
-                progress(f"applying {len(the_plan.ovsdb)} OVSDB changes in one transaction")
-                writes = switch.apply(the_plan.ovsdb)
-            kernel_changes = 0
-            if the_plan.kernel:
-                save_before_changing()
-                progress(f"applying {len(the_plan.kernel)} address, route and link changes")
-                tep_created = any(isinstance(c, PortCreate) and c.spec.role == ROLE_TEP
-                                  for c in the_plan.ovsdb)
-                kernel_changes = netlink.apply(the_plan.kernel,
-                                               wait_for=[desired.tep_port] if tep_created else [])
-            if check is not None:
-                failures = check.finish()
-                if failures:
-                    assert record is not None
-                    progress("the underlay check failed: restoring the state before the run")
-                    what = f"host {host}: the underlay check failed after the change: " \
-                           f"{'; '.join(failures)}"
-                    try:
-                        undone = restore(switch, record.snapshot, progress)
-                    except SystemFailure as exc:
-                        raise SystemFailure(f"{what}; restoring the state before the run failed "
-                                            f"too ({exc}): it is kept in {path}, run `ovsnvgre "
-                                            "rollback` once the cause is fixed") from exc
-                    journal.remove(path)
-                    overlay = "" if removing else "; the overlay was not applied"
-                    raise UnderlayLost(f"{what}. Rolled back: the host is as it was before the "
-                                       f"run ({undone} changes undone){overlay} (--no-verify "
-                                       "skips this check)")
-                progress("underlay check passed: " + "; ".join(check.lines())
-                         + f" ({check.seconds:.2f} s)")
-            # The flows name ports, so they are planned once the ports exist.
-            wanted = set() if removing else set(desired.ports)
-            if writes:
-                status = switch.port_status(wanted, wait=5.0)
-                bridge = _integration_bridge(desired, switch.bridge_external_ids())
-                # Flows dumped before the change name ports by name; only a deleted
-                # port (or bridge) changes how the installed flows read now.
-                if bridge is None:
-                    installed = set()
-                elif any(isinstance(c, PortDelete | BridgeDelete) for c in the_plan.ovsdb):
-                    installed = openflow.dump(bridge)
-            else:
-                status = actual.interfaces.only(wanted)
-            flow_changes = diff_flows(desired.fabric.overlay.bridge,
-                                      set() if removing else desired_flows(desired, status.live()),
-                                      installed)
-            the_plan = with_flows(the_plan, flow_changes)
-            flow_mods = 0
-            if flow_changes:
-                save_before_changing()
-                progress(f"applying {len(flow_changes.add) + len(flow_changes.delete)} flow "
-                         "changes in one bundle")
-                flow_mods = openflow.apply(flow_changes.bridge, flow_changes.add,
-                                           flow_changes.delete)
-            refused = status.refused()
-            timer = None
-            if record is not None:
-                if confirm is None:
-                    journal.remove(path)
-                else:
-                    timer = _start_timer(path, record, confirm)
+            run.start_check(verify)
+            run.apply_ovsdb()
+            run.apply_kernel()
+            run.verify()
+            run.apply_flows()
+            run.finish(confirm)
         except SystemFailure as exc:
-            if record is None or isinstance(exc, UnderlayLost) or not path.exists():
+            if run.record is None or isinstance(exc, UnderlayLost) or not run.path.exists():
                 raise
-            raise SystemFailure(f"{exc}; the run stopped half-way: {path} holds the state "
+            raise SystemFailure(f"{exc}; the run stopped half-way: {run.path} holds the state "
                                 "before it (`ovsnvgre rollback` returns to it, `ovsnvgre "
                                 "confirm` keeps the host as it is)") from exc
-    result = RunResult(the_plan, writes, kernel_changes, flow_mods, refused, check, timer)
-    if refused:
-        reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(refused.items()))
-        raise RefusedPorts(result, f"ovs-vswitchd refused {len(refused)} port(s): {reasons}")
+    result = run.result()
+    if result.refused:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(result.refused.items()))
+        raise RefusedPorts(result, f"ovs-vswitchd refused {len(result.refused)} port(s): "
+                                   f"{reasons}")
     return result
 
-
-def restore(switch: Any, snap: snapshot.Snapshot, progress: Progress = _quiet) -> int:
-    """Put the owned rows, the links and the owned flows back as ``snap`` holds them."""
-    from ovsnvgre import netlink, openflow
-
-    count = 0
-    rows = snapshot.restore_rows(snap, switch.read())
-    if rows:
-        progress(f"restoring {len(rows)} OVSDB rows in one transaction")
-        count += switch.apply(rows)
-    actual = switch.read()
-    recreated = [name for name in snap.links if name in actual.ports
-                 and actual.ports[name].iface_type == "internal"]
-    netlink.wait_for_links(recreated)
-    kernel_changes = snapshot.restore_kernel(snap, netlink.read(snap.links))
-    if kernel_changes:
-        progress(f"restoring {len(kernel_changes)} addresses, routes and link states")
-        count += netlink.apply(kernel_changes)
-    bridge = actual.bridges.get(snap.flow_bridge)
-    if bridge is not None and is_owned(bridge.external_ids, snap.owner):
-        switch.port_status(snap.port_names(), wait=5.0)
-        flows = snapshot.restore_flows(snap, openflow.dump(snap.flow_bridge))
-        if flows:
-            progress(f"restoring {len(flows.add) + len(flows.delete)} flows in one bundle")
-            count += openflow.apply(flows.bridge, flows.add, flows.delete)
-    return count
-
-
-def _start_timer(path: Any, record: Any, seconds: float) -> Any:
-    """A detached process that rolls the run back unless `ovsnvgre confirm` comes first.
-
-    It runs in its own session and ignores SIGHUP, so it outlives the shell (and the
-    SSH connection) that ran `up`; it logs beside the rollback file.
-    """
-    import secrets
-    import subprocess
-    import sys
-
-    from ovsnvgre import journal
-
-    record.state = journal.AWAITING
-    record.deadline = time.time() + seconds
-    record.token = secrets.token_hex(8)
-    journal.save(path, record)
-    log = open(journal.log_path(path), "a")  # noqa: SIM115 - handed to the child
-    try:
-        return subprocess.Popen([sys.executable, "-m", "ovsnvgre.confirm_timer", str(path),
-                                 record.token], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True)
-    finally:
-        log.close()
-
-
-@dataclass(frozen=True)
-class Confirmation:
-    confirmed: bool
-    detail: str
-
-
-def await_confirmation(timer: Any, seconds: float) -> Confirmation:
-    """Wait for the timer of ``up --confirm``: it ends on `ovsnvgre confirm` or its deadline."""
-    from ovsnvgre.confirm_timer import CONFIRMED, ROLLED_BACK
-
-    code = timer.wait(timeout=seconds + 120)
-    if code == CONFIRMED:
-        return Confirmation(True, "confirmed: the change stays")
-    if code == ROLLED_BACK:
-        return Confirmation(False, "not confirmed in time: rolled back to the state before "
-                                   "the run")
-    raise SystemFailure("not confirmed in time, and the rollback failed: see "
-                        "ovsnvgre-rollback.log in the OVS run directory, then run "
-                        "`ovsnvgre rollback`")
-
-
-def confirm(db: str | None = None) -> str:
-    """Keep what a run changed: drop its rollback state (and so stop its timer)."""
-    from ovsnvgre import journal
-    from ovsnvgre.ovsdb import default_remote
-
-    path = journal.path_for(db or default_remote())
-    record = journal.load(path)
-    if record is None:
-        if journal.load(journal.taken_path(path)) is not None:
-            raise SystemFailure("too late: the rollback has already started")
-        raise SystemFailure(f"nothing to confirm: no rollback state in {path}")
-    if record.still_applying():
-        raise SystemFailure(f"{record.describe()} is still running; confirm once it has "
-                            "finished")
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        raise SystemFailure("too late: the rollback has already started") from None
-    return f"confirmed {record.title()}: the change stays"
-
-
-def rollback(db: str | None = None, progress: Progress = _quiet) -> str:
-    """Return the host to the state saved before the last unfinished or unconfirmed run."""
-    from ovsnvgre import journal
-    from ovsnvgre.ovsdb import Switch, default_remote
-
-    path = journal.path_for(db or default_remote())
-    record = journal.load(path)
-    if record is None:
-        raise SystemFailure(f"nothing to roll back: no rollback state in {path}")
-    timer = journal.timer_pid(path)
-    if record.state == journal.AWAITING and timer is not None:
-        # The timer owns this rollback; ask it to do it now and wait for it.
-        import signal
-
-        progress(f"asking the confirmation timer (pid {timer}) to roll back now")
-        os.kill(timer, signal.SIGUSR1)
-        deadline = time.monotonic() + 120
-        while journal.timer_pid(path) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if path.exists() or journal.taken_path(path).exists():
-            raise SystemFailure(f"the rollback failed: see {journal.log_path(path)}")
-        return f"rolled back {record.title()}"
-    if record.still_applying():
-        raise SystemFailure(f"{record.describe()} is still running; wait for it to finish")
-    taken = journal.taken_path(path)
-    try:
-        os.rename(path, taken)
-    except FileNotFoundError:
-        raise SystemFailure("the rollback state disappeared: confirmed or rolled back by "
-                            "another command meanwhile") from None
-    try:
-        with Switch(record.db) as switch:
-            undone = restore(switch, record.snapshot, progress)
-    except BaseException:
-        os.rename(taken, path)
-        raise
-    journal.remove(taken)
-    return f"rolled back {record.title()}: {undone} changes undone"
-
-
-class RefusedPorts(SystemFailure):
-    def __init__(self, result: RunResult, message: str) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-class UnderlayLost(SystemFailure):
-    """The host stopped reaching its underlay after the change, and was rolled back."""

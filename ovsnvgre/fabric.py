@@ -1,4 +1,4 @@
-"""Load and validate a fabric file into frozen dataclasses.
+"""Load and validate a fabric file into the frozen dataclasses of model.py.
 
 Every refusal is a FabricError whose message names the file, the line where
 the YAML gives one, the entry (``vms.red-a.mac``) and what is wrong.
@@ -8,222 +8,30 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ovsnvgre import nvgre
+from ovsnvgre import fabric_cache, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
+from ovsnvgre.fabric_checks import Checker, describe, join
+from ovsnvgre.fabric_yaml import LineMap
+from ovsnvgre.model import (
+    DatapathType,
+    Fabric,
+    Host,
+    KeyLayout,
+    Overlay,
+    TunnelPorts,
+    Underlay,
+    VirtualSubnet,
+    Vm,
+)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # What the kernel accepts in an interface name, minus characters that would
 # make the ovs-vsctl and ip command lines a user copies from us ambiguous.
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-
-
-@dataclass(frozen=True)
-class Underlay:
-    bridge: str = "br0"
-    tep_port: str = "tep0"
-    # Addresses every host must still reach after `up` moves its underlay, when
-    # it reached them before (ARP when on-link, ICMP echo when routed).
-    probe: tuple[ipaddress.IPv4Address, ...] = ()
-    # The MTU the fabric plans for on every host's uplink; `status` reads the real one.
-    mtu: int = 1500
-
-
-@dataclass(frozen=True)
-class Overlay:
-    bridge: str = "br-int"
-    key_layout: str = "rfc7637"
-    tunnel_ports: str = "per-vsid"
-    # BFD on every tunnel port, so that `status` shows each peer's liveness.
-    bfd: bool = False
-    # mtu_request on every VM port ovsnvgre creates; None leaves the MTU alone.
-    vm_mtu: int | None = None
-
-
-@dataclass(frozen=True)
-class Host:
-    name: str
-    pa: ipaddress.IPv4Interface
-    uplink: str | None = None
-    gateway: ipaddress.IPv4Address | None = None
-
-
-@dataclass(frozen=True)
-class VirtualSubnet:
-    name: str
-    vsid: int
-
-
-@dataclass(frozen=True)
-class Vm:
-    name: str
-    host: str
-    subnet: str
-    port: str
-    mac: str
-    ca: ipaddress.IPv4Interface | ipaddress.IPv6Interface
-
-
-@dataclass(frozen=True)
-class Fabric:
-    name: str
-    datapath_type: str
-    underlay: Underlay
-    overlay: Overlay
-    hosts: dict[str, Host]
-    subnets: dict[str, VirtualSubnet]
-    vms: dict[str, Vm]
-    source: str = field(default="<fabric>", compare=False)
-
-    def vms_on(self, host: str) -> list[Vm]:
-        return [vm for vm in self.vms.values() if vm.host == host]
-
-    def vsids_on(self, host: str) -> set[int]:
-        return {self.subnets[vm.subnet].vsid for vm in self.vms_on(host)}
-
-    def vsid_of(self, vm: Vm) -> int:
-        return self.subnets[vm.subnet].vsid
-
-    def warnings(self) -> list[str]:
-        """What is legal in a fabric file but will not work as the user expects."""
-        vm_mtu, underlay_mtu = self.overlay.vm_mtu, self.underlay.mtu
-        if vm_mtu is not None and vm_mtu > nvgre.max_vm_mtu(underlay_mtu):
-            return [f"overlay.vm_mtu {vm_mtu} is more than underlay.mtu {underlay_mtu} - "
-                    f"{nvgre.OVERHEAD} = {nvgre.max_vm_mtu(underlay_mtu)}: frames that large "
-                    "will not cross the tunnels"]
-        return []
-
-
-# --- YAML with line numbers -------------------------------------------------
-
-
-class LineMap(dict):
-    """A YAML mapping that remembers the line of each key (1-based)."""
-
-    line: int = 0
-    key_lines: dict[str, int]
-
-
-# --- validation helpers -------------------------------------------------------
-
-
-class _Checker:
-    """Turns problems into FabricErrors that carry file, line and entry path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, message: str, line: int | None = None) -> FabricError:
-        where = f"{self.source}:{line}" if line else self.source
-        entry = f" {path}:" if path else ""
-        return FabricError(f"{where}:{entry} {message}")
-
-    def mapping(self, value: Any, path: str, line: int | None) -> LineMap:
-        if not isinstance(value, LineMap):
-            raise self.fail(path, f"must be a mapping, not {_describe(value)}", line)
-        return value
-
-    def keys(self, mapping: LineMap, path: str, allowed: set[str], required: set[str]) -> None:
-        for key in mapping:
-            if key not in allowed:
-                hint = ", ".join(sorted(allowed))
-                raise self.fail(_join(path, key), f"unknown key (expected one of: {hint})",
-                                mapping.key_lines[key])
-        for key in sorted(required - set(mapping)):
-            raise self.fail(_join(path, key), "is required", mapping.line)
-
-    def entries(self, section: LineMap, kind: str, allowed: set[str], required: set[str]
-                ) -> Iterator[tuple[str, str, LineMap]]:
-        """Each named entry of a section, checked: (name, its path, its mapping)."""
-        for name, value in section.items():
-            path = f"{kind}.{name}"
-            line = section.key_lines[name]
-            if not NAME_RE.match(name):
-                raise self.fail(path, "names may hold letters, digits, '.', '_' and '-', "
-                                "starting with a letter or digit", line)
-            entry = self.mapping(value, path, line)
-            self.keys(entry, path, allowed, required)
-            yield name, path, entry
-
-    def string(self, mapping: LineMap, key: str, path: str, default: str | None = None,
-               pattern: re.Pattern[str] = NAME_RE, max_len: int | None = None) -> str | None:
-        if key not in mapping:
-            return default
-        value = mapping[key]
-        where = _join(path, key)
-        line = mapping.key_lines[key]
-        if not isinstance(value, str) or not value:
-            raise self.fail(where, f"must be a non-empty string, not {_describe(value)}", line)
-        if max_len is not None and len(value) > max_len:
-            raise self.fail(where, f"{value!r} is {len(value)} characters long; "
-                            f"interface names have at most {max_len}", line)
-        if not pattern.match(value):
-            raise self.fail(where, f"{value!r} contains characters that are not allowed", line)
-        return value
-
-    def choice(self, mapping: LineMap, key: str, path: str, choices: tuple[str, ...],
-               default: str) -> str:
-        if key not in mapping:
-            return default
-        value = mapping[key]
-        if value not in choices:
-            raise self.fail(_join(path, key),
-                            f"{value!r} is not one of: {', '.join(choices)}",
-                            mapping.key_lines[key])
-        return value
-
-    def integer(self, mapping: LineMap, key: str, path: str, low: int, high: int,
-                default: int | None) -> int | None:
-        if key not in mapping:
-            return default
-        value = mapping[key]
-        where, line = _join(path, key), mapping.key_lines[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"{_describe(value)} is not an integer", line)
-        if not low <= value <= high:
-            raise self.fail(where, f"{value} is outside {low}-{high}", line)
-        return value
-
-    def boolean(self, mapping: LineMap, key: str, path: str, default: bool) -> bool:
-        if key not in mapping:
-            return default
-        value = mapping[key]
-        if not isinstance(value, bool):
-            raise self.fail(_join(path, key), f"{_describe(value)} is not true or false",
-                            mapping.key_lines[key])
-        return value
-
-    def parsed(self, mapping: LineMap, key: str, path: str, parse: Callable[[str], Any],
-               what: str) -> Any:
-        value = mapping[key]
-        line = mapping.key_lines[key]
-        if not isinstance(value, str):
-            raise self.fail(_join(path, key), f"{_describe(value)} is not {what}", line)
-        try:
-            return parse(value)
-        except ValueError:
-            raise self.fail(_join(path, key), f"{value!r} is not {what}", line) from None
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, LineMap):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
 
 
 def _parse_pa(text: str) -> ipaddress.IPv4Interface:
@@ -252,8 +60,6 @@ def load(path: str | Path) -> Fabric:
         raise FabricError(f"{source}: is a directory, not a fabric file") from None
     except OSError as exc:
         raise FabricError(f"{source}: cannot read: {exc.strerror}") from None
-    from ovsnvgre import fabric_cache
-
     cached = fabric_cache.get(data)
     if isinstance(cached, Fabric):
         return replace(cached, source=source)
@@ -264,7 +70,7 @@ def load(path: str | Path) -> Fabric:
 
 def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:
     """Parse and validate fabric text; ``source`` names it in error messages."""
-    check = _Checker(source)
+    check = Checker(source)
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
@@ -274,8 +80,6 @@ def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:
                              "(the fabric file must be UTF-8 text)", line) from None
     else:
         text = data
-    from ovsnvgre import fabric_yaml  # here: a fabric read back from the cache needs no YAML
-
     try:
         document = fabric_yaml.parse(text)
     except fabric_yaml.DocumentError as exc:
@@ -283,16 +87,16 @@ def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:
     if document is None:
         raise check.fail("", "the file is empty; a fabric needs at least `fabric` and `hosts`")
     if not isinstance(document, LineMap):
-        raise check.fail("", f"the document must be a mapping, not {_describe(document)}", 1)
+        raise check.fail("", f"the document must be a mapping, not {describe(document)}", 1)
     return _build(document, check)
 
 
-def _build(doc: LineMap, check: _Checker) -> Fabric:
+def _build(doc: LineMap, check: Checker) -> Fabric:
     check.keys(doc, "", {"fabric", "datapath_type", "underlay", "overlay", "hosts",
                          "virtual_subnets", "vms"}, {"fabric", "hosts"})
     name = check.string(doc, "fabric", "")
     assert name is not None
-    datapath_type = check.choice(doc, "datapath_type", "", nvgre.DATAPATH_TYPES, "system")
+    datapath_type = check.choice(doc, "datapath_type", "", DatapathType, DatapathType.SYSTEM)
     underlay = _underlay(doc, check)
     overlay = _overlay(doc, check)
     if underlay.bridge == overlay.bridge:
@@ -307,30 +111,26 @@ def _build(doc: LineMap, check: _Checker) -> Fabric:
     subnets = _subnets(doc, check)
     vms = _vms(doc, check, hosts, subnets, reserved)
     return Fabric(name=name, datapath_type=datapath_type, underlay=underlay, overlay=overlay,
-                  hosts=hosts, subnets=subnets, vms=vms, source=check.source)
+                  hosts=hosts, virtual_subnets=subnets, vms=vms,
+                  source=check.source)
 
 
 def _line_of(mapping: LineMap, key: str) -> int | None:
     return mapping.key_lines.get(key)
 
 
-def _section(doc: LineMap, key: str, check: _Checker, allow_missing: bool) -> LineMap:
+def _section(doc: LineMap, key: str, check: Checker, allow_missing: bool) -> LineMap:
     if key not in doc:
         if allow_missing:
-            empty = LineMap()
-            empty.key_lines = {}
-            return empty
+            return LineMap.empty()
         raise check.fail(key, "is required", doc.line)
     value = doc[key]
     if value is None and allow_missing:
-        empty = LineMap()
-        empty.key_lines = {}
-        empty.line = doc.key_lines[key]
-        return empty
+        return LineMap.empty(doc.key_lines[key])
     return check.mapping(value, key, doc.key_lines[key])
 
 
-def _underlay(doc: LineMap, check: _Checker) -> Underlay:
+def _underlay(doc: LineMap, check: Checker) -> Underlay:
     section = _section(doc, "underlay", check, allow_missing=True)
     check.keys(section, "underlay", {"bridge", "tep_port", "probe", "mtu"}, set())
     default = Underlay()
@@ -345,7 +145,7 @@ def _underlay(doc: LineMap, check: _Checker) -> Underlay:
     )
 
 
-def _probes(section: LineMap, check: _Checker) -> tuple[ipaddress.IPv4Address, ...]:
+def _probes(section: LineMap, check: Checker) -> tuple[ipaddress.IPv4Address, ...]:
     if "probe" not in section:
         return ()
     value = section["probe"]
@@ -354,7 +154,7 @@ def _probes(section: LineMap, check: _Checker) -> tuple[ipaddress.IPv4Address, .
     probes = []
     for index, item in enumerate(items):
         where = f"underlay.probe[{index}]" if isinstance(value, list) else "underlay.probe"
-        shown = repr(item) if isinstance(item, str) else _describe(item)
+        shown = repr(item) if isinstance(item, str) else describe(item)
         try:
             address = ipaddress.IPv4Address(item if isinstance(item, str) else "")
         except ValueError:
@@ -365,7 +165,7 @@ def _probes(section: LineMap, check: _Checker) -> tuple[ipaddress.IPv4Address, .
     return tuple(probes)
 
 
-def _overlay(doc: LineMap, check: _Checker) -> Overlay:
+def _overlay(doc: LineMap, check: Checker) -> Overlay:
     section = _section(doc, "overlay", check, allow_missing=True)
     check.keys(section, "overlay", {"bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu"},
                set())
@@ -376,14 +176,14 @@ def _overlay(doc: LineMap, check: _Checker) -> Overlay:
                              nvgre.MAX_MTU - nvgre.OVERHEAD, None),
         bridge=check.string(section, "bridge", "overlay", default.bridge, PORT_NAME_RE,
                             nvgre.MAX_PORT_NAME),
-        key_layout=check.choice(section, "key_layout", "overlay", nvgre.KEY_LAYOUTS,
+        key_layout=check.choice(section, "key_layout", "overlay", KeyLayout,
                                 default.key_layout),
-        tunnel_ports=check.choice(section, "tunnel_ports", "overlay", nvgre.TUNNEL_PORT_MODES,
+        tunnel_ports=check.choice(section, "tunnel_ports", "overlay", TunnelPorts,
                                   default.tunnel_ports),
     )
 
 
-def _hosts(doc: LineMap, check: _Checker, reserved: dict[str, str]) -> dict[str, Host]:
+def _hosts(doc: LineMap, check: Checker, reserved: dict[str, str]) -> dict[str, Host]:
     section = _section(doc, "hosts", check, allow_missing=False)
     if not section:
         raise check.fail("hosts", "lists no host", section.line or _line_of(doc, "hosts"))
@@ -395,31 +195,31 @@ def _hosts(doc: LineMap, check: _Checker, reserved: dict[str, str]) -> dict[str,
                           "an IPv4 address with a prefix length (like 192.168.1.11/24)")
         if pa.ip in (pa.network.network_address, pa.network.broadcast_address) \
                 and pa.network.prefixlen < 31:
-            raise check.fail(_join(path, "pa"), f"{pa} is the network or broadcast address "
+            raise check.fail(join(path, "pa"), f"{pa} is the network or broadcast address "
                              "of its subnet", entry.key_lines["pa"])
         if pa.ip in pa_owner:
-            raise check.fail(_join(path, "pa"), f"{pa.ip} is already the PA of host "
+            raise check.fail(join(path, "pa"), f"{pa.ip} is already the PA of host "
                              f"{pa_owner[pa.ip]!r}", entry.key_lines["pa"])
         pa_owner[pa.ip] = host_name
         uplink = check.string(entry, "uplink", path, None, PORT_NAME_RE, nvgre.MAX_PORT_NAME)
         if uplink in reserved:
-            raise check.fail(_join(path, "uplink"), f"{uplink!r} is already "
+            raise check.fail(join(path, "uplink"), f"{uplink!r} is already "
                              f"{reserved[uplink]}", entry.key_lines["uplink"])
         gateway = None
         if "gateway" in entry:
             gateway = check.parsed(entry, "gateway", path, ipaddress.IPv4Address,
                                    "an IPv4 address")
             if gateway not in pa.network:
-                raise check.fail(_join(path, "gateway"), f"{gateway} is outside the host's "
+                raise check.fail(join(path, "gateway"), f"{gateway} is outside the host's "
                                  f"PA subnet {pa.network}", entry.key_lines["gateway"])
             if gateway == pa.ip:
-                raise check.fail(_join(path, "gateway"), f"{gateway} is the host's own PA",
+                raise check.fail(join(path, "gateway"), f"{gateway} is the host's own PA",
                                  entry.key_lines["gateway"])
         hosts[host_name] = Host(name=host_name, pa=pa, uplink=uplink, gateway=gateway)
     return hosts
 
 
-def _subnets(doc: LineMap, check: _Checker) -> dict[str, VirtualSubnet]:
+def _subnets(doc: LineMap, check: Checker) -> dict[str, VirtualSubnet]:
     section = _section(doc, "virtual_subnets", check, allow_missing=True)
     subnets: dict[str, VirtualSubnet] = {}
     vsid_owner: dict[int, str] = {}
@@ -428,14 +228,14 @@ def _subnets(doc: LineMap, check: _Checker) -> dict[str, VirtualSubnet]:
         vsid = entry["vsid"]
         vsid_line = entry.key_lines["vsid"]
         if isinstance(vsid, bool) or not isinstance(vsid, int):
-            raise check.fail(_join(path, "vsid"), f"{_describe(vsid)} is not an integer VSID",
+            raise check.fail(join(path, "vsid"), f"{describe(vsid)} is not an integer VSID",
                              vsid_line)
         if not nvgre.is_valid_vsid(vsid):
-            raise check.fail(_join(path, "vsid"), f"{vsid} is outside {nvgre.VSID_MIN}-"
+            raise check.fail(join(path, "vsid"), f"{vsid} is outside {nvgre.VSID_MIN}-"
                              f"{nvgre.VSID_MAX} (RFC 7637 reserves 0-4095 and 16777215)",
                              vsid_line)
         if vsid in vsid_owner:
-            raise check.fail(_join(path, "vsid"), f"VSID {vsid} is already used by subnet "
+            raise check.fail(join(path, "vsid"), f"VSID {vsid} is already used by subnet "
                              f"{vsid_owner[vsid]!r}", vsid_line)
         vsid_owner[vsid] = subnet_name
         subnets[subnet_name] = VirtualSubnet(name=subnet_name, vsid=vsid)
@@ -448,7 +248,7 @@ def _parse_mac(text: str) -> str:
     return text.lower()
 
 
-def _vms(doc: LineMap, check: _Checker, hosts: dict[str, Host],
+def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],
          subnets: dict[str, VirtualSubnet], reserved: dict[str, str]) -> dict[str, Vm]:
     section = _section(doc, "vms", check, allow_missing=True)
     vms: dict[str, Vm] = {}
@@ -459,46 +259,57 @@ def _vms(doc: LineMap, check: _Checker, hosts: dict[str, Host],
     for vm_name, path, entry in check.entries(section, "vms", vm_keys, vm_keys):
         host = check.string(entry, "host", path)
         if host not in hosts:
-            raise check.fail(_join(path, "host"), f"unknown host {host!r} (hosts: "
+            raise check.fail(join(path, "host"), f"unknown host {host!r} (hosts: "
                              f"{', '.join(hosts)})", entry.key_lines["host"])
         subnet = check.string(entry, "subnet", path)
         if subnet not in subnets:
             known = ", ".join(subnets) or "none defined"
-            raise check.fail(_join(path, "subnet"), f"unknown virtual subnet {subnet!r} "
+            raise check.fail(join(path, "subnet"), f"unknown virtual subnet {subnet!r} "
                              f"(virtual_subnets: {known})", entry.key_lines["subnet"])
         port = check.string(entry, "port", path, None, PORT_NAME_RE, nvgre.MAX_PORT_NAME)
         assert host is not None and subnet is not None and port is not None
         port_line = entry.key_lines["port"]
         if port in reserved:
-            raise check.fail(_join(path, "port"), f"{port!r} is already {reserved[port]}",
+            raise check.fail(join(path, "port"), f"{port!r} is already {reserved[port]}",
                              port_line)
         if port == hosts[host].uplink:
-            raise check.fail(_join(path, "port"), f"{port!r} is the uplink of host {host!r}",
+            raise check.fail(join(path, "port"), f"{port!r} is the uplink of host {host!r}",
                              port_line)
         if (host, port) in seen_port:
-            raise check.fail(_join(path, "port"), f"port {port!r} on host {host!r} is already "
+            raise check.fail(join(path, "port"), f"port {port!r} on host {host!r} is already "
                              f"used by VM {seen_port[host, port]!r}", port_line)
         seen_port[host, port] = vm_name
         mac = check.parsed(entry, "mac", path, _parse_mac,
                            "a MAC address (six hex pairs like 02:00:00:00:50:01)")
         mac_line = entry.key_lines["mac"]
         if int(mac[:2], 16) & 1:
-            raise check.fail(_join(path, "mac"), f"{mac} is a multicast MAC; a VM needs a "
+            raise check.fail(join(path, "mac"), f"{mac} is a multicast MAC; a VM needs a "
                              "unicast one", mac_line)
         if mac == "00:00:00:00:00:00":
-            raise check.fail(_join(path, "mac"), "the all-zero MAC is not a valid VM MAC",
+            raise check.fail(join(path, "mac"), "the all-zero MAC is not a valid VM MAC",
                              mac_line)
         if (subnet, mac) in seen_mac:
-            raise check.fail(_join(path, "mac"), f"{mac} is already used by VM "
+            raise check.fail(join(path, "mac"), f"{mac} is already used by VM "
                              f"{seen_mac[subnet, mac]!r} in virtual subnet {subnet!r}",
                              mac_line)
         seen_mac[subnet, mac] = vm_name
         ca = check.parsed(entry, "ca", path, _parse_ca,
                           "an address with a prefix length (like 10.0.0.1/24)")
         if (subnet, ca.ip) in seen_ca:
-            raise check.fail(_join(path, "ca"), f"{ca.ip} is already used by VM "
+            raise check.fail(join(path, "ca"), f"{ca.ip} is already used by VM "
                              f"{seen_ca[subnet, ca.ip]!r} in virtual subnet {subnet!r}",
                              entry.key_lines["ca"])
         seen_ca[subnet, ca.ip] = vm_name
-        vms[vm_name] = Vm(name=vm_name, host=host, subnet=subnet, port=port, mac=mac, ca=ca)
+        vms[vm_name] = Vm(name=vm_name, host=host, virtual_subnet=subnet, port=port, mac=mac,
+                          ca=ca)
     return vms
+
+
+def warnings(fabric: Fabric) -> list[str]:
+    """What is legal in a fabric file but will not work as the user expects (one line each)."""
+    vm_mtu, underlay_mtu = fabric.overlay.vm_mtu, fabric.underlay.mtu
+    if vm_mtu is not None and vm_mtu > nvgre.max_vm_mtu(underlay_mtu):
+        return [f"overlay.vm_mtu {vm_mtu} is more than underlay.mtu {underlay_mtu} - "
+                f"{nvgre.OVERHEAD} = {nvgre.max_vm_mtu(underlay_mtu)}: frames that large "
+                "will not cross the tunnels"]
+    return []

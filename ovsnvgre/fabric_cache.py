@@ -8,6 +8,7 @@ the cache falls back to parsing.  OVSNVGRE_NO_CACHE=1 turns it off.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
@@ -18,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ovsnvgre import __version__
+
+# The modules whose code decides what a fabric file becomes: a cached fabric is
+# only valid for the very code that validated and built it (a new rule, a renamed
+# field), whatever __version__ says.
+_SHAPING = ("model.py", "fabric.py", "fabric_checks.py", "fabric_yaml.py", "nvgre.py",
+            "family.py")
 
 KEEP = 8  # cached fabrics kept; older ones are removed
 
@@ -40,7 +47,18 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
+@functools.cache
+def _code_digest() -> bytes:
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in _SHAPING:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+    return digest.digest()
+
+
 def directory() -> Path | None:
+    """Where cached fabrics live: $OVSNVGRE_CACHE_DIR, else $XDG_CACHE_HOME/ovsnvgre
+    (~/.cache/ovsnvgre); None when OVSNVGRE_NO_CACHE is set."""
     if os.environ.get("OVSNVGRE_NO_CACHE"):
         return None
     if os.environ.get("OVSNVGRE_CACHE_DIR"):
@@ -53,7 +71,12 @@ def _path(data: bytes) -> Path | None:
     where = directory()
     if where is None:
         return None
-    key = hashlib.sha256(b"%s\0%s\0" % (__version__.encode(), sys.version.encode()) + data)
+    try:
+        code = _code_digest()
+    except OSError:  # installed without its sources (a zip): no cache
+        return None
+    key = hashlib.sha256(b"%s\0%s\0%s\0" % (__version__.encode(), sys.version.encode(), code)
+                         + data)
     return where / f"fabric-{key.hexdigest()[:32]}.pickle"
 
 
@@ -65,6 +88,7 @@ def _trusted(path: Path, kind: int) -> bool:
 
 
 def get(data: bytes) -> Any | None:
+    """The fabric cached for exactly these file bytes (and this code), or None."""
     path = _path(data)
     try:
         if path is None or not _trusted(path.parent, stat.S_IFDIR) \
@@ -76,6 +100,7 @@ def get(data: bytes) -> Any | None:
 
 
 def put(data: bytes, fabric: Any) -> None:
+    """Cache ``fabric`` for these file bytes; any OSError just leaves it uncached."""
     path = _path(data)
     if path is None:
         return

@@ -1,20 +1,28 @@
 """The fabric file's YAML, parsed into mappings that remember their line numbers.
 
-A module of its own so that only a run that parses a file imports YAML: a fabric
-read back from the cache does not.
+PyYAML is imported on the first parse, not with this module: a fabric read back
+from the cache needs no YAML, and importing it costs a converged run ~20 ms.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-import yaml
 
-from ovsnvgre.fabric import LineMap
+class LineMap(dict):
+    """A YAML mapping that remembers the line of each key (1-based)."""
 
-# libyaml's parser is ~10x faster than the pure-Python one on fabrics of
-# thousands of VMs, and gives the same marks (line numbers).
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    line: int = 0
+    key_lines: dict[str, int]
+
+    @classmethod
+    def empty(cls, line: int = 0) -> LineMap:
+        """A mapping with no keys, placed at ``line``."""
+        mapping = cls()
+        mapping.key_lines = {}
+        mapping.line = line
+        return mapping
 
 
 class DocumentError(Exception):
@@ -26,11 +34,7 @@ class DocumentError(Exception):
         self.message = message
 
 
-class _LineLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    pass
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineMap:
+def _construct_mapping(loader: Any, node: Any) -> LineMap:
     loader.flatten_mapping(node)
     result = LineMap()
     result.line = node.start_mark.line + 1
@@ -48,13 +52,26 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineMap:
     return result
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+@functools.cache
+def _loader() -> Any:
+    """PyYAML's safe loader, its mappings made LineMaps."""
+    import yaml
+
+    # libyaml's parser is ~10x faster than the pure-Python one on fabrics of
+    # thousands of VMs, and gives the same marks (line numbers).
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = type("LineLoader", (base,), {})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    return loader
 
 
 def parse(text: str) -> Any:
-    """The document in ``text``, its mappings LineMaps; raises DocumentError."""
+    """The document in ``text``, its mappings LineMaps, lists and scalars as PyYAML's
+    safe loader reads them (YAML 1.1).  Raises DocumentError."""
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

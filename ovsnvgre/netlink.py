@@ -1,27 +1,21 @@
-"""pyroute2: read and change the addresses and routes of the uplink and the tep port."""
+"""The netlink edge (pyroute2): read and change links, addresses and routes."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ovsnvgre import family
+from ovsnvgre.actual import ActualKernel, Address, LinkState
+from ovsnvgre.changes import AddressChange, KernelChange, LinkDown, LinkUp, RouteChange
 from ovsnvgre.desired import RouteSpec
 from ovsnvgre.errors import SystemFailure
-from ovsnvgre.plan import (
-    Address,
-    AddressChange,
-    KernelChange,
-    KernelState,
-    LinkDown,
-    LinkState,
-    LinkUp,
-    RouteChange,
-)
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +34,19 @@ def _ipr() -> Any:
     return IPRoute()
 
 
-def read(names: Iterable[str]) -> KernelState:
+def read(names: Iterable[str]) -> ActualKernel:
+    """The state of each link among ``names`` that exists (global addresses, movable routes)."""
     links = {}
     with _ipr() as ipr:
         for name in names:
             link = _read_link(ipr, name)
             if link is not None:
                 links[name] = link
-    return KernelState(links)
+    return ActualKernel(links)
 
 
 def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address configured on this machine (this network namespace)."""
     with _ipr() as ipr:
         return {ipaddress.ip_address(msg.get("address")) for msg in ipr.get_addr()
                 if msg.get("address")}
@@ -83,6 +79,7 @@ def next_hop(address: ipaddress.IPv4Address) -> NextHop | None:
 
 
 def ipv4_addresses(link: str) -> list[ipaddress.IPv4Interface]:
+    """The IPv4 addresses of ``link`` (none when it does not exist)."""
     with _ipr() as ipr:
         index = _index(ipr, link)
         if index is None:
@@ -107,13 +104,13 @@ def _read_link(ipr: Any, name: str) -> LinkState | None:
             continue
         addresses.add(ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}"))
     routes: set[RouteSpec] = set()
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for msg in ipr.get_routes(family=family, table=MAIN_TABLE, oif=index):
+    for af in (socket.AF_INET, socket.AF_INET6):
+        for msg in ipr.get_routes(family=af, table=MAIN_TABLE, oif=index):
             if msg["proto"] in (PROTO_KERNEL, PROTO_RA) or msg.get("oif") != index:
                 continue
             if msg.get("multipath"):
                 continue  # multipath routes are not ours to move; see the README
-            zero = "0.0.0.0" if family == socket.AF_INET else "::"
+            zero = "0.0.0.0" if af == socket.AF_INET else "::"
             dst = ipaddress.ip_network(f"{msg.get('dst') or zero}/{msg['dst_len']}")
             gateway = msg.get("gateway")
             routes.add(RouteSpec(dst=dst,
@@ -125,7 +122,9 @@ def _read_link(ipr: Any, name: str) -> LinkState | None:
 
 
 def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
-    """Run the changes in order; returns how many were made."""
+    """Run the changes in order, after waiting for each link of ``wait_for`` to exist;
+    then announce each address added to a link that is up.  Returns how many changes
+    were made; raises SystemFailure at the first that fails (the earlier ones stay)."""
     count = 0
     moved: list[AddressChange] = []
     with _ipr() as ipr:
@@ -141,8 +140,7 @@ def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
             except Exception as exc:  # pyroute2 raises NetlinkError and OSError
                 raise SystemFailure(f"could not {change.describe()}: {_reason(exc)}") from exc
             count += 1
-            if isinstance(change, AddressChange) and change.action == "add" \
-                    and change.address.version == 4:
+            if isinstance(change, AddressChange) and change.action == "add":
                 moved.append(change)
         for change in moved:
             link = ipr.get_links(indexes[change.link])[0]
@@ -151,19 +149,19 @@ def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
     return count
 
 
-def _announce(ifname: str, mac: str | None, address: ipaddress.IPv4Address) -> None:
-    """Send a gratuitous ARP so that neighbours learn the address's new MAC at once.
+def _announce(ifname: str, mac: str | None, address: family.IPAddress) -> None:
+    """Tell the link that ``address`` is now at ``mac`` (gratuitous ARP for IPv4).
 
     Moving an address between the uplink and the tep port changes its MAC; without
     this the gateway keeps sending to the old one until its ARP entry times out.
+    A family that cannot announce yet (IPv6) is skipped.
     """
     if not mac:
         return
-    hw = bytes.fromhex(mac.replace(":", ""))
-    ip = address.packed
-    frame = (b"\xff" * 6 + hw + b"\x08\x06"            # Ethernet: broadcast, ARP
-             + b"\x00\x01\x08\x00\x06\x04\x00\x01"  # Ethernet/IPv4, request
-             + hw + ip + b"\x00" * 6 + ip)            # sender = target = the address
+    try:
+        frame = family.of(address).announcement(bytes.fromhex(mac.replace(":", "")), address)
+    except ValueError:
+        return
     try:
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
             sock.bind((ifname, 0))
@@ -175,13 +173,12 @@ def _announce(ifname: str, mac: str | None, address: ipaddress.IPv4Address) -> N
 def _reason(exc: Exception) -> str:
     code = getattr(exc, "code", None)
     if isinstance(code, int) and code > 0:
-        import os
-
         return os.strerror(code)
     return str(exc)
 
 
 def wait_for_links(names: Iterable[str]) -> None:
+    """Wait (5 s at most each) for ovs-vswitchd to create each link; raises SystemFailure."""
     names = list(names)
     if names:
         with _ipr() as ipr:

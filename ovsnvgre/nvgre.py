@@ -1,60 +1,63 @@
-"""NVGRE facts (RFC 7637): the VSID range, the GRE key layout, overhead, port names."""
+"""NVGRE facts (RFC 7637): the VSID range, the GRE key layout, overhead, port names.  Pure."""
 
 from __future__ import annotations
 
 import ipaddress
 
+from ovsnvgre import family
+from ovsnvgre.model import KeyLayout
+
 # RFC 7637 section 3.2: 0x000000-0x000FFF and 0xFFFFFF are reserved.
 VSID_MIN = 0x001000
 VSID_MAX = 0xFFFFFE
 
-KEY_LAYOUTS = ("rfc7637", "plain")
-TUNNEL_PORT_MODES = ("per-vsid", "per-peer")
-DATAPATH_TYPES = ("system", "netdev")
-
-# Outer IPv4 20 + GRE with key 8 + inner Ethernet 14.
-OVERHEAD = 42
+# Every underlay today is IPv4 (fabric.py refuses other PAs): outer IPv4 20 + GRE
+# with key 8 + inner Ethernet 14 = 42 bytes.  Code that knows the PA asks
+# family.of(pa).overhead instead.
+OVERHEAD = family.IPV4.overhead
 
 # Linux IFNAMSIZ is 16 including the terminating NUL.
 MAX_PORT_NAME = 15
-MIN_VM_MTU = 68  # the smallest IPv4 MTU (RFC 791)
+MIN_VM_MTU = family.IPV4.min_vm_mtu
 MIN_UNDERLAY_MTU = MIN_VM_MTU + OVERHEAD
 MAX_MTU = 65535
 
 
 def is_valid_vsid(vsid: int) -> bool:
+    """Whether ``vsid`` is a VSID a tenant may use (RFC 7637 section 3.2: 4096-16777214)."""
     return VSID_MIN <= vsid <= VSID_MAX
 
 
-def tunnel_key(vsid: int, layout: str, flow_id: int = 0) -> int:
-    """The 32-bit GRE key that carries ``vsid``.
+def tunnel_key(vsid: int, layout: KeyLayout, flow_id: int = 0) -> int:
+    """The 32-bit GRE key that carries ``vsid`` (RFC 7637 section 3.2).
 
     rfc7637 puts the VSID in the top 24 bits and the FlowID in the low 8;
     plain uses the VSID itself (only for fabrics that never meet a real NVGRE
-    endpoint).
+    endpoint).  Raises ValueError for a reserved VSID or a FlowID over 8 bits.
     """
     if not is_valid_vsid(vsid):
         raise ValueError(f"VSID {vsid} is outside {VSID_MIN}-{VSID_MAX}")
-    if layout == "rfc7637":
+    if layout == KeyLayout.RFC7637:
         if not 0 <= flow_id <= 0xFF:
             raise ValueError(f"FlowID {flow_id} does not fit in 8 bits")
         return vsid << 8 | flow_id
-    if layout == "plain":
+    if layout == KeyLayout.PLAIN:
         return vsid
     raise ValueError(f"unknown key layout {layout!r}")
 
 
-def vsid_of_key(key: int, layout: str) -> int:
-    """The VSID a receiver reads from a key: the top 24 bits for rfc7637."""
-    if layout == "rfc7637":
+def vsid_of_key(key: int, layout: KeyLayout) -> int:
+    """The VSID a receiver reads from a 32-bit key: the top 24 bits for rfc7637."""
+    if layout == KeyLayout.RFC7637:
         return (key >> 8) & 0xFFFFFF
-    if layout == "plain":
+    if layout == KeyLayout.PLAIN:
         return key
     raise ValueError(f"unknown key layout {layout!r}")
 
 
-def max_vm_mtu(underlay_mtu: int) -> int:
-    return underlay_mtu - OVERHEAD
+def max_vm_mtu(underlay_mtu: int, underlay: family.UnderlayFamily = family.IPV4) -> int:
+    """The largest VM MTU (bytes) whose frames still cross an ``underlay_mtu`` underlay."""
+    return underlay_mtu - underlay.overhead
 
 
 def tunnel_port_name(peer_pa: ipaddress.IPv4Address, vsid: int | None) -> str:
@@ -65,7 +68,7 @@ def tunnel_port_name(peer_pa: ipaddress.IPv4Address, vsid: int | None) -> str:
     (``gc0a8020b001389``).  The name depends on the PA and VSID only, so
     adding a host or a subnet never renames another port.
     """
-    pa_hex = f"{int(peer_pa):08x}"
+    pa_text = family.of(peer_pa).pa_text(peer_pa)
     if vsid is None:
-        return f"gre-{pa_hex}"
-    return f"g{pa_hex}{vsid:06x}"
+        return f"gre-{pa_text}"
+    return f"g{pa_text}{vsid:06x}"

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterable
 
 from ovsnvgre.errors import SystemFailure
-from ovsnvgre.flows import COOKIE, Flow
+from ovsnvgre.pipeline import COOKIE, Flow
 
 OFCTL = ("ovs-ofctl", "-O", "OpenFlow13")
 
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _run(*args: str) -> str:
+    """ovs-ofctl -O OpenFlow13 with ``args``: its output, or SystemFailure with its reason."""
     log.debug("running %s", " ".join([*OFCTL, *args]))
     try:
         result = subprocess.run([*OFCTL, *args], capture_output=True, text=True, timeout=120)
@@ -72,12 +73,14 @@ def parse_flow(line: str) -> Flow | None:
 
 
 def dump(bridge: str) -> set[Flow]:
+    """The flows with ovsnvgre's cookie on ``bridge``; raises SystemFailure."""
     out = _run("--no-stats", "--names", "dump-flows", bridge, f"cookie={COOKIE:#x}/-1")
     return {flow for flow in map(parse_flow, out.splitlines()) if flow is not None}
 
 
 def trace(bridge: str, flow: str) -> str:
-    """`ovs-appctl ofproto/trace`: what the switch would do with one packet."""
+    """`ovs-appctl ofproto/trace BRIDGE FLOW`: what the switch would do with one packet,
+    as OVS prints it; raises SystemFailure."""
     try:
         result = subprocess.run(["ovs-appctl", "ofproto/trace", bridge, flow],
                                 capture_output=True, text=True, timeout=60)
@@ -90,7 +93,8 @@ def trace(bridge: str, flow: str) -> str:
 
 
 def apply(bridge: str, add: Iterable[Flow], delete: Iterable[Flow]) -> int:
-    """Deletions and additions as one atomic bundle; returns the number of flow-mods."""
+    """Deletions and additions as one atomic bundle (`ovs-ofctl --bundle add-flows`);
+    returns the number of flow-mods; raises SystemFailure, leaving the flows as they were."""
     # Sorted only so that the file reads the same for the same change.
     lines = sorted(f.delete_line() for f in delete)
     lines += sorted(f.add_line() for f in add)

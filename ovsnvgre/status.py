@@ -9,16 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovsnvgre import nvgre
-from ovsnvgre.desired import PEER_KEY, ROLE_TUNNEL, VSID_KEY, HostState
-from ovsnvgre.flows import TABLE_NAMES, Flow
-from ovsnvgre.plan import KernelState, Plan
+from ovsnvgre import fabric as fabrics
+from ovsnvgre import nvgre, pipeline
+from ovsnvgre.actual import ActualKernel
+from ovsnvgre.changes import Plan
+from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, Role
+from ovsnvgre.pipeline import Flow
 
 Details = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Report:
+    """`ovsnvgre status`: the host, tunnels, VMs, flows per table, warnings and drift."""
+
     host: dict[str, Any]
     tunnels: list[dict[str, Any]]
     vms: list[dict[str, Any]]
@@ -29,14 +33,17 @@ class Report:
 
     @property
     def converged(self) -> bool:
+        """Whether the host matches the fabric (no drift)."""
         return not self.drift
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (`status --json`)."""
         return {"host": self.host, "tunnels": self.tunnels, "vms": self.vms,
                 "flows": self.flows, "warnings": self.warnings, "drift": self.drift,
                 "converged": self.converged, "notes": self.notes}
 
     def lines(self) -> list[str]:
+        """The report as text, one line each."""
         h = self.host
         lines = [f"host {h['name']}: PA {h['pa']} on {h['pa_on'] or 'no link (not up?)'}"
                  f" (underlay bridge {h['bridge']}, uplink {h['uplink'] or 'none'}, "
@@ -78,8 +85,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
             for row in cells]
 
 
-def build(desired: HostState, details: Details, kernel: KernelState, installed: set[Flow],
-          plan: Plan, refused: dict[str, str]) -> Report:
+def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
+                 installed: set[Flow], plan: Plan, refused: dict[str, str]) -> Report:
+    """The report from what engine.status read: interface ``details`` (ofport, error,
+    link_state, mtu, statistics, bfd_status by name), the links, the owned flows, the
+    plan (its lines are the drift) and the ports ovs-vswitchd refused."""
     fabric = desired.fabric
     pa_on = next((name for name, link in sorted(kernel.links.items())
                   if desired.pa in link.addresses), None)
@@ -93,7 +103,7 @@ def build(desired: HostState, details: Details, kernel: KernelState, installed: 
 
     tunnels = []
     for name, spec in sorted(desired.ports.items()):
-        if spec.role != ROLE_TUNNEL:
+        if spec.role != Role.TUNNEL:
             continue
         info = details.get(name, {})
         bfd_status = info.get("bfd_status") or {}
@@ -127,11 +137,11 @@ def build(desired: HostState, details: Details, kernel: KernelState, installed: 
                             f"underlay MTU {underlay_mtu} - {nvgre.OVERHEAD} = {limit}: "
                             "larger frames are dropped in the tunnel (set overlay.vm_mtu, "
                             "or lower the VM's MTU)")
-    warnings += fabric.warnings()
+    warnings += fabrics.warnings(fabric)
 
     flows: dict[str, int] = {}
     for flow in sorted(installed, key=lambda f: f.table):
-        name = TABLE_NAMES.get(flow.table, str(flow.table))
+        name = pipeline.table_name(flow.table)
         flows[name] = flows.get(name, 0) + 1
 
     drift = plan.lines()

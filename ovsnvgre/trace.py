@@ -12,11 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovsnvgre import nvgre
-from ovsnvgre.desired import PEER_KEY, ROLE_TUNNEL, ROLE_VM, VM_KEY, VSID_KEY, HostState
+from ovsnvgre import nvgre, pipeline
+from ovsnvgre.desired import PEER_KEY, VM_KEY, VSID_KEY, DesiredHost, Role
 from ovsnvgre.errors import UsageError
-from ovsnvgre.fabric import Fabric, Vm
-from ovsnvgre.flows import TABLE_NAMES, Table
+from ovsnvgre.model import Fabric, Vm
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 PROTOCOLS = ("icmp", "arp", "tcp:PORT", "udp:PORT")
@@ -24,6 +23,8 @@ PROTOCOLS = ("icmp", "arp", "tcp:PORT", "udp:PORT")
 
 @dataclass(frozen=True)
 class Probe:
+    """The packet to trace: from which VM, to what, and the ofproto/trace flow."""
+
     source: Vm
     target: str                 # what the user asked for: a VM name or an address
     destination: Vm | None      # the VM the packet is for, if the fabric has one
@@ -33,6 +34,8 @@ class Probe:
 
 @dataclass(frozen=True)
 class Parsed:
+    """What ofproto/trace printed, read: each output, the final flow, the last table."""
+
     outputs: list[tuple[str, int | None]]  # (port, tun_id set when it was sent)
     final_flow: str
     last_table: int | None
@@ -40,10 +43,14 @@ class Parsed:
 
     @property
     def ports(self) -> set[str]:
+        """Every port the packet went out of."""
         return {port for port, _ in self.outputs}
 
 
 def probe(fabric: Fabric, source_name: str, target: str, proto: str = "icmp") -> Probe:
+    """The packet from VM ``source_name`` to ``target`` (a VM name or an address) with
+    ``proto`` (icmp, arp, tcp:PORT, udp:PORT); raises UsageError for what the fabric
+    does not know."""
     source = fabric.vms.get(source_name)
     if source is None:
         raise UsageError(f"{fabric.source}: no VM {source_name!r} in the fabric")
@@ -89,6 +96,24 @@ def _destination(fabric: Fabric, source: Vm, target: str) -> tuple[Vm | None, An
     return (same or holders or [None])[0], address
 
 
+@dataclass(frozen=True)
+class TraceResult:
+    """`ovsnvgre trace`'s answer: the probe, one sentence, each output, the raw trace."""
+
+    probe: Probe
+    verdict: str
+    outputs: list[dict[str, Any]]
+    raw: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (`trace --json`), without the raw trace."""
+        return {"host": self.probe.source.host, "from": self.probe.source.name,
+                "to": self.probe.target,
+                "destination": self.probe.destination.name if self.probe.destination else None,
+                "proto": self.probe.proto, "flow": self.probe.flow, "verdict": self.verdict,
+                "outputs": [{k: v for k, v in o.items() if k != "text"} for o in self.outputs]}
+
+
 def parse(text: str, names: dict[int, str]) -> Parsed:
     """What ofproto/trace says happened: every output (with the key set before it)."""
     first = text.split("\n", 1)[0]
@@ -115,7 +140,7 @@ def parse(text: str, names: dict[int, str]) -> Parsed:
     return Parsed(outputs, final.group(1) if final else "", last_table, text)
 
 
-def verdict(desired: HostState, the_probe: Probe, parsed: Parsed) -> tuple[str, list[dict]]:
+def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str, list[dict]]:
     """One sentence in the fabric's terms, and each output described."""
     fabric = desired.fabric
     source, destination = the_probe.source, the_probe.destination
@@ -136,10 +161,10 @@ def verdict(desired: HostState, the_probe: Probe, parsed: Parsed) -> tuple[str, 
                     described)
     if not described:
         table = parsed.last_table
-        where = TABLE_NAMES.get(table, str(table)) if table is not None else "the pipeline"
-        why = {Table.CLASSIFY: f"it is not what the fabric allows from {source.name} "
-                               "(MAC, address or protocol)",
-               Table.FORWARD: f"no port of VSID {vsid} takes it"}.get(table, "no flow took it")
+        stage = pipeline.stage_of(table) if table is not None else None
+        where = pipeline.table_name(table) if table is not None else "the pipeline"
+        why = (stage.drop_reason.format(source=source.name, vsid=vsid) if stage is not None
+               else "no flow took it")
         return f"dropped by {where}: {why}", described
     if destination is not None and len(described) == 1:
         out = described[0]
@@ -160,17 +185,17 @@ def _list(described: list[dict]) -> str:
     return ", ".join(o["text"] for o in described)
 
 
-def _describe_output(desired: HostState, port: str, tun_id: int | None) -> dict[str, Any]:
+def _describe_output(desired: DesiredHost, port: str, tun_id: int | None) -> dict[str, Any]:
     spec = desired.ports.get(port)
     layout = desired.fabric.overlay.key_layout
-    if spec is not None and spec.role == ROLE_TUNNEL:
+    if spec is not None and spec.role == Role.TUNNEL:
         option = spec.options.get("key", "")
         key = tun_id if tun_id is not None else int(option) if option.isdigit() else 0
         peer = spec.external_ids.get(PEER_KEY)
         vsid = int(spec.external_ids.get(VSID_KEY) or nvgre.vsid_of_key(key, layout))
         return {"kind": "tunnel", "port": port, "peer": peer, "key": f"{key:#x}",
                 "vsid": vsid, "text": f"tunnel to {peer} (key {key:#x}, port {port})"}
-    if spec is not None and spec.role == ROLE_VM:
+    if spec is not None and spec.role == Role.VM:
         vm = spec.external_ids.get(VM_KEY)
         return {"kind": "vm", "port": port, "vm": vm, "text": f"{vm} (port {port})"}
     return {"kind": "other", "port": port, "text": f"port {port}"}

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ovsnvgre import engine, fabric, ovsdb
 from ovsnvgre.errors import FabricError, OvsnvgreError
 
 SETTLE = 0.2        # seconds to gather a burst of events into one run
@@ -34,11 +35,13 @@ class FlowMonitor:
 
     def __init__(self, bridge: str, wake: Callable[[str], None], stopping: threading.Event
                  ) -> None:
+        """``wake(reason)`` is called from the monitor's thread on every flow event."""
         self.bridge, self.wake, self.stopping = bridge, wake, stopping
         self.process: subprocess.Popen[str] | None = None
         self.thread = threading.Thread(target=self._run, name="flow-monitor", daemon=True)
 
     def start(self) -> None:
+        """Start monitoring in a daemon thread."""
         self.thread.start()
 
     def _run(self) -> None:
@@ -72,6 +75,7 @@ class FlowMonitor:
             self.stopping.wait(0.5)
 
     def stop(self) -> None:
+        """Stop the ovs-ofctl monitor (SIGTERM, then SIGKILL after 5 s)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -81,10 +85,11 @@ class FlowMonitor:
 
 
 class Watcher:
+    """One host kept converged: the fabric file, the wake-up queue, the retry state."""
+
     def __init__(self, config: str, host: str | None, db: str | None, timeout: float,
                  log: Log, verbose: bool = False) -> None:
-        from ovsnvgre import engine, fabric
-
+        """Loads the fabric and picks the host; raises FabricError or UsageError."""
         self.config = Path(config)
         self.db, self.timeout, self.log, self.verbose = db, timeout, log, verbose
         self.fabric = fabric.load(self.config)
@@ -103,15 +108,16 @@ class Watcher:
             return None
 
     def wake(self, reason: str) -> None:
+        """Ask for a run, for ``reason`` (safe from any thread)."""
         self.events.put(reason)
 
     def stop(self, *_: Any) -> None:
+        """Stop watching (a signal handler)."""
         self.stopping.set()
         self.events.put("stop")
 
     def run(self) -> None:
-        from ovsnvgre import ovsdb
-
+        """Converge at start, then on every wake-up, until stopped."""
         self.log(f"watching host {self.host} of fabric {self.fabric.name!r} "
                  f"({self.config}, {self.db or ovsdb.default_remote()})")
         stop_ovsdb = ovsdb.watch(self.db or ovsdb.default_remote(), self.wake, self.timeout)
@@ -155,8 +161,6 @@ class Watcher:
             self._converge(reasons)
 
     def _reload(self) -> bool:
-        from ovsnvgre import fabric
-
         mtime = self._mtime()
         if mtime == self.mtime:
             return False
@@ -175,8 +179,6 @@ class Watcher:
         return True
 
     def _converge(self, reasons: list[str]) -> None:
-        from ovsnvgre import engine
-
         why = ", ".join(dict.fromkeys(reasons))
         self.retry_at = None
         try:

@@ -6,32 +6,27 @@ import pytest
 from fabrics import TWO_HOSTS
 
 from ovsnvgre import fabric
-from ovsnvgre.desired import OWNER_KEY, RouteSpec, desired_state
-from ovsnvgre.errors import SystemFailure
-from ovsnvgre.plan import (
-    ActualBridge,
-    ActualPort,
+from ovsnvgre.actual import ActualBridge, ActualKernel, ActualPort, ActualSwitch, LinkState
+from ovsnvgre.changes import (
     AddressChange,
     BridgeCreate,
     BridgeDelete,
-    KernelState,
-    LinkState,
     PortCreate,
     PortDelete,
     PortUpdate,
     RouteChange,
-    SwitchState,
-    decode_saved,
-    diff_switch,
-    make_plan,
 )
+from ovsnvgre.desired import OWNER_KEY, RouteSpec, desired_host
+from ovsnvgre.errors import SystemFailure
+from ovsnvgre.plan import diff_switch, make_plan
+from ovsnvgre.underlay import decode_saved
 
 FAB = fabric.loads(TWO_HOSTS, "f.yaml")
-NO_KERNEL = KernelState({})
-EMPTY = SwitchState(bridges={}, ports={})
+NO_KERNEL = ActualKernel({})
+EMPTY = ActualSwitch(bridges={}, ports={})
 
 
-def converged(desired) -> SwitchState:
+def converged(desired) -> ActualSwitch:
     """The switch as `up` leaves it, written out as data."""
     bridges = {}
     ports = {}
@@ -48,7 +43,7 @@ def converged(desired) -> SwitchState:
                                       dict(spec.options), dict(spec.external_ids),
                                       dict(spec.external_ids), bfd=dict(spec.bfd),
                                       mtu_request=spec.mtu_request)
-    return SwitchState(bridges, ports)
+    return ActualSwitch(bridges, ports)
 
 
 def test_per_vsid_ports_only_where_both_hosts_have_the_vsid():
@@ -56,7 +51,7 @@ def test_per_vsid_ports_only_where_both_hosts_have_the_vsid():
                                          "  green: {vsid: 7001}")
                        + '  green-a: {host: host1, subnet: green, port: vnet2, '
                          'mac: "02:00:00:00:70:01", ca: 10.0.0.1/24}\n', "f.yaml")
-    state = desired_state(fab, "host1")
+    state = desired_host(fab, "host1")
     tunnels = {n: p for n, p in state.ports.items() if p.role == "tunnel"}
     assert sorted(tunnels) == ["gcb00710b001389", "gcb00710b001771"]
     red = tunnels["gcb00710b001389"]
@@ -69,20 +64,20 @@ def test_per_vsid_ports_only_where_both_hosts_have_the_vsid():
 def test_no_tunnel_for_a_vsid_only_one_host_has():
     text = TWO_HOSTS.replace("  blue-b: {host: host2, subnet: blue, port: vnet1, "
                              'mac: "02:00:00:00:60:02", ca: 10.0.0.2/24}\n', "")
-    state = desired_state(fabric.loads(text, "f.yaml"), "host1")
+    state = desired_host(fabric.loads(text, "f.yaml"), "host1")
     keys = {p.options["key"] for p in state.ports.values() if p.role == "tunnel"}
     assert keys == {str(5001 << 8)}
 
 
 def test_per_peer_mode_one_port_with_flow_key():
     fab = fabric.loads(TWO_HOSTS.replace("per-vsid", "per-peer"), "f.yaml")
-    tunnels = [p for p in desired_state(fab, "host1").ports.values() if p.role == "tunnel"]
+    tunnels = [p for p in desired_host(fab, "host1").ports.values() if p.role == "tunnel"]
     assert [(p.name, p.options["key"]) for p in tunnels] == [("gre-cb00710b", "flow")]
 
 
 def test_plain_layout_key_is_vsid():
     fab = fabric.loads(TWO_HOSTS.replace("key_layout: rfc7637", "key_layout: plain"), "f.yaml")
-    keys = {p.options["key"] for p in desired_state(fab, "host1").ports.values()
+    keys = {p.options["key"] for p in desired_host(fab, "host1").ports.values()
             if p.role == "tunnel"}
     assert keys == {"5001", "6001"}
 
@@ -90,32 +85,32 @@ def test_plain_layout_key_is_vsid():
 def test_no_peer_shares_a_vsid_means_no_tunnel():
     fab = fabric.loads("fabric: f\nhosts:\n  a: {pa: 192.168.1.1/24}\n"
                        "  b: {pa: 192.168.1.2/24}\n", "f.yaml")
-    assert [p for p in desired_state(fab, "a").ports.values() if p.role == "tunnel"] == []
+    assert [p for p in desired_host(fab, "a").ports.values() if p.role == "tunnel"] == []
 
 
 def test_every_row_carries_the_owner_marker():
-    state = desired_state(FAB, "host1")
+    state = desired_host(FAB, "host1")
     for spec in [*state.bridges.values(), *state.ports.values()]:
         assert spec.external_ids[OWNER_KEY] == "contoso"
 
 
 def test_integration_bridge_drops_without_flows():
-    state = desired_state(FAB, "host1")
+    state = desired_host(FAB, "host1")
     assert state.bridges["br-int"].fail_mode == "secure"
     assert "OpenFlow13" in state.bridges["br-int"].protocols
 
 
 def test_peer_routes_via_gateway_only_when_not_on_link():
-    state = desired_state(FAB, "host1")
+    state = desired_host(FAB, "host1")
     assert state.peer_routes == (RouteSpec(ipaddress.ip_network("203.0.113.0/24"),
                                            ipaddress.ip_address("198.51.100.1")),)
     same_subnet = fabric.loads("fabric: f\nhosts:\n  a: {pa: 192.168.1.1/24, gateway: "
                                "192.168.1.254}\n  b: {pa: 192.168.1.2/24}\n", "f.yaml")
-    assert desired_state(same_subnet, "a").peer_routes == ()
+    assert desired_host(same_subnet, "a").peer_routes == ()
 
 
 def test_plan_from_empty_creates_everything():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     plan = make_plan(desired, EMPTY, NO_KERNEL)
     created = {c.spec.name for c in plan.ovsdb if isinstance(c, (BridgeCreate, PortCreate))}
     assert created == {"br0", "br-int", "tep0", "eth1", "vnet0", "vnet1",
@@ -124,20 +119,20 @@ def test_plan_from_empty_creates_everything():
 
 
 def test_converged_switch_plans_nothing():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     tep = LinkState("tep0", True, frozenset({desired.pa}), frozenset(desired.peer_routes))
     uplink = LinkState("eth1", True, frozenset(), frozenset())
-    plan = make_plan(desired, converged(desired), KernelState({"eth1": uplink, "tep0": tep}))
+    plan = make_plan(desired, converged(desired), ActualKernel({"eth1": uplink, "tep0": tep}))
     assert plan.empty, plan.lines()
 
 
 def test_uplink_addresses_and_routes_move_to_tep_and_are_recorded():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     default = RouteSpec(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("198.51.100.1"),
                         proto=3)
     extra = ipaddress.ip_interface("198.51.100.99/24")
     uplink = LinkState("eth1", True, frozenset({desired.pa, extra}), frozenset({default}))
-    plan = make_plan(desired, EMPTY, KernelState({"eth1": uplink}))
+    plan = make_plan(desired, EMPTY, ActualKernel({"eth1": uplink}))
     assert plan.kernel[:3] == (RouteChange("delete", "eth1", default),
                                AddressChange("delete", "eth1", desired.pa),
                                AddressChange("delete", "eth1", extra))
@@ -151,7 +146,7 @@ def test_uplink_addresses_and_routes_move_to_tep_and_are_recorded():
 
 
 def test_drift_is_repaired_and_stale_owned_rows_removed():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     actual = converged(desired)
     tunnel = actual.ports["gcb00710b001389"]
     edited = ActualPort(tunnel.name, tunnel.bridge, "gre", {**tunnel.options, "key": "99",
@@ -160,7 +155,7 @@ def test_drift_is_repaired_and_stale_owned_rows_removed():
     stale = ActualPort("gcb00710b00abcd", "br-int", "gre", {}, dict(tunnel.external_ids),
                        {})
     ports = {**actual.ports, tunnel.name: edited, stale.name: stale}
-    changes, _ = diff_switch(desired, SwitchState(actual.bridges, ports))
+    changes, _ = diff_switch(desired, ActualSwitch(actual.bridges, ports))
     update = next(c for c in changes if isinstance(c, PortUpdate))
     assert update.spec.name == tunnel.name and update.options == tunnel.options
     assert PortDelete("gcb00710b00abcd", "br-int", "tunnel") in changes
@@ -168,11 +163,11 @@ def test_drift_is_repaired_and_stale_owned_rows_removed():
 
 
 def test_foreign_rows_are_never_touched():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     actual = converged(desired)
     foreign_port = ActualPort("foreign0", "br-int", "", {}, {"owner": "someone"}, {})
     foreign_bridge = ActualBridge("br-other", "netdev", (), None, {}, ("br-other",))
-    changes, _ = diff_switch(desired, SwitchState(
+    changes, _ = diff_switch(desired, ActualSwitch(
         {**actual.bridges, "br-other": foreign_bridge},
         {**actual.ports, "foreign0": foreign_port,
          "br-other": ActualPort("br-other", "br-other", "internal", {}, {}, {})}))
@@ -180,38 +175,38 @@ def test_foreign_rows_are_never_touched():
 
 
 def test_a_foreign_bridge_with_our_name_is_refused():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     foreign = ActualBridge("br0", "system", (), None, {}, ("br0",))
     with pytest.raises(SystemFailure, match="bridge br0 already exists and was not created"):
-        diff_switch(desired, SwitchState({"br0": foreign}, {}))
+        diff_switch(desired, ActualSwitch({"br0": foreign}, {}))
 
 
 def test_a_vm_port_the_hypervisor_put_on_the_bridge_is_left_alone():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     actual = converged(desired)
     libvirt_port = ActualPort("vnet0", "br-int", "", {}, {"iface-id": "abc"}, {})
-    changes, _ = diff_switch(desired, SwitchState(actual.bridges,
+    changes, _ = diff_switch(desired, ActualSwitch(actual.bridges,
                                                   {**actual.ports, "vnet0": libvirt_port}))
     assert changes == []
 
 
 def test_a_vm_port_on_another_bridge_is_refused():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     actual = converged(desired)
     elsewhere = ActualPort("vnet0", "virbr0", "", {}, {}, {})
     with pytest.raises(SystemFailure, match="port vnet0 already exists on bridge virbr0"):
-        diff_switch(desired, SwitchState(actual.bridges, {**actual.ports, "vnet0": elsewhere}))
+        diff_switch(desired, ActualSwitch(actual.bridges, {**actual.ports, "vnet0": elsewhere}))
 
 
 def test_down_keeps_a_bridge_that_holds_foreign_ports():
-    desired = desired_state(FAB, "host1")
+    desired = desired_host(FAB, "host1")
     actual = converged(desired)
     br_int = actual.bridges["br-int"]
     bridges = {**actual.bridges, "br-int": ActualBridge(
         br_int.name, br_int.datapath_type, br_int.protocols, br_int.fail_mode,
         br_int.external_ids, (*br_int.ports, "foreign0"))}
     ports = {**actual.ports, "foreign0": ActualPort("foreign0", "br-int", "", {}, {}, {})}
-    changes, notes = diff_switch(desired, SwitchState(bridges, ports), removing=True)
+    changes, notes = diff_switch(desired, ActualSwitch(bridges, ports), removing=True)
     assert BridgeDelete("br0") in changes and BridgeDelete("br-int") not in changes
     removed = {c.name for c in changes if isinstance(c, PortDelete)}
     assert removed == {"vnet0", "vnet1", "gcb00710b001389", "gcb00710b001771"}

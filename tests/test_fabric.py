@@ -1,4 +1,5 @@
 import ipaddress
+from pathlib import Path
 
 import pytest
 from fabrics import TWO_HOSTS
@@ -26,7 +27,7 @@ def test_two_host_fabric_loads():
     assert fab.datapath_type == "netdev"
     assert fab.hosts["host1"].pa == ipaddress.IPv4Interface("198.51.100.11/24")
     assert fab.hosts["host2"].gateway == ipaddress.IPv4Address("203.0.113.1")
-    assert fab.subnets["blue"].vsid == 6001
+    assert fab.virtual_subnets["blue"].vsid == 6001
     assert fab.vms["red-a"].mac == "02:00:00:00:50:01"
     assert fab.vsids_on("host1") == {5001, 6001}
 
@@ -38,7 +39,7 @@ def test_defaults():
     assert (fab.overlay.bridge, fab.overlay.key_layout, fab.overlay.tunnel_ports) == (
         "br-int", "rfc7637", "per-vsid")
     assert fab.hosts["h"].uplink is None and fab.hosts["h"].gateway is None
-    assert fab.vms == {} and fab.subnets == {}
+    assert fab.vms == {} and fab.virtual_subnets == {}
 
 
 def test_mac_is_normalised_to_lower_case():
@@ -163,7 +164,7 @@ def test_an_unchanged_file_comes_from_the_cache_and_a_changed_one_is_parsed(tmp_
     again = fabric.load(elsewhere)
     assert again == first and again.source == str(elsewhere)  # errors name the file given
     path.write_text(TWO_HOSTS.replace("vsid: 5001", "vsid: 5002"))
-    assert fabric.load(path).subnets["red"].vsid == 5002
+    assert fabric.load(path).virtual_subnets["red"].vsid == 5002
     path.write_text(TWO_HOSTS.replace("vsid: 5001", "vsid: 12"))
     with pytest.raises(FabricError, match="12 is outside"):
         fabric.load(path)
@@ -207,3 +208,18 @@ def test_the_cache_can_be_turned_off(tmp_path, monkeypatch):
     path.write_text(TWO_HOSTS)
     fabric.load(path)
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_fabric_cached_by_other_code_is_not_used(tmp_path, monkeypatch):
+    """A new validation rule or a renamed field must not be skipped by an old pickle,
+    whatever __version__ says: the cache key holds the code that builds a Fabric."""
+    from ovsnvgre import fabric_cache
+
+    monkeypatch.setenv("OVSNVGRE_CACHE_DIR", str(tmp_path / "cache"))
+    data = TWO_HOSTS.encode()
+    fabric_cache.put(data, "built by this code")
+    assert fabric_cache.get(data) == "built by this code"
+    monkeypatch.setattr(fabric_cache, "_code_digest", lambda: b"the code after an upgrade")
+    assert fabric_cache.get(data) is None
+    assert set(fabric_cache._SHAPING) <= {
+        p.name for p in Path(fabric.__file__).parent.glob("*.py")}

@@ -6,21 +6,26 @@ import pytest
 from fabrics import TWO_HOSTS
 
 from ovsnvgre import fabric
-from ovsnvgre.desired import desired_state
-from ovsnvgre.flows import COOKIE, Flow, Table, desired_flows
+from ovsnvgre.desired import desired_host
 from ovsnvgre.openflow import parse_flow
+from ovsnvgre.pipeline import COOKIE, STAGES, Flow, describe, desired_flows, table_of
 from ovsnvgre.plan import diff_flows
+
+CLASSIFY, ARP_RESPONDER, FORWARD = (table_of(name) for name in
+                                    ("classify", "arp_responder", "forward"))
+TO_FORWARD = f"goto_table:{FORWARD}"
+TO_ARP_RESPONDER = f"goto_table:{ARP_RESPONDER}"
 
 
 def pipeline(mode="per-vsid", layout="rfc7637", live=None):
     text = TWO_HOSTS.replace("tunnel_ports: per-vsid", f"tunnel_ports: {mode}") \
         .replace("key_layout: rfc7637", f"key_layout: {layout}")
-    state = desired_state(fabric.loads(text, "f.yaml"), "host1")
+    state = desired_host(fabric.loads(text, "f.yaml"), "host1")
     return desired_flows(state, set(state.ports) if live is None else live)
 
 
 def texts(flows, table=None):
-    return sorted(str(f) for f in flows if table is None or f.table == table)
+    return sorted(describe(f) for f in flows if table is None or f.table == table)
 
 
 @pytest.mark.parametrize("mode,layout", [("per-vsid", "rfc7637"), ("per-peer", "rfc7637"),
@@ -30,39 +35,39 @@ def test_one_flow_per_match(mode, layout):
     counts = Counter(f.key for f in flows)
     assert max(counts.values()) == 1
     # Every table ends in a default of priority 0.
-    assert {f.table for f in flows if f.priority == 0} == {t.value for t in Table}
+    assert {f.table for f in flows if f.priority == 0} == {table_of(stage.name) for stage in STAGES}
 
 
 def test_per_vsid_classifies_by_port():
-    classify = texts(pipeline(), Table.CLASSIFY)
+    classify = texts(pipeline(), CLASSIFY)
     assert ("classify priority=100 in_port=gcb00710b001389 actions=set_field:0x1389->reg0,"
-            "set_field:0x1->reg1,goto_table:20") in classify
+            f"set_field:0x1->reg1,{TO_FORWARD}") in classify
     assert ("classify priority=100 ip,dl_src=02:00:00:00:50:01,in_port=vnet0,nw_src=10.0.0.1 "
-            "actions=set_field:0x1389->reg0,goto_table:20") in classify
+            f"actions=set_field:0x1389->reg0,{TO_FORWARD}") in classify
     assert ("classify priority=100 arp,arp_sha=02:00:00:00:50:01,arp_spa=10.0.0.1,"
             "dl_src=02:00:00:00:50:01,in_port=vnet0 actions=set_field:0x1389->reg0,"
-            "goto_table:10") in classify
+            f"{TO_ARP_RESPONDER}") in classify
     assert "classify priority=0 actions=drop" in classify
 
 
 def test_per_peer_rfc7637_keys_live_in_the_top_24_bits():
     flows = pipeline("per-peer")
     assert ("classify priority=100 in_port=gre-cb00710b,tun_id=0x138900/0xffffff00 "
-            "actions=set_field:0x1389->reg0,set_field:0x1->reg1,goto_table:20") \
-        in texts(flows, Table.CLASSIFY)
+            f"actions=set_field:0x1389->reg0,set_field:0x1->reg1,{TO_FORWARD}") \
+        in texts(flows, CLASSIFY)
     assert ("forward priority=100 dl_dst=02:00:00:00:50:02,reg0=0x1389,reg1=0 "
             "actions=set_field:0x138900->tun_id,output:gre-cb00710b") \
-        in texts(flows, Table.FORWARD)
+        in texts(flows, FORWARD)
 
 
 def test_per_peer_plain_key_is_the_vsid():
     flows = pipeline("per-peer", "plain")
-    assert any("tun_id=0x1389 " in t for t in texts(flows, Table.CLASSIFY))
-    assert any("set_field:0x1389->tun_id" in t for t in texts(flows, Table.FORWARD))
+    assert any("tun_id=0x1389 " in t for t in texts(flows, CLASSIFY))
+    assert any("set_field:0x1389->tun_id" in t for t in texts(flows, FORWARD))
 
 
 def test_flooding_stays_in_the_vsid_and_respects_split_horizon():
-    forward = texts(pipeline(), Table.FORWARD)
+    forward = texts(pipeline(), FORWARD)
     assert ("forward priority=50 reg0=0x1389,reg1=0 actions=output:vnet0,"
             "output:gcb00710b001389") in forward
     assert "forward priority=50 reg0=0x1389,reg1=0x1 actions=output:vnet0" in forward
@@ -71,7 +76,7 @@ def test_flooding_stays_in_the_vsid_and_respects_split_horizon():
 
 
 def test_arp_responder_answers_with_the_fabrics_mac():
-    responder = texts(pipeline(), Table.ARP_RESPONDER)
+    responder = texts(pipeline(), ARP_RESPONDER)
     red_b = next(t for t in responder if "reg0=0x1389" in t and "arp_tpa=10.0.0.2" in t)
     assert "set_field:02:00:00:00:50:02->eth_src" in red_b
     assert "set_field:10.0.0.2->arp_spa" in red_b and red_b.endswith(",IN_PORT")
@@ -81,18 +86,20 @@ def test_arp_responder_answers_with_the_fabrics_mac():
 
 def test_ports_that_are_not_live_get_no_flows():
     flows = pipeline(live={"vnet0", "gcb00710b001389"})
-    assert not any("vnet1" in str(f) or "gcb00710b001771" in str(f) for f in flows)
-    assert any("vnet0" in str(f) for f in flows)
+    assert not any("vnet1" in describe(f) or "gcb00710b001771" in describe(f) for f in flows)
+    assert any("vnet0" in describe(f) for f in flows)
 
 
 def test_install_lines_carry_the_cookie():
-    flow = next(f for f in pipeline() if f.table == Table.CLASSIFY and f.priority == 0)
-    assert flow.add_line() == f"add table=0,priority=0,cookie={COOKIE:#x} actions=drop"
-    assert flow.delete_line() == f"delete_strict table=0,priority=0,cookie={COOKIE:#x}/-1"
+    flow = next(f for f in pipeline() if f.table == CLASSIFY and f.priority == 0)
+    assert flow.add_line() == \
+        f"add table={CLASSIFY},priority=0,cookie={COOKIE:#x} actions=drop"
+    assert flow.delete_line() == \
+        f"delete_strict table={CLASSIFY},priority=0,cookie={COOKIE:#x}/-1"
 
 
 def test_a_dumped_flow_parses_back_to_the_generated_one():
-    line = (f' cookie={COOKIE:#x}, table=20, priority=100,reg0=0x1389,reg1=0,'
+    line = (f' cookie={COOKIE:#x}, table={FORWARD}, priority=100,reg0=0x1389,reg1=0,'
             'dl_dst=02:00:00:00:50:02 actions=set_field:0x138900->tun_id,output:"gre-cb00710b"')
     parsed = parse_flow(line)
     assert parsed in pipeline("per-peer")
@@ -112,7 +119,7 @@ def test_diff_sends_only_the_difference():
     assert not diff_flows("br-int", flows, flows)
     one = next(iter(flows))
     changed = type(one)(one.table, one.priority, one.match, "drop" if one.actions != "drop"
-                        else "goto_table:20")
+                        else TO_FORWARD)
     diff = diff_flows("br-int", flows, (flows - {one}) | {changed})
     assert diff.add == (one,) and diff.delete == ()
     stale = type(one)(99, 1, frozenset({"reg0=0x1"}), "drop")

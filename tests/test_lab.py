@@ -28,8 +28,8 @@ def test_default_fabric_is_the_hnv_example():
 
 def test_topology_of_the_hnv_fabric():
     topo = topology.build(fabric.load(default_fabric()))
-    assert [s.bridge for s in topo.subnets] == ["sub0", "sub1"]
-    assert [str(g) for s in topo.subnets for g in s.gateways] == ["192.168.1.1/24",
+    assert [s.bridge for s in topo.pa_subnets] == ["sub0", "sub1"]
+    assert [str(g) for s in topo.pa_subnets for g in s.gateways] == ["192.168.1.1/24",
                                                                   "192.168.2.1/24"]
     assert {h.netns for h in topo.hosts} == {f"{topo.prefix}-h-host1", f"{topo.prefix}-h-host2"}
     assert all(vm.mtu == 1458 for vm in topo.vms)
@@ -48,9 +48,9 @@ def test_two_fabrics_get_two_prefixes():
 
 def test_hosts_on_one_subnet_share_its_bridge():
     topo = topology.build(fabric.load(EXAMPLES / "four-hosts.yaml"))
-    assert len(topo.subnets) == 3
+    assert len(topo.pa_subnets) == 3
     host3, host4 = (h for h in topo.hosts if h.name in ("host3", "host4"))
-    assert host3.subnet == host4.subnet and host3.router_port != host4.router_port
+    assert host3.pa_subnet == host4.pa_subnet and host3.router_port != host4.router_port
 
 
 def test_a_host_without_uplink_cannot_be_in_the_lab():

@@ -6,46 +6,43 @@ import json
 from fabrics import TWO_HOSTS
 from test_desired_plan import converged
 
-from ovsnvgre import arp, fabric, snapshot
-from ovsnvgre.desired import SAVED_ADDRESSES_KEY, RouteSpec, desired_state
-from ovsnvgre.flows import desired_flows
-from ovsnvgre.plan import (
-    ActualBridge,
-    ActualPort,
+from ovsnvgre import fabric, family
+from ovsnvgre.actual import ActualBridge, ActualKernel, ActualPort, ActualSwitch, LinkState
+from ovsnvgre.changes import (
     AddressChange,
     BridgeCreate,
     BridgeDelete,
-    KernelState,
     LinkDown,
-    LinkState,
     LinkUp,
     Plan,
     PortCreate,
     RouteChange,
-    SwitchState,
-    encode_saved,
-    make_plan,
 )
-from ovsnvgre.verify import targets, touches_underlay
+from ovsnvgre.desired import RouteSpec, desired_host
+from ovsnvgre.pipeline import desired_flows
+from ovsnvgre.plan import make_plan
+from ovsnvgre.safe import snapshot
+from ovsnvgre.safe.verify import targets, touches_underlay
+from ovsnvgre.underlay import SAVED_ADDRESSES_KEY, encode_saved
 
 FAB = fabric.loads(TWO_HOSTS, "f.yaml")
-HOST1 = desired_state(FAB, "host1")
+HOST1 = desired_host(FAB, "host1")
 PA = ipaddress.ip_interface("198.51.100.11/24")
 GATEWAY = ipaddress.ip_address("198.51.100.1")
 DEFAULT = RouteSpec(dst=ipaddress.ip_network("0.0.0.0/0"), gateway=GATEWAY, proto=3)
-EMPTY = SwitchState(bridges={}, ports={})
+EMPTY = ActualSwitch(bridges={}, ports={})
 
 
 def link(name, addresses=(), routes=(), up=True) -> LinkState:
     return LinkState(name, up, frozenset(addresses), frozenset(routes))
 
 
-FRESH_KERNEL = KernelState({"eth1": link("eth1", [PA], [DEFAULT])})
-UP_KERNEL = KernelState({"eth1": link("eth1"),
+FRESH_KERNEL = ActualKernel({"eth1": link("eth1", [PA], [DEFAULT])})
+UP_KERNEL = ActualKernel({"eth1": link("eth1"),
                          "tep0": link("tep0", [PA], [DEFAULT, *HOST1.peer_routes])})
 
 
-def up_switch() -> SwitchState:
+def up_switch() -> ActualSwitch:
     """The switch after `up`, with the uplink's record of what it held."""
     state = converged(HOST1)
     uplink = state.ports["eth1"]
@@ -103,13 +100,13 @@ def test_restoring_a_removed_host_recreates_the_uplink_with_its_record():
 
 def test_kernel_restore_moves_away_before_it_moves_back():
     snap = snapshot.take("contoso", "host1", EMPTY, FRESH_KERNEL, "br-int", set())
-    now = KernelState({"eth1": link("eth1", up=False),
+    now = ActualKernel({"eth1": link("eth1", up=False),
                        "tep0": link("tep0", [PA], [DEFAULT])})
     changes = snapshot.restore_kernel(snap, now)
     assert changes == [LinkUp("eth1"), AddressChange("add", "eth1", PA),
                        RouteChange("add", "eth1", DEFAULT)]
     # From the state before a `down`: the uplink gives up what the tep port gets back.
-    back = snapshot.restore_kernel(up_snapshot(), KernelState({
+    back = snapshot.restore_kernel(up_snapshot(), ActualKernel({
         "eth1": link("eth1", [PA], [DEFAULT]), "tep0": link("tep0", up=False)}))
     kinds = [(type(c).__name__, getattr(c, "action", ""), c.link) for c in back]
     assert kinds[:3] == [("RouteChange", "delete", "eth1"), ("AddressChange", "delete", "eth1"),
@@ -138,7 +135,7 @@ def test_down_probes_what_goes_back_to_the_uplink_but_requires_nothing_new():
 def test_probes_are_checked_wherever_the_kernel_routes_them():
     fab = fabric.loads(TWO_HOSTS.replace("tep_port: tep0", "tep_port: tep0, "
                                          "probe: [198.51.100.7, 203.0.113.1]"), "f.yaml")
-    desired = desired_state(fab, "host1")
+    desired = desired_host(fab, "host1")
     plan = make_plan(desired, EMPTY, FRESH_KERNEL)
     probes = [t for t in targets(desired, plan, removing=False) if t.why == "underlay probe"]
     assert [str(t.address) for t in probes] == ["198.51.100.7", "203.0.113.1"]
@@ -148,7 +145,7 @@ def test_probes_are_checked_wherever_the_kernel_routes_them():
 def test_a_change_of_vm_ports_only_does_not_probe_the_underlay():
     plan = make_plan(HOST1, up_switch(), UP_KERNEL)
     assert plan.empty
-    fewer = desired_state(fabric.loads("\n".join(
+    fewer = desired_host(fabric.loads("\n".join(
         line for line in TWO_HOSTS.splitlines() if "blue-a" not in line) + "\n", "f.yaml"),
         "host1")
     smaller = make_plan(fewer, up_switch(), UP_KERNEL)
@@ -158,18 +155,26 @@ def test_a_change_of_vm_ports_only_does_not_probe_the_underlay():
 
 
 def test_arp_frames():
+    ipv4 = family.IPV4
     mac = bytes.fromhex("020000000001")
-    request = arp.arp_request(mac, ipaddress.IPv4Address("198.51.100.11"), GATEWAY)
+    request = ipv4.solicit(mac, ipaddress.IPv4Address("198.51.100.11"), GATEWAY)
     assert len(request) == 42 and request[:6] == b"\xff" * 6
-    assert arp.parse_reply(request) is None  # a request is not an answer
+    assert ipv4.solicited_answer(request) is None  # a request is not an answer
     reply = bytearray(request)
     reply[20:22] = b"\x00\x02"
     reply[28:32] = GATEWAY.packed
-    assert arp.parse_reply(bytes(reply)) == GATEWAY
-    assert arp.parse_reply(b"\x00" * 20) is None
+    assert ipv4.solicited_answer(bytes(reply)) == GATEWAY
+    assert ipv4.solicited_answer(b"\x00" * 20) is None
+
+
+def test_gratuitous_arp_names_the_address_as_sender_and_target():
+    mac = bytes.fromhex("020000000001")
+    frame = family.IPV4.announcement(mac, PA.ip)
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == mac and frame[12:14] == b"\x08\x06"
+    assert frame[22:28] == mac and frame[28:32] == PA.ip.packed == frame[38:42]
 
 
 def test_echo_request_checksum_is_valid():
-    packet = arp.echo_request(0x1234, 7)
-    assert arp._checksum(packet) == 0
+    packet = family.IPV4.echo_request(0x1234, 7)
+    assert family._checksum(packet) == 0
     assert packet[0] == 8 and packet[4:8] == b"\x12\x34\x00\x07"

@@ -9,6 +9,11 @@ import time
 from fabrics import TWO_HOSTS
 from ovsenv import sh
 
+from ovsnvgre.changes import BridgeCreate, PortCreate, PortDelete
+from ovsnvgre.desired import desired_host
+from ovsnvgre.fabric import load
+from ovsnvgre.ovsdb import Switch
+
 PA = "198.51.100.11/24"
 GATEWAY = "198.51.100.1"
 RED_TUNNEL = "gcb00710b001389"   # to host2 (203.0.113.11), VSID 5001
@@ -318,12 +323,7 @@ def test_one_switch_can_change_rows_it_created_itself(host1):
     """The writing IDL holds only the ports a transaction changes in place; a second
     transaction on the same connection (a rollback does that) must still find the
     ports the first one created."""
-    from ovsnvgre.desired import desired_state
-    from ovsnvgre.fabric import load
-    from ovsnvgre.ovsdb import Switch
-    from ovsnvgre.plan import BridgeCreate, PortCreate, PortDelete
-
-    desired = desired_state(load(host1.fabric), "host1")
+    desired = desired_host(load(host1.fabric), "host1")
     bridge = desired.bridges["br-int"]
     port = desired.ports["vnet0"]
     with Switch(host1.switch.db) as switch:

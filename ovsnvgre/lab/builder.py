@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ovsnvgre.errors import SystemFailure
-from ovsnvgre.fabric import Fabric
 from ovsnvgre.lab import proc
 from ovsnvgre.lab.topology import VM_IFNAME, LabHost, LabVm, Topology
+from ovsnvgre.model import Fabric
 
 LAB_ROOT = Path(os.environ.get("OVSNVGRE_LAB_DIR", "/run/ovsnvgre-lab"))
 SCHEMAS = ("/usr/share/openvswitch/vswitch.ovsschema",
@@ -28,10 +28,12 @@ Progress = Callable[[str], None]
 
 
 def lab_dir(prefix: str) -> Path:
+    """The lab's own directory (pids, databases, captures), under $OVSNVGRE_LAB_DIR."""
     return LAB_ROOT / prefix
 
 
 def host_dir(prefix: str, host: str) -> Path:
+    """A lab host's OVS run directory."""
     return lab_dir(prefix) / host
 
 
@@ -43,6 +45,7 @@ def host_env(prefix: str, host: str) -> dict[str, str]:
 
 
 def require_root() -> None:
+    """Raise SystemFailure unless running as root."""
     if os.geteuid() != 0:
         raise SystemFailure("the lab needs root (it makes network namespaces): run it with sudo")
 
@@ -133,7 +136,7 @@ def _router(topology: Topology, fresh: bool) -> None:
         proc.run("ip", "netns", "add", router)
         proc.run("ip", "-n", router, "link", "set", "lo", "up")
         proc.run("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=router)
-    for subnet in topology.subnets:
+    for subnet in topology.pa_subnets:
         if not proc.link_exists(router, subnet.bridge):
             proc.run("ip", "-n", router, "link", "add", subnet.bridge, "type", "bridge")
         proc.run("ip", "-n", router, "link", "set", subnet.bridge, "up")
@@ -149,7 +152,7 @@ def _host(topology: Topology, host: LabHost, fresh: bool) -> None:
     if not proc.link_exists(host.netns, host.uplink):
         proc.run("ip", "-n", host.netns, "link", "add", host.uplink, "type", "veth", "peer",
                  "name", host.router_port, "netns", router)
-        bridge = next(s.bridge for s in topology.subnets if s.network == host.subnet)
+        bridge = next(s.bridge for s in topology.pa_subnets if s.network == host.pa_subnet)
         proc.run("ip", "-n", router, "link", "set", host.router_port, "master", bridge, "up")
         proc.run("ip", "-n", host.netns, "link", "set", host.uplink, "up")
         # The PA starts on the uplink NIC, as on a real machine; `ovsnvgre up` moves it.

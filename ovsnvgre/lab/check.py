@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ovsnvgre import nvgre
-from ovsnvgre.fabric import Fabric
 from ovsnvgre.lab import proc
 from ovsnvgre.lab.builder import lab_dir
 from ovsnvgre.lab.pcap import gre_packets
 from ovsnvgre.lab.topology import VM_IFNAME, LabVm, Probe, Topology, matrix
+from ovsnvgre.model import Fabric
 
 TCP_ECHO = """
 import socket, sys
@@ -67,6 +67,8 @@ def tcp_echo(source_netns: str, target_netns: str, address: str, port: int = 520
 
 @dataclass
 class ProbeResult:
+    """One cell of the matrix: expected and observed reachability, and TCP when tried."""
+
     source: str
     target: str
     address: str
@@ -83,6 +85,8 @@ class ProbeResult:
 
 @dataclass
 class WireResult:
+    """What the underlay capture showed: GRE packets, keys seen and expected, problems."""
+
     packets: int = 0
     keys_seen: list[str] = field(default_factory=list)
     keys_expected: list[str] = field(default_factory=list)
@@ -95,6 +99,8 @@ class WireResult:
 
 @dataclass
 class CheckResult:
+    """The whole check: every probe and the wire."""
+
     probes: list[ProbeResult]
     wire: WireResult
 
@@ -223,6 +229,7 @@ def _wire(expected: set[int], paths: list[Path]) -> WireResult:
 
 
 def table(result: CheckResult) -> list[str]:
+    """The check as the lines `lab check` prints."""
     rows = [("from", "to", "address", "vsid", "expected", "observed", "tcp", "")]
     for p in result.probes:
         rows.append((p.source, p.target, p.address, "same" if p.same_vsid else "other",

@@ -6,8 +6,10 @@ from importlib import resources
 from pathlib import Path
 
 from ovsnvgre import fabric as fabric_module
+from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.lab import builder, check, topology
 from ovsnvgre.lab.builder import Progress
+from ovsnvgre.model import Fabric
 
 
 def default_fabric() -> str:
@@ -15,22 +17,23 @@ def default_fabric() -> str:
     return str(resources.files("ovsnvgre.lab") / "hnv-two-host.yaml")
 
 
-def _load(path: str | None) -> tuple[str, fabric_module.Fabric, topology.Topology]:
+def _load(path: str | None) -> tuple[str, Fabric, topology.Topology]:
     builder.require_root()  # first: nothing else is worth reporting without it
     path = str(Path(path or default_fabric()).resolve())
     fab = fabric_module.load(path)
     return path, fab, topology.build(fab)
 
 
-def _require_host(fab: fabric_module.Fabric, host: str) -> None:
+def _require_host(fab: Fabric, host: str) -> None:
     if host not in fab.hosts:
-        from ovsnvgre.errors import UsageError
-
         raise UsageError(f"{fab.source}: no host {host!r} in the fabric "
                          f"(hosts: {', '.join(fab.hosts)})")
 
 
 def up(path: str | None, progress: Progress) -> tuple[topology.Topology, list[str]]:
+    """Build the lab of the fabric at ``path`` (default: the HNV two-host one) and run
+    `ovsnvgre up` on every host; returns the topology and each host's output.
+    Raises SystemFailure (not root, a tool missing, a host's `up` failed)."""
     path, fab, topo = _load(path)
     builder.preflight(fab)
     return topo, builder.up(topo, path, progress)
@@ -56,8 +59,6 @@ def run_check(path: str | None,
     needed = topo.namespaces if host is None else [vm.netns for vm in topo.vms if vm.host == host]
     missing = [ns for ns in needed if ns not in builder.proc.namespaces()]
     if missing:
-        from ovsnvgre.errors import SystemFailure
-
         how = "`ovsnvgre lab up`" if host is None else f"`ovsnvgre lab guests --host {host}`"
         where = f"the lab {topo.prefix} is not (fully) up" if host is None else \
             f"host {host} has not all its VMs"
@@ -66,6 +67,8 @@ def run_check(path: str | None,
 
 
 def down(path: str | None, progress: Progress) -> tuple[topology.Topology, list[str]]:
+    """Remove the lab of the fabric at ``path``: its daemons (by pid), namespaces and
+    files, nothing else; returns the topology and what was removed."""
     _, fab, topo = _load(path)
     builder.preflight(fab)
     return topo, builder.down(topo.prefix, progress)

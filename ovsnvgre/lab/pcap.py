@@ -1,4 +1,7 @@
-"""Read GRE headers out of a pcap file written by tcpdump (no third-party parser)."""
+"""Read GRE headers out of a pcap file written by tcpdump (no third-party parser).
+
+The outer IP header is read by the underlay's address family (family.py).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,15 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovsnvgre import family
+
 LINKTYPE_ETHERNET = 1
-ETH_P_IP = 0x0800
-IPPROTO_GRE = 47
 
 
 @dataclass(frozen=True)
 class GreHeader:
+    """The GRE header of one captured packet (RFC 2784, RFC 2890), and what it carries."""
+
     checksum_present: bool
     key_present: bool
     sequence_present: bool
@@ -23,6 +28,7 @@ class GreHeader:
 
 
 def gre_packets(path: Path) -> list[GreHeader]:
+    """Every GRE packet of the pcap file at ``path`` (Ethernet link type), in order."""
     data = path.read_bytes()
     if len(data) < 24:
         return []
@@ -43,13 +49,9 @@ def gre_packets(path: Path) -> list[GreHeader]:
 
 
 def _gre(frame: bytes) -> GreHeader | None:
-    if len(frame) < 14 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP:
+    gre = family.IPV4.outer_payload(frame)
+    if gre is None or len(gre) < 4:
         return None
-    ip = frame[14:]
-    ihl = (ip[0] & 0x0F) * 4
-    if ip[9] != IPPROTO_GRE:
-        return None
-    gre = ip[ihl:]
     flags, protocol = struct.unpack("!HH", gre[:4])
     checksum, key_bit, seq = bool(flags & 0x8000), bool(flags & 0x2000), bool(flags & 0x1000)
     offset = 4 + (4 if checksum else 0)

@@ -12,6 +12,8 @@ from ovsnvgre.errors import SystemFailure
 
 def run(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
         check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a command (in ``netns`` if given), capturing its output; with ``check``,
+    raise SystemFailure with its last error line when it fails.  ``timeout`` in seconds."""
     command = list(args)
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
@@ -29,15 +31,18 @@ def run(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
 
 
 def namespaces() -> set[str]:
+    """The names of the network namespaces (`ip netns list`)."""
     out = run("ip", "netns", "list").stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def link_exists(netns: str, name: str) -> bool:
+    """Whether namespace ``netns`` has a link called ``name``."""
     return run("ip", "-n", netns, "link", "show", name, check=False).returncode == 0
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

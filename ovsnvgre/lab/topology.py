@@ -15,14 +15,16 @@ from dataclasses import dataclass
 
 from ovsnvgre import nvgre
 from ovsnvgre.errors import FabricError
-from ovsnvgre.fabric import Fabric
+from ovsnvgre.model import Fabric
 
 UNDERLAY_MTU = 1500
 VM_IFNAME = "eth0"
 
 
 @dataclass(frozen=True)
-class LabSubnet:
+class PaSubnet:
+    """One physical (PA) subnet: a Linux bridge in the router holding its gateways."""
+
     network: ipaddress.IPv4Network
     bridge: str  # in the router namespace
     gateways: tuple[ipaddress.IPv4Interface, ...]
@@ -30,17 +32,21 @@ class LabSubnet:
 
 @dataclass(frozen=True)
 class LabHost:
+    """A fabric host as a namespace with its uplink veth into its PA subnet's bridge."""
+
     name: str
     netns: str
     uplink: str
     router_port: str  # the uplink's peer, in the router namespace
-    subnet: ipaddress.IPv4Network
+    pa_subnet: ipaddress.IPv4Network
     pa: ipaddress.IPv4Interface
     gateway: ipaddress.IPv4Address | None
 
 
 @dataclass(frozen=True)
 class LabVm:
+    """A VM as a namespace behind a veth whose host end is the fabric's port."""
+
     name: str
     host: str
     netns: str
@@ -53,9 +59,11 @@ class LabVm:
 
 @dataclass(frozen=True)
 class Topology:
+    """The whole lab as data: router, PA subnets, hosts and VMs, with their names."""
+
     prefix: str
     router: str
-    subnets: tuple[LabSubnet, ...]
+    pa_subnets: tuple[PaSubnet, ...]
     hosts: tuple[LabHost, ...]
     vms: tuple[LabVm, ...]
 
@@ -76,6 +84,7 @@ def lab_prefix(fabric: Fabric) -> str:
 
 
 def build(fabric: Fabric) -> Topology:
+    """The lab of ``fabric``; raises FabricError for a host without an uplink."""
     prefix = lab_prefix(fabric)
     networks = sorted({h.pa.network for h in fabric.hosts.values()},
                       key=lambda n: (int(n.network_address), n.prefixlen))
@@ -84,7 +93,7 @@ def build(fabric: Fabric) -> Topology:
         gateways = sorted({ipaddress.IPv4Interface(f"{h.gateway}/{network.prefixlen}")
                            for h in fabric.hosts.values()
                            if h.pa.network == network and h.gateway is not None}, key=str)
-        subnets.append(LabSubnet(network=network, bridge=f"sub{index}",
+        subnets.append(PaSubnet(network=network, bridge=f"sub{index}",
                                  gateways=tuple(gateways)))
     hosts = []
     for index, host in enumerate(fabric.hosts.values()):
@@ -93,12 +102,12 @@ def build(fabric: Fabric) -> Topology:
                               "host through its uplink; give every host an `uplink`")
         hosts.append(LabHost(name=host.name, netns=f"{prefix}-h-{host.name}",
                              uplink=host.uplink, router_port=f"up{index}",
-                             subnet=host.pa.network, pa=host.pa, gateway=host.gateway))
+                             pa_subnet=host.pa.network, pa=host.pa, gateway=host.gateway))
     vms = tuple(LabVm(name=vm.name, host=vm.host, netns=f"{prefix}-v-{vm.name}", port=vm.port,
                       mac=vm.mac, ca=vm.ca, vsid=fabric.vsid_of(vm),
                       mtu=nvgre.max_vm_mtu(UNDERLAY_MTU))
                 for vm in fabric.vms.values())
-    return Topology(prefix=prefix, router=f"{prefix}-router", subnets=tuple(subnets),
+    return Topology(prefix=prefix, router=f"{prefix}-router", pa_subnets=tuple(subnets),
                     hosts=tuple(hosts), vms=vms)
 
 

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovsnvgre.desired import ROLE_TEP, ROLE_UPLINK, HostState
-from ovsnvgre.plan import (
+from ovsnvgre import netlink
+from ovsnvgre.changes import (
     BridgeCreate,
     BridgeDelete,
     BridgeUpdate,
@@ -28,6 +28,8 @@ from ovsnvgre.plan import (
     PortUpdate,
     RouteChange,
 )
+from ovsnvgre.desired import DesiredHost, Role
+from ovsnvgre.safe import probe
 
 IPv4 = ipaddress.IPv4Address
 BEFORE_TIMEOUT = 1.0
@@ -37,6 +39,8 @@ AFTER_TIMEOUT = 3.0
 
 @dataclass(frozen=True)
 class Target:
+    """An address that must still answer after the change, and why."""
+
     address: IPv4
     why: str
     # Must answer after the change even if it did not answer before.
@@ -46,25 +50,26 @@ class Target:
     link_after: str | None = None
 
 
-def touches_underlay(desired: HostState, plan: Plan) -> bool:
+def touches_underlay(desired: DesiredHost, plan: Plan) -> bool:
     """Whether the plan moves addresses, routes, the uplink or the underlay bridge."""
     return bool(plan.kernel) or any(_underlay_row(desired, c) for c in plan.ovsdb)
 
 
-def _underlay_row(desired: HostState, change: OvsdbChange) -> bool:
+def _underlay_row(desired: DesiredHost, change: OvsdbChange) -> bool:
     bridge = desired.fabric.underlay.bridge
     if isinstance(change, BridgeCreate):
         return change.spec.name == bridge
     if isinstance(change, BridgeUpdate | BridgeDelete):
         return change.name == bridge
     if isinstance(change, PortCreate | PortUpdate):
-        return change.spec.role in (ROLE_TEP, ROLE_UPLINK)
+        return change.spec.role in (Role.TEP, Role.UPLINK)
     if isinstance(change, PortDelete):
-        return change.role in (ROLE_TEP, ROLE_UPLINK) or change.bridge == bridge
+        return change.role in (Role.TEP, Role.UPLINK) or change.bridge == bridge
     return False
 
 
-def targets(desired: HostState, plan: Plan, removing: bool) -> list[Target]:
+def targets(desired: DesiredHost, plan: Plan, removing: bool) -> list[Target]:
+    """What the underlay check probes for this plan (see the module docstring)."""
     found: dict[IPv4, Target] = {}
 
     def add(target: Target) -> None:
@@ -85,8 +90,8 @@ def targets(desired: HostState, plan: Plan, removing: bool) -> list[Target]:
             dst = change.route.dst
             name = "the default route" if dst.prefixlen == 0 else f"route {dst}"
             add(Target(change.route.gateway, f"gateway of {name}", False, change.link))
-    for probe in desired.fabric.underlay.probe:
-        add(Target(probe, "underlay probe"))
+    for address in desired.fabric.underlay.probe:
+        add(Target(address, "underlay probe"))
     return list(found.values())
 
 
@@ -102,6 +107,7 @@ class Check:
 
     @classmethod
     def start(cls, targets: list[Target]) -> Check:
+        """Probe ``targets`` before the change (1 s at most) and remember who answered."""
         check = cls(targets)
         began = time.monotonic()
         check.before = _answering([(t, None) for t in targets], BEFORE_TIMEOUT, {})
@@ -121,6 +127,7 @@ class Check:
                 if (t.required or t.address in self.before) and t.address not in self.after]
 
     def as_dict(self) -> dict[str, Any]:
+        """The check as JSON-ready data (`--json`); seconds spent probing included."""
         return {"seconds": round(self.seconds, 3), "targets": [
             {"address": str(t.address), "why": t.why, "required": t.required,
              "answered_before": t.address in self.before,
@@ -128,6 +135,7 @@ class Check:
              "how": self.methods.get(t.address)} for t in self.targets]}
 
     def lines(self) -> list[str]:
+        """One line per target that answered after the change."""
         return [f"{t.address} ({t.why}) answered {self.methods.get(t.address, '')}".rstrip()
                 for t in self.targets if t.address in self.after]
 
@@ -135,8 +143,6 @@ class Check:
 def _answering(probes: list[tuple[Target, str | None]], timeout: float,
                methods: dict[IPv4, str]) -> set[IPv4]:
     """Which targets answer: ARP per link, all links and echoes at once per kind."""
-    from ovsnvgre import arp, netlink
-
     by_link: dict[str, dict[IPv4, IPv4 | None]] = {}
     routed: list[IPv4] = []
     for target, link in probes:
@@ -153,15 +159,13 @@ def _answering(probes: list[tuple[Target, str | None]], timeout: float,
         else:
             routed.append(target.address)
             methods[target.address] = f"ICMP echo via {hop.gateway} on {hop.link}"
-    answered = arp.ping(routed, timeout) if routed else set()
+    answered = probe.ping(routed, timeout) if routed else set()
     for link, addresses in by_link.items():
-        answered |= arp.arp(link, addresses, timeout)
+        answered |= probe.arp(link, addresses, timeout)
     return answered
 
 
 def _source_on(link: str, target: IPv4) -> IPv4 | None:
-    from ovsnvgre import netlink
-
     addresses = netlink.ipv4_addresses(link)
     for address in addresses:
         if target in address.network:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ovsnvgre import snapshot as snapshots
 from ovsnvgre.errors import SystemFailure
+from ovsnvgre.ovsdb.remote import rundir
+from ovsnvgre.safe import snapshot as snapshots
 
 FILE_NAME = "ovsnvgre-rollback.json"
 LOG_NAME = "ovsnvgre-rollback.log"
@@ -25,9 +26,8 @@ AWAITING = "awaiting-confirmation"
 
 
 def path_for(remote: str) -> Path:
-    """Beside the database socket for unix: remotes, else in $OVS_RUNDIR."""
-    from ovsnvgre.ovsdb import rundir
-
+    """Where the rollback file of the switch at ``remote`` lives: beside the database
+    socket for unix: remotes, else in $OVS_RUNDIR."""
     if remote.startswith("unix:"):
         return Path(remote[5:]).parent / FILE_NAME
     return Path(rundir()) / FILE_NAME
@@ -40,6 +40,8 @@ def taken_path(path: Path) -> Path:
 
 @dataclass
 class Record:
+    """The rollback file's content: which run, by which process, and the state before it."""
+
     command: str
     fabric: str
     host: str
@@ -53,6 +55,7 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def title(self) -> str:
+        """The run in words: command, host, pid and start time."""
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         return f"`ovsnvgre {self.command}` of host {self.host} (pid {self.pid}, {when})"
 
@@ -61,6 +64,7 @@ class Record:
         return self.state == APPLYING and running(self.pid)
 
     def describe(self) -> str:
+        """The run and where it stands (unfinished, or how long it awaits `confirm`)."""
         text = self.title()
         if self.state == AWAITING and self.deadline is not None:
             left = max(0.0, self.deadline - time.time())
@@ -69,6 +73,8 @@ class Record:
 
 
 def save(path: Path, record: Record) -> None:
+    """Write ``record`` to ``path`` atomically (temporary file, fsync, rename); raises
+    SystemFailure when it cannot."""
     # Not asdict(record): it would deep-copy the snapshot's thousands of rows and
     # flows (~0.2 s at fabric scale) only for to_dict to replace the copy.
     data = {f.name: getattr(record, f.name) for f in fields(record) if f.name != "snapshot"}
@@ -89,6 +95,7 @@ def save(path: Path, record: Record) -> None:
 
 
 def load(path: Path) -> Record | None:
+    """The record at ``path``, None when there is none; SystemFailure when damaged."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -104,6 +111,7 @@ def load(path: Path) -> Record | None:
 
 
 def remove(path: Path) -> None:
+    """Remove the file at ``path`` if it is there."""
     try:
         path.unlink()
     except FileNotFoundError:
@@ -111,7 +119,8 @@ def remove(path: Path) -> None:
 
 
 def refuse_pending(path: Path) -> None:
-    """A run never starts over another run's rollback state: it would lose it."""
+    """Raise SystemFailure when a rollback state is pending at ``path``: a run never
+    starts over another run's rollback state, it would lose it."""
     for candidate in (path, taken_path(path)):
         record = load(candidate)
         if record is None:
@@ -141,6 +150,7 @@ def running(pid: int) -> bool:
 
 
 def timer_pid(path: Path) -> int | None:
+    """The pid of the running confirmation timer of ``path``, or None."""
     try:
         pid = int(path.with_name(path.name + ".timer").read_text())
     except (OSError, ValueError):
@@ -149,4 +159,5 @@ def timer_pid(path: Path) -> int | None:
 
 
 def log_path(path: Path) -> Path:
+    """Where the confirmation timer of ``path`` logs."""
     return path.with_name(LOG_NAME)

@@ -12,31 +12,29 @@ import ipaddress
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, SAVED_KEYS, BridgeSpec, PortSpec, RouteSpec
-from ovsnvgre.flows import Flow
-from ovsnvgre.plan import (
-    ActualBridge,
-    ActualPort,
+from ovsnvgre.actual import ActualBridge, ActualKernel, ActualPort, ActualSwitch, LinkState
+from ovsnvgre.changes import (
     AddressChange,
     FlowChanges,
     KernelChange,
-    KernelState,
     LinkDown,
-    LinkState,
     LinkUp,
     OvsdbChange,
     PortCreate,
     RouteChange,
-    SwitchState,
-    diff_flows,
-    diff_rows,
 )
+from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, BridgeSpec, PortSpec
+from ovsnvgre.pipeline import Flow
+from ovsnvgre.plan import diff_flows, diff_rows
+from ovsnvgre.underlay import SAVED_KEYS, route_from_dict, route_to_dict
 
 FORMAT = 1
 
 
 @dataclass(frozen=True)
 class Snapshot:
+    """The owned rows, the touched links and the owned flows of one host at one moment."""
+
     owner: str
     host: str
     bridges: dict[str, ActualBridge]
@@ -47,11 +45,13 @@ class Snapshot:
     flows: frozenset[Flow]
 
     def port_names(self) -> set[str]:
+        """The owned ports that are not a bridge's local port."""
         return {name for name in self.ports if name not in self.bridges}
 
 
-def take(owner: str, host: str, switch: SwitchState, kernel: KernelState, flow_bridge: str,
+def take(owner: str, host: str, switch: ActualSwitch, kernel: ActualKernel, flow_bridge: str,
          flows: set[Flow]) -> Snapshot:
+    """What ``owner`` has on the switch, the links read, and ``flows`` of ``flow_bridge``."""
     return Snapshot(
         owner=owner, host=host,
         bridges={n: b for n, b in switch.bridges.items() if b.external_ids.get(OWNER_KEY) == owner},
@@ -62,7 +62,7 @@ def take(owner: str, host: str, switch: SwitchState, kernel: KernelState, flow_b
 # --- restoring -----------------------------------------------------------------------
 
 
-def restore_rows(snapshot: Snapshot, actual: SwitchState) -> list[OvsdbChange]:
+def restore_rows(snapshot: Snapshot, actual: ActualSwitch) -> list[OvsdbChange]:
     """The OVSDB changes that make the owned rows what they were."""
     bridges = {name: BridgeSpec(name=name, datapath_type=b.datapath_type,
                                 protocols=tuple(b.protocols), fail_mode=b.fail_mode,
@@ -87,7 +87,7 @@ def restore_rows(snapshot: Snapshot, actual: SwitchState) -> list[OvsdbChange]:
             if isinstance(c, PortCreate) and saved.get(c.spec.name) else c for c in changes]
 
 
-def restore_kernel(snapshot: Snapshot, kernel: KernelState) -> list[KernelChange]:
+def restore_kernel(snapshot: Snapshot, kernel: ActualKernel) -> list[KernelChange]:
     """Addresses, routes and link states back as they were, on links that exist now.
 
     In the order that works: routes and addresses leave first, then links come
@@ -116,6 +116,7 @@ def restore_kernel(snapshot: Snapshot, kernel: KernelState) -> list[KernelChange
 
 
 def restore_flows(snapshot: Snapshot, installed: set[Flow]) -> FlowChanges:
+    """The flow-mods that make the owned flows what they were."""
     return diff_flows(snapshot.flow_bridge, set(snapshot.flows), installed)
 
 
@@ -123,6 +124,7 @@ def restore_flows(snapshot: Snapshot, installed: set[Flow]) -> FlowChanges:
 
 
 def to_dict(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot as JSON-ready data (the rollback file's ``snapshot``)."""
     return {
         "owner": snapshot.owner, "host": snapshot.host,
         "bridges": [{"name": b.name, "datapath_type": b.datapath_type,
@@ -136,7 +138,7 @@ def to_dict(snapshot: Snapshot) -> dict[str, Any]:
                   for p in snapshot.ports.values()],
         "links": [{"name": link.name, "up": link.up,
                    "addresses": sorted(str(a) for a in link.addresses),
-                   "routes": [_route_dict(r) for r in sorted(link.routes, key=str)]}
+                   "routes": [route_to_dict(r) for r in sorted(link.routes, key=str)]}
                   for link in snapshot.links.values()],
         "flow_bridge": snapshot.flow_bridge,
         "flows": sorted([f.table, f.priority, sorted(f.match), f.actions]
@@ -144,13 +146,8 @@ def to_dict(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
-def _route_dict(route: RouteSpec) -> dict[str, Any]:
-    return {"dst": str(route.dst), "gateway": str(route.gateway) if route.gateway else None,
-            "metric": route.metric, "proto": route.proto}
-
-
 def from_dict(data: dict[str, Any]) -> Snapshot:
-    """Raises KeyError, TypeError or ValueError on a damaged record."""
+    """The inverse of to_dict; raises KeyError, TypeError or ValueError on a damaged record."""
     bridges = {b["name"]: ActualBridge(
         name=b["name"], datapath_type=b["datapath_type"], protocols=tuple(b["protocols"]),
         fail_mode=b["fail_mode"], external_ids=dict(b["external_ids"]),
@@ -163,11 +160,7 @@ def from_dict(data: dict[str, Any]) -> Snapshot:
     links = {link["name"]: LinkState(
         name=link["name"], up=bool(link["up"]),
         addresses=frozenset(ipaddress.ip_interface(a) for a in link["addresses"]),
-        routes=frozenset(RouteSpec(dst=ipaddress.ip_network(r["dst"]),
-                                   gateway=ipaddress.ip_address(r["gateway"])
-                                   if r["gateway"] else None,
-                                   metric=int(r["metric"]), proto=int(r["proto"]))
-                         for r in link["routes"]))
+        routes=frozenset(route_from_dict(r) for r in link["routes"]))
         for link in data["links"]}
     flows = frozenset(Flow(int(t), int(p), frozenset(m), str(a))
                       for t, p, m, a in data["flows"])

@@ -1,7 +1,8 @@
 """Raw-socket reachability probes: ARP on one link, ICMP echo through the routing table.
 
 ARP is what proves a next hop is there: gateways that drop ICMP still answer it.
-Both need root (CAP_NET_RAW), as every command that changes the host does.
+Both need root (CAP_NET_RAW), as every command that changes the host does.  The
+frames come from the underlay's address family (family.py); only the sockets are here.
 """
 
 from __future__ import annotations
@@ -10,31 +11,15 @@ import ipaddress
 import os
 import select
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterable
 
-ETH_P_ARP = 0x0806
-ARP_REQUEST, ARP_REPLY = 1, 2
+from ovsnvgre import family
+
+ETH_P_ARP = family.ETH_P_ARP
 RETRANSMIT = 0.2  # seconds between requests to a target that has not answered
 
 IPv4 = ipaddress.IPv4Address
-
-
-def arp_request(mac: bytes, sender: IPv4, target: IPv4) -> bytes:
-    return (b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
-            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, ARP_REQUEST)
-            + mac + sender.packed + b"\x00" * 6 + target.packed)
-
-
-def parse_reply(frame: bytes) -> IPv4 | None:
-    """The sender address of an ARP reply, or None for any other frame."""
-    if len(frame) < 42 or frame[12:14] != struct.pack("!H", ETH_P_ARP):
-        return None
-    _, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
-    if ptype != 0x0800 or hlen != 6 or plen != 4 or op != ARP_REPLY:
-        return None
-    return IPv4(frame[28:32])
 
 
 def _collect(sock: socket.socket, wanted: set[IPv4], send: Callable[[IPv4, int], None],
@@ -67,9 +52,10 @@ def _collect(sock: socket.socket, wanted: set[IPv4], send: Callable[[IPv4, int],
 
 def arp(link: str, targets: dict[IPv4, IPv4 | None], timeout: float) -> set[IPv4]:
     """Which of ``targets`` (address -> our sender address, None for 0.0.0.0) answer ARP
-    on ``link`` within ``timeout`` seconds."""
+    on ``link`` within ``timeout`` seconds.  A link that does not exist answers nothing."""
     if not targets:
         return set()
+    ipv4 = family.IPV4
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
     except OSError:
@@ -82,46 +68,34 @@ def arp(link: str, targets: dict[IPv4, IPv4 | None], timeout: float) -> set[IPv4
         mac = sock.getsockname()[4][:6]
 
         def send(target: IPv4, _: int) -> None:
-            sock.send(arp_request(mac, targets[target] or IPv4(0), target))
+            sock.send(ipv4.solicit(mac, targets[target], target))
 
-        return _collect(sock, set(targets), send, lambda s: parse_reply(s.recv(2048)),
-                        timeout)
+        def answer(receiving: socket.socket) -> IPv4 | None:
+            source = ipv4.solicited_answer(receiving.recv(2048))
+            return source if isinstance(source, IPv4) else None
 
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
-def echo_request(ident: int, sequence: int) -> bytes:
-    payload = b"ovsnvgre underlay probe"
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, sequence)
-    return struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, sequence) + payload
+        return _collect(sock, set(targets), send, answer, timeout)
 
 
 def ping(targets: Iterable[IPv4], timeout: float) -> set[IPv4]:
-    """Which of ``targets`` answer an ICMP echo, routed as the kernel routes them."""
+    """Which of ``targets`` answer an ICMP echo within ``timeout`` seconds, routed as the
+    kernel routes them."""
     wanted = set(targets)
     if not wanted:
         return set()
+    ipv4 = family.IPV4
     ident = os.getpid() & 0xFFFF
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        sock = socket.socket(*ipv4.echo_socket)
     except OSError:
         return set()
 
     def send(target: IPv4, sequence: int) -> None:
-        sock.sendto(echo_request(ident, sequence), (str(target), 0))
+        sock.sendto(ipv4.echo_request(ident, sequence), (str(target), 0))
 
     def answer(receiving: socket.socket) -> IPv4 | None:
         packet, (source, _) = receiving.recvfrom(2048)
-        header = (packet[0] & 0x0F) * 4
-        icmp_type, _, _, reply_ident, _ = struct.unpack("!BBHHH", packet[header:header + 8])
-        return IPv4(source) if icmp_type == 0 and reply_ident == ident else None
+        return IPv4(source) if ipv4.echo_reply_from(packet, ident) else None
 
     with sock:
         return _collect(sock, wanted, send, answer, timeout)

@@ -1,6 +1,6 @@
 """The detached process behind `up --confirm`: roll the run back unless it is confirmed.
 
-    python -m ovsnvgre.confirm_timer ROLLBACK_FILE TOKEN
+    python -m ovsnvgre.safe.timer ROLLBACK_FILE TOKEN
 
 Exits 0 when `ovsnvgre confirm` removed the file in time, 3 after rolling the run
 back, 1 when the rollback failed (the file is then kept for `ovsnvgre rollback`).
@@ -15,6 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from ovsnvgre.errors import OvsnvgreError
+from ovsnvgre.ovsdb import Switch
+from ovsnvgre.safe import journal
+from ovsnvgre.safe.restore import restore
+
 CONFIRMED, ROLLED_BACK, FAILED = 0, 3, 1
 POLL = 0.1
 
@@ -25,8 +30,8 @@ def _log(message: str) -> None:
 
 
 def run(path: Path, token: str) -> int:
-    from ovsnvgre import journal
-
+    """Wait for `confirm` or the deadline of the record at ``path`` (whose token must be
+    ``token``), then roll back; returns CONFIRMED, ROLLED_BACK or FAILED."""
     now = {"requested": False}
 
     def roll_back_now(*_: object) -> None:
@@ -58,15 +63,10 @@ def run(path: Path, token: str) -> int:
         pidfile.unlink(missing_ok=True)
 
 
-def _roll_back(record: object, path: Path, taken: Path) -> int:
-    from ovsnvgre import engine, journal
-    from ovsnvgre.errors import OvsnvgreError
-    from ovsnvgre.ovsdb import Switch
-
-    assert isinstance(record, journal.Record)
+def _roll_back(record: journal.Record, path: Path, taken: Path) -> int:
     try:
         with Switch(record.db) as switch:
-            undone = engine.restore(switch, record.snapshot, _log)
+            undone = restore(switch, record.snapshot, _log)
     except OvsnvgreError as exc:
         record.state, record.deadline = journal.APPLYING, None
         journal.save(path, record)
@@ -79,6 +79,7 @@ def _roll_back(record: object, path: Path, taken: Path) -> int:
 
 
 def main() -> None:
+    """The process's entry point: ``ROLLBACK_FILE TOKEN`` on the command line."""
     if len(sys.argv) != 3:
         sys.exit(f"usage: {sys.argv[0]} ROLLBACK_FILE TOKEN")
     sys.exit(run(Path(sys.argv[1]), sys.argv[2]))

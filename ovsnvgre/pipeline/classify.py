@@ -1,0 +1,72 @@
+"""Stage `classify`: which VSID a frame belongs to, or drop it."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ovsnvgre import nvgre
+from ovsnvgre.model import KeyLayout, TunnelPorts, Vm
+from ovsnvgre.pipeline.flow import PRIORITY_DEFAULT, PRIORITY_EXACT, Flow, make, set_vsid
+from ovsnvgre.pipeline.stage import Context, Stage
+
+
+def vm_ipv4(vm: Vm) -> ipaddress.IPv4Address | None:
+    """The VM's CA if it is IPv4 (ARP exists only for IPv4)."""
+    return vm.ca.ip if isinstance(vm.ca.ip, ipaddress.IPv4Address) else None
+
+
+def _flows(context: Context, table: int) -> set[Flow]:
+    flows = {make(table, PRIORITY_DEFAULT, [], [])}
+    fabric = context.fabric
+    layout = fabric.overlay.key_layout
+    per_peer = fabric.overlay.tunnel_ports == TunnelPorts.PER_PEER
+    for port in context.tunnels:
+        for vsid in context.tunnel_vsids[port.name]:
+            match = [f"in_port={port.name}"]
+            if per_peer:
+                # RFC 7637 section 3.2: the tenant is the key's top 24 bits, whatever the FlowID.
+                key = nvgre.tunnel_key(vsid, layout)
+                match.append(f"tun_id={key:#x}/0xffffff00" if layout == KeyLayout.RFC7637
+                             else f"tun_id={key:#x}")
+            flows.add(make(table, PRIORITY_EXACT, match,
+                           [*set_vsid(vsid, True), context.goto("forward")]))
+    for vm in context.local_vms:
+        flows |= _classify_vm(context, table, vm)
+    return flows
+
+
+def _classify_vm(context: Context, table: int, vm: Vm) -> set[Flow]:
+    vsid = context.fabric.vsid_of(vm)
+    mine = [f"in_port={vm.port}", f"dl_src={vm.mac}"]
+    to_forward = [*set_vsid(vsid, False), context.goto("forward")]
+    flows = {
+        # IPv6 link-local traffic and neighbour discovery from the VM's own MAC.
+        make(table, PRIORITY_EXACT, ["ipv6", *mine, "ipv6_src=fe80::/10"], to_forward),
+        # Duplicate address detection and MLD reports come from the unspecified address.
+        make(table, PRIORITY_EXACT, ["icmp6", *mine, "ipv6_src=::", "icmp_type=135"],
+             to_forward),
+        make(table, PRIORITY_EXACT, ["icmp6", *mine, "ipv6_src=::", "icmp_type=143"],
+             to_forward),
+    }
+    ipv4 = vm_ipv4(vm)
+    if ipv4 is not None:
+        flows.add(make(table, PRIORITY_EXACT,
+                       ["arp", *mine, f"arp_spa={ipv4}", f"arp_sha={vm.mac}"],
+                       [*set_vsid(vsid, False), context.goto("arp_responder")]))
+        flows.add(make(table, PRIORITY_EXACT, ["ip", *mine, f"nw_src={ipv4}"], to_forward))
+    else:
+        flows.add(make(table, PRIORITY_EXACT, ["ipv6", *mine, f"ipv6_src={vm.ca.ip}"],
+                       to_forward))
+    return flows
+
+
+STAGE = Stage(
+    name="classify",
+    decides="a frame from a VM port belongs to that VM's VSID **only if** it carries the VM's "
+            "MAC and, for IPv4 and ARP, its CA (anti-spoofing; IPv6 link-local and neighbour "
+            "discovery from its own MAC pass); a frame from a tunnel belongs to the VSID of its "
+            "port (per-vsid) or of the top 24 bits of its key (per-peer; the FlowID is "
+            "ignored). Anything else is dropped.",
+    drop_reason="it is not what the fabric allows from {source} (MAC, address or protocol)",
+    flows=_flows,
+)

@@ -1,0 +1,87 @@
+"""One OpenFlow flow as a plain value, in the canonical form `ovs-ofctl dump-flows` prints.
+
+Installed and desired flows compare as values: the match is a set of tokens,
+the actions one string, both spelled as `ovs-ofctl dump-flows --names` prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The cookie on every flow ovsnvgre installs: "ovsnvgre" in ASCII.
+COOKIE = 0x6F76736E76677265
+
+PRIORITY_DEFAULT = 0
+PRIORITY_FLOOD = 50
+PRIORITY_EXACT = 100
+PRIORITY_OVERRIDE = 110
+
+# Registers every stage may read: the frame's VSID, and 1 when it came from a tunnel.
+REG_VSID = "reg0"
+REG_FROM_TUNNEL = "reg1"
+
+# Protocol shorthands go first, as ovs-ofctl prints them.
+_PROTOCOLS = ("arp", "ip", "ipv6", "icmp6", "icmp", "tcp", "udp")
+
+
+def _ordered(match: frozenset[str]) -> list[str]:
+    return sorted(match, key=lambda token: (token not in _PROTOCOLS, token))
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A flow of table ``table``: priority, match tokens and actions (ovs-fields(7) names)."""
+
+    table: int
+    priority: int
+    match: frozenset[str]
+    actions: str
+
+    @property
+    def key(self) -> tuple[int, int, frozenset[str]]:
+        """What identifies the flow on the switch: table, priority and match."""
+        return (self.table, self.priority, self.match)
+
+    def match_text(self) -> str:
+        """The match as ovs-ofctl prints it (protocol first)."""
+        return ",".join(_ordered(self.match))
+
+    def add_line(self) -> str:
+        """The flow as an `add` line of an `ovs-ofctl bundle` file, with ovsnvgre's cookie."""
+        match = f",{self.match_text()}" if self.match else ""
+        return (f"add table={self.table},priority={self.priority},cookie={COOKIE:#x}{match} "
+                f"actions={self.actions}")
+
+    def delete_line(self) -> str:
+        """The flow as a `delete_strict` line that only matches ovsnvgre's cookie."""
+        match = f",{self.match_text()}" if self.match else ""
+        return f"delete_strict table={self.table},priority={self.priority},cookie={COOKIE:#x}/-1" \
+               f"{match}"
+
+
+def make(table: int, priority: int, match: list[str], actions: list[str]) -> Flow:
+    """A flow from lists of match tokens and actions; no actions means drop."""
+    return Flow(table, priority, frozenset(match), ",".join(actions) or "drop")
+
+
+def reg(value: int) -> str:
+    """A register value as ovs-ofctl prints it (0, or hex)."""
+    return f"{value:#x}" if value else "0"
+
+
+def in_vsid(vsid: int) -> str:
+    """The match token of frames of ``vsid``."""
+    return f"{REG_VSID}={reg(vsid)}"
+
+
+def from_tunnel(yes: bool) -> str:
+    """The match token of frames that came (or did not come) from a tunnel."""
+    return f"{REG_FROM_TUNNEL}={'0x1' if yes else '0'}"
+
+
+def set_vsid(vsid: int, from_a_tunnel: bool) -> list[str]:
+    """The actions that give a frame its VSID (and mark it as from a tunnel)."""
+    actions = [f"set_field:{reg(vsid)}->{REG_VSID}"]
+    if from_a_tunnel:
+        actions.append(f"set_field:0x1->{REG_FROM_TUNNEL}")
+    return actions

@@ -1,0 +1,73 @@
+"""Stage `forward`: known unicast to its port or tunnel, the rest flooded within the VSID."""
+
+from __future__ import annotations
+
+from ovsnvgre.model import Vm
+from ovsnvgre.pipeline.flow import (
+    PRIORITY_DEFAULT,
+    PRIORITY_EXACT,
+    PRIORITY_FLOOD,
+    Flow,
+    from_tunnel,
+    in_vsid,
+    make,
+)
+from ovsnvgre.pipeline.stage import Context, Stage
+
+
+def _flows(context: Context, table: int) -> set[Flow]:
+    flows = {make(table, PRIORITY_DEFAULT, [], [])}
+    fabric = context.fabric
+    host = context.desired.host.name
+    for vsid in sorted(fabric.vsids_on(host)):
+        local = [vm for vm in context.local_vms if fabric.vsid_of(vm) == vsid]
+        flows |= _vsid_flows(context, table, vsid, context.members_of[vsid], local)
+    return flows
+
+
+def _vsid_flows(context: Context, table: int, vsid: int, members: list[Vm],
+                local_members: list[Vm]) -> set[Flow]:
+    host = context.desired.host.name
+    tunnel_out = context.tunnel_out
+    flows: set[Flow] = set()
+    vsid_match = in_vsid(vsid)
+    local_ports = sorted(vm.port for vm in local_members)
+    peers = sorted(peer for peer, v in tunnel_out if v == vsid)
+    for vm in members:
+        if vm.host == host:
+            if vm.port in local_ports:
+                flows.add(make(table, PRIORITY_EXACT, [vsid_match, f"dl_dst={vm.mac}"],
+                               [f"output:{vm.port}"]))
+            continue
+        out = tunnel_out.get((vm.host, vsid))
+        if out is None:
+            continue
+        flows.add(make(table, PRIORITY_EXACT, [vsid_match, from_tunnel(False),
+                                               f"dl_dst={vm.mac}"], out))
+        # Split horizon: a frame from a tunnel never goes back into one.
+        flows.add(make(table, PRIORITY_EXACT, [vsid_match, from_tunnel(True),
+                                               f"dl_dst={vm.mac}"], []))
+    to_locals = [f"output:{port}" for port in local_ports]
+    to_peers: list[str] = []
+    for peer in peers:
+        for action in tunnel_out[peer, vsid]:
+            if action not in to_peers or action.startswith("output:"):
+                to_peers.append(action)
+    if to_locals or to_peers:
+        flows.add(make(table, PRIORITY_FLOOD, [vsid_match, from_tunnel(False)],
+                       to_locals + to_peers))
+    if to_locals:
+        flows.add(make(table, PRIORITY_FLOOD, [vsid_match, from_tunnel(True)], to_locals))
+    return flows
+
+
+STAGE = Stage(
+    name="forward",
+    decides="known unicast goes straight to the local port, or to the tunnel (port, or key) of "
+            "the host that has the MAC; broadcast, unknown unicast and multicast go to every "
+            "other local port of the VSID and every peer that has the VSID (head-end "
+            "replication). A frame that came from a tunnel never goes into one (split "
+            "horizon).",
+    drop_reason="no port of VSID {vsid} takes it",
+    flows=_flows,
+)

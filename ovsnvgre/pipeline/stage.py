@@ -1,0 +1,83 @@
+"""What a pipeline stage is, and what every stage shares for one host.  Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ovsnvgre import nvgre
+from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, PortSpec, Role
+from ovsnvgre.model import Fabric, TunnelPorts, Vm
+
+
+@dataclass(frozen=True)
+class Context:
+    """The facts of one host that the stages share, computed once per run.
+
+    ``tables`` maps each stage name to its table number (from the stage order);
+    ``tunnel_out[(peer, vsid)]`` holds the actions that send a frame of ``vsid``
+    to ``peer``; ``members_of[vsid]`` every VM of the fabric in that VSID.
+    """
+
+    desired: DesiredHost
+    tables: dict[str, int]
+    local_vms: list[Vm]
+    tunnels: list[PortSpec]
+    tunnel_out: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    tunnel_vsids: dict[str, list[int]] = field(default_factory=dict)
+    members_of: dict[int, list[Vm]] = field(default_factory=dict)
+
+    @property
+    def fabric(self) -> Fabric:
+        return self.desired.fabric
+
+    def goto(self, stage: str) -> str:
+        """The action that continues in ``stage``'s table; KeyError for an unknown stage."""
+        return f"goto_table:{self.tables[stage]}"
+
+    @classmethod
+    def build(cls, desired: DesiredHost, tables: dict[str, int], live_ports: set[str]
+              ) -> Context:
+        """The shared facts for the ports that are on the switch now (``live_ports``)."""
+        fabric = desired.fabric
+        layout = fabric.overlay.key_layout
+        per_peer = fabric.overlay.tunnel_ports == TunnelPorts.PER_PEER
+        local_vms = [vm for vm in fabric.vms_on(desired.host.name) if vm.port in live_ports]
+        tunnels = [p for p in desired.ports.values()
+                   if p.role == Role.TUNNEL and p.name in live_ports]
+        context = cls(desired, tables, local_vms, tunnels)
+        for port in tunnels:
+            peer = port.external_ids[PEER_KEY]
+            vsids = _tunnel_vsids(desired, port)
+            context.tunnel_vsids[port.name] = vsids
+            for vsid in vsids:
+                key = nvgre.tunnel_key(vsid, layout)
+                context.tunnel_out[peer, vsid] = (
+                    [f"set_field:{key:#x}->tun_id", f"output:{port.name}"] if per_peer
+                    else [f"output:{port.name}"])
+        for vm in fabric.vms.values():
+            context.members_of.setdefault(fabric.vsid_of(vm), []).append(vm)
+        return context
+
+
+def _tunnel_vsids(desired: DesiredHost, port: PortSpec) -> list[int]:
+    if VSID_KEY in port.external_ids:
+        return [int(port.external_ids[VSID_KEY])]
+    fabric = desired.fabric
+    peer = port.external_ids[PEER_KEY]
+    return sorted(fabric.vsids_on(desired.host.name) & fabric.vsids_on(peer))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One table of the pipeline: its name, what it decides, and the flows it holds.
+
+    ``decides`` is the stage's documentation (the README's pipeline table is made
+    from it); ``drop_reason`` is what `trace` says of a packet this stage dropped,
+    with ``{source}`` (the VM) and ``{vsid}`` filled in.
+    """
+
+    name: str
+    decides: str
+    drop_reason: str
+    flows: Callable[[Context, int], set]

@@ -1,0 +1,46 @@
+"""Carry out a snapshot's way back: owned rows, then links, then owned flows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ovsnvgre import netlink, openflow
+from ovsnvgre.ovsdb import Switch
+from ovsnvgre.plan import is_owned
+from ovsnvgre.safe import snapshot
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def restore(switch: Switch, snap: snapshot.Snapshot, progress: Progress = _quiet) -> int:
+    """Put the owned rows, the links and the owned flows back as ``snap`` holds them.
+
+    Rows go back in one OVSDB transaction, then (once ovs-vswitchd has made the
+    internal ports again) addresses, routes and link states, then the flows in one
+    bundle.  Returns the number of changes made; raises SystemFailure.
+    """
+    count = 0
+    rows = snapshot.restore_rows(snap, switch.read())
+    if rows:
+        progress(f"restoring {len(rows)} OVSDB rows in one transaction")
+        count += switch.apply(rows)
+    actual = switch.read()
+    recreated = [name for name in snap.links if name in actual.ports
+                 and actual.ports[name].iface_type == "internal"]
+    netlink.wait_for_links(recreated)
+    kernel_changes = snapshot.restore_kernel(snap, netlink.read(snap.links))
+    if kernel_changes:
+        progress(f"restoring {len(kernel_changes)} addresses, routes and link states")
+        count += netlink.apply(kernel_changes)
+    bridge = actual.bridges.get(snap.flow_bridge)
+    if bridge is not None and is_owned(bridge.external_ids, snap.owner):
+        switch.port_status(snap.port_names(), wait=5.0)
+        flows = snapshot.restore_flows(snap, openflow.dump(snap.flow_bridge))
+        if flows:
+            progress(f"restoring {len(flows.add) + len(flows.delete)} flows in one bundle")
+            count += openflow.apply(flows.bridge, flows.add, flows.delete)
+    return count

@@ -1,0 +1,170 @@
+"""The uplink -> tep move: what the uplink held, where it goes, and its saved record.  Pure.
+
+`up` enslaves the uplink NIC to the underlay bridge; the kernel then no longer
+sends through the uplink's addresses, so its addresses and routes move to the tep
+port (which keeps the PA as well).  What the uplink held is recorded once, on the
+uplink's Port row (``ovsnvgre-saved-addresses`` / ``ovsnvgre-saved-routes``), so
+that `down` puts back exactly that.  The one encoding of an address or a route
+as JSON-ready data is here; the rollback file (safe/snapshot.py) uses it too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch, Address, LinkState
+from ovsnvgre.changes import AddressChange, KernelChange, LinkUp, RouteChange
+from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, DesiredHost, Role, RouteSpec
+from ovsnvgre.errors import SystemFailure
+
+# On the uplink port: what sat on the uplink before ovsnvgre moved it to the tep
+# port, so that `down` can put it back.  Written once, when the uplink is enslaved.
+SAVED_ADDRESSES_KEY = "ovsnvgre-saved-addresses"
+SAVED_ROUTES_KEY = "ovsnvgre-saved-routes"
+SAVED_KEYS = (SAVED_ADDRESSES_KEY, SAVED_ROUTES_KEY)
+
+Saved = tuple[list[Address], list[RouteSpec]]
+
+
+# --- the one encoding -------------------------------------------------------------
+
+
+def route_to_dict(route: RouteSpec) -> dict[str, Any]:
+    """A route as JSON-ready data: dst, gateway (or None), metric, proto (rtnetlink)."""
+    return {"dst": str(route.dst), "gateway": str(route.gateway) if route.gateway else None,
+            "metric": route.metric, "proto": route.proto}
+
+
+def route_from_dict(data: dict[str, Any]) -> RouteSpec:
+    """The inverse of route_to_dict; raises KeyError, TypeError or ValueError when damaged.
+
+    A record written before routes carried their protocol reads as static (4).
+    """
+    return RouteSpec(dst=ipaddress.ip_network(data["dst"]),
+                     gateway=ipaddress.ip_address(data["gateway"]) if data["gateway"] else None,
+                     metric=int(data["metric"]), proto=int(data.get("proto", 4)))
+
+
+def encode_saved(addresses: list[Address], routes: list[RouteSpec]) -> dict[str, str]:
+    """The uplink port's external_ids that record what the uplink held."""
+    return {
+        SAVED_ADDRESSES_KEY: json.dumps([str(a) for a in addresses]),
+        SAVED_ROUTES_KEY: json.dumps([route_to_dict(r) for r in routes]),
+    }
+
+
+def decode_saved(ids: dict[str, str]) -> Saved:
+    """What encode_saved recorded; raises SystemFailure when the record is damaged."""
+    try:
+        addresses = [ipaddress.ip_interface(a) for a in json.loads(ids[SAVED_ADDRESSES_KEY])]
+        routes = [route_from_dict(r) for r in json.loads(ids.get(SAVED_ROUTES_KEY, "[]"))]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SystemFailure(f"the uplink port's record of its addresses is damaged ({exc}); "
+                            "restore the uplink's addresses by hand") from None
+    return addresses, routes
+
+
+# --- what moves -------------------------------------------------------------------
+
+
+def _movable(link: LinkState | None) -> Saved:
+    if link is None:
+        return [], []
+    return sorted(link.addresses, key=str), sorted(link.routes, key=str)
+
+
+def saved_underlay(uplink_port: ActualPort | None, uplink: LinkState | None) -> Saved:
+    """What belongs on the uplink when ovsnvgre is not there.
+
+    Once the uplink is on the bridge this is what the uplink port row records;
+    before that it is what the uplink holds now.
+    """
+    if uplink_port is not None and SAVED_ADDRESSES_KEY in uplink_port.external_ids:
+        return decode_saved(uplink_port.external_ids)
+    return _movable(uplink)
+
+
+def owned_uplinks(desired: DesiredHost, switch: ActualSwitch) -> list[ActualPort]:
+    """The uplink ports this fabric put on the switch (the fabric's, or an earlier one)."""
+    return [port for port in switch.ports.values()
+            if port.external_ids.get(OWNER_KEY) == desired.owner
+            and port.external_ids.get(ROLE_KEY) == Role.UPLINK]
+
+
+def links_to_read(desired: DesiredHost, switch: ActualSwitch) -> list[str]:
+    """The links whose addresses and routes the plan needs."""
+    names = {desired.tep_port, *(port.name for port in owned_uplinks(desired, switch))}
+    if desired.uplink:
+        names.add(desired.uplink)
+    return sorted(names)
+
+
+def tep_contents(desired: DesiredHost, saved: Saved) -> list[KernelChange]:
+    """Everything the tep port should hold, as the changes that would add it."""
+    tep = desired.tep_port
+    saved_addresses, saved_routes = saved if desired.uplink else ([], [])
+    addresses = sorted({desired.pa, *saved_addresses}, key=str)
+    routes = list(saved_routes)
+    taken = {route.dst for route in routes}
+    routes += [route for route in desired.peer_routes if route.dst not in taken]
+    return [*(AddressChange("add", tep, a) for a in addresses),
+            *(RouteChange("add", tep, r) for r in routes)]
+
+
+def diff_kernel(desired: DesiredHost, kernel: ActualKernel, saved: Saved) -> list[KernelChange]:
+    """Move what the uplink held onto the tep port, add the PA and the peer routes.
+
+    In the order they must run: off the uplink first, then onto the tep port
+    (addresses, link up, then the routes whose gateways need the addresses).
+    """
+    tep_name = desired.tep_port
+    uplink, tep = kernel.get(desired.uplink), kernel.get(tep_name)
+    saved_addresses, saved_routes = saved
+    changes: list[KernelChange] = []
+    if desired.uplink and uplink is not None:
+        for route in saved_routes:
+            if route in uplink.routes:
+                changes.append(RouteChange("delete", desired.uplink, route))
+        for address in saved_addresses:
+            if address in uplink.addresses:
+                changes.append(AddressChange("delete", desired.uplink, address))
+        if not uplink.up:
+            changes.append(LinkUp(desired.uplink))
+    want = tep_contents(desired, saved)
+    want_addresses = {c.address for c in want if isinstance(c, AddressChange)}
+    want_routes = [c.route for c in want if isinstance(c, RouteChange)]
+    have_addresses = tep.addresses if tep else frozenset()
+    have_routes = tep.routes if tep else frozenset()
+    for route in sorted(have_routes - set(want_routes), key=str):
+        changes.append(RouteChange("delete", tep_name, route))
+    for address in sorted(have_addresses - want_addresses, key=str):
+        changes.append(AddressChange("delete", tep_name, address))
+    for address in sorted(want_addresses - have_addresses, key=str):
+        changes.append(AddressChange("add", tep_name, address))
+    if tep is None or not tep.up:
+        changes.append(LinkUp(tep_name))
+    for route in want_routes:
+        if route not in have_routes:
+            changes.append(RouteChange("add", tep_name, route))
+    return changes
+
+
+def restore_uplink(port: ActualPort, link: LinkState | None, kept: list[KernelChange]
+                   ) -> list[KernelChange]:
+    """Put back on an uplink that leaves the bridge what `up` moved off it.
+
+    What the tep port keeps (``kept``: the PA when it stays, say) is not doubled.
+    Raises SystemFailure when the port's record is damaged.
+    """
+    if link is None:
+        return []
+    kept_addresses = {c.address for c in kept if isinstance(c, AddressChange)}
+    kept_routes = {c.route.dst for c in kept if isinstance(c, RouteChange)}
+    addresses, routes = decode_saved(port.external_ids)
+    changes: list[KernelChange] = [AddressChange("add", port.name, a) for a in addresses
+                                   if a not in link.addresses and a not in kept_addresses]
+    changes += [RouteChange("add", port.name, r) for r in routes
+                if r not in link.routes and r.dst not in kept_routes]
+    return changes
