@@ -26,8 +26,10 @@ WIDTH = 90
 
 def _commands(group: click.Group, path: list[str]) -> list[tuple[list[str], click.Command]]:
     found: list[tuple[list[str], click.Command]] = [(path, group)]
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    context = click.Context(group, info_name=path[-1])
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None
         if isinstance(command, click.Group):
             found += _commands(command, [*path, name])
         else:

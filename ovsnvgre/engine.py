@@ -1,8 +1,6 @@
-"""survey -> plan -> apply: the one path that `plan`, `status`, `up`, `down` and `watch` share.
+"""Converge one host in named phases: the path `up`, `down` and `watch` share.
 
-``survey`` reads the switch, the kernel and the owned flows and plans against the
-fabric, changing nothing; `plan` and `status` stop there.  ``up``/``down`` go on
-through the phases of a Converge, in this order:
+It starts with the survey `plan` shows (survey.py), then, in this order:
 
     guard    refuse to start over another run's rollback state
     survey   read and plan (the same survey as `plan`)
@@ -17,28 +15,25 @@ through the phases of a Converge, in this order:
 from __future__ import annotations
 
 import os
-import socket
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from subprocess import Popen
 
 from ovsnvgre import netlink, openflow
-from ovsnvgre import trace as traces
-from ovsnvgre.actual import ActualKernel, ActualSwitch, PortStatus
+from ovsnvgre.actual import PortStatus
 from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
-from ovsnvgre.errors import SystemFailure, UsageError
+from ovsnvgre.errors import SystemFailure
 from ovsnvgre.model import Fabric
 from ovsnvgre.ovsdb import Switch
-from ovsnvgre.pipeline import Flow, desired_flows
-from ovsnvgre.plan import diff_flows, is_owned, make_plan, with_flows
+from ovsnvgre.pipeline import desired_flows
+from ovsnvgre.plan import diff_flows, with_flows
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
-from ovsnvgre.status import Report, build_report
-from ovsnvgre.underlay import links_to_read
+from ovsnvgre.survey import integration_bridge, survey
 
 Progress = Callable[[str], None]
 DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
@@ -77,149 +72,6 @@ class RefusedPorts(SystemFailure):
 
 class UnderlayLost(SystemFailure):
     """The host stopped reaching its underlay after the change, and was rolled back."""
-
-
-def select_host(fabric: Fabric, requested: str | None) -> str:
-    """The host named by --host, or the one host of the fabric that is this machine
-    (its PA configured here, or its name this machine's hostname).
-
-    Raises UsageError when ``requested`` is not in the fabric, or when no host or
-    several hosts match.
-    """
-    if requested is not None:
-        if requested not in fabric.hosts:
-            raise UsageError(f"{fabric.source}: no host {requested!r} in the fabric "
-                             f"(hosts: {', '.join(fabric.hosts)})")
-        return requested
-    local = netlink.local_addresses()
-    names = {socket.gethostname(), socket.gethostname().split(".")[0]}
-    matches = sorted(h.name for h in fabric.hosts.values() if h.pa.ip in local or h.name in names)
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise UsageError(f"{fabric.source}: no host of the fabric matches this machine (no PA "
-                         f"configured here, hostname {socket.gethostname()!r} not listed); "
-                         f"pick one with --host ({', '.join(fabric.hosts)})")
-    raise UsageError(f"{fabric.source}: several hosts match this machine "
-                     f"({', '.join(matches)}); pick one with --host")
-
-
-# --- the survey ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Survey:
-    """The host as read, and the plan against the fabric (flows included when asked)."""
-
-    desired: DesiredHost
-    actual: ActualSwitch
-    kernel: ActualKernel
-    installed: set[Flow]  # the owned flows of the integration bridge
-    plan: Plan
-    refused: dict[str, str]
-
-
-def integration_bridge(desired: DesiredHost,
-                       bridges: Mapping[str, Mapping[str, str]]) -> str | None:
-    """The integration bridge if it exists and is this fabric's, else None.
-
-    ``bridges``: each bridge's external_ids, by name.
-    """
-    name = desired.fabric.overlay.bridge
-    external_ids = bridges.get(name)
-    if external_ids is None or not is_owned(external_ids, desired.owner):
-        return None
-    return name
-
-
-def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
-           flows: bool = True) -> Survey:
-    """Everything that differs from the fabric (or, removing, all ovsnvgre made),
-    changing nothing.
-
-    With ``flows`` the plan includes the flow changes, for the ports that exist or
-    that the plan creates (ports ovs-vswitchd refuses now get no flows).  Raises
-    SystemFailure when the switch cannot be read or a foreign row is in the way.
-    """
-    actual = switch.read()
-    kernel = netlink.read(links_to_read(desired, actual))
-    the_plan = make_plan(desired, actual, kernel, removing=removing)
-    refused = actual.interfaces.only(set(desired.ports)).refused()
-    bridge = integration_bridge(desired, actual.bridge_external_ids())
-    installed = openflow.dump(bridge) if bridge else set()
-    if flows:
-        live = {name for name in desired.ports if name not in refused}
-        wanted = set() if removing else desired_flows(desired, live)
-        the_plan = with_flows(the_plan, diff_flows(desired.fabric.overlay.bridge, wanted,
-                                                   installed))
-        pending = _pending_note(switch.remote)
-        if pending:
-            the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
-    return Survey(desired, actual, kernel, installed, the_plan, refused)
-
-
-def _pending_note(remote: str) -> str | None:
-    path = journal.path_for(remote)
-    record = journal.load(path)
-    if record is None:
-        return None
-    return (f"{path} holds the state before {record.describe()}; `up` will not run until "
-            "`ovsnvgre confirm` or `ovsnvgre rollback`")
-
-
-def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = False,
-         progress: Progress = _quiet) -> Plan:
-    """What `up` (or, removing, `down`) would change on ``host``; changes nothing.
-
-    Raises SystemFailure when the switch cannot be read or a foreign row is in the way.
-    """
-    desired = desired_host(fabric, host)
-    with Switch(db) as switch:
-        progress(f"reading {switch.remote}, the kernel and the flows")
-        return survey(desired, switch, removing).plan
-
-
-def status(fabric: Fabric, host: str, db: str | None = None,
-           progress: Progress = _quiet) -> Report:
-    """The host as it runs, and how it differs from the fabric; changes nothing."""
-    desired = desired_host(fabric, host)
-    with Switch(db) as switch:
-        progress(f"reading {switch.remote}, the kernel and the flows")
-        found = survey(desired, switch)
-        details = switch.interface_details(desired.ports)
-    return build_report(desired, details, found.kernel, found.installed, found.plan,
-                        found.refused)
-
-
-def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
-          host: str | None = None, db: str | None = None) -> traces.TraceResult:
-    """Trace a packet from the local VM ``source`` to ``target`` (a VM name or an address)
-    through the integration bridge (`ovs-appctl ofproto/trace`).
-
-    Raises UsageError for a VM, target or protocol the fabric does not know, and
-    SystemFailure when the integration bridge is not set up.
-    """
-    the_probe = traces.probe(fabric, source, target, proto)
-    vm_host = the_probe.source.host
-    if host is not None and host != vm_host:
-        raise UsageError(f"{fabric.source}: VM {source} is on host {vm_host}, not {host}: "
-                         "trace it there")
-    desired = desired_host(fabric, vm_host)
-    with Switch(db) as switch:
-        actual = switch.read()
-    if integration_bridge(desired, actual.bridge_external_ids()) is None:
-        raise SystemFailure(f"host {vm_host}: the integration bridge "
-                            f"{fabric.overlay.bridge} is not set up: run `ovsnvgre up` first")
-    bridge = actual.bridges[fabric.overlay.bridge]
-    names = {ofport: name for name, (ofport, _) in actual.interfaces.items()
-             if name in bridge.ports and ofport}
-    raw = openflow.trace(fabric.overlay.bridge, the_probe.flow)
-    parsed = traces.parse(raw, names)
-    sentence, outputs = traces.verdict(desired, the_probe, parsed)
-    return traces.TraceResult(the_probe, sentence, outputs, raw)
-
-
-# --- converge ------------------------------------------------------------------------
 
 
 class Converge:
@@ -396,4 +248,3 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         raise RefusedPorts(result, f"ovs-vswitchd refused {len(result.refused)} port(s): "
                                    f"{reasons}")
     return result
-

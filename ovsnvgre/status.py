@@ -1,6 +1,6 @@
 """What `ovsnvgre status` reports: the host, its tunnels and VMs, flows, MTU and drift.
 
-Pure: engine.status gathers the facts (rows, interface details, links, flows, the
+Pure: survey.status gathers the facts (rows, interface details, links, flows, the
 plan) and this module turns them into one report, as text lines or as JSON.
 """
 
@@ -87,7 +87,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
                  installed: set[Flow], plan: Plan, refused: dict[str, str]) -> Report:
-    """The report from what engine.status read: interface ``details`` (ofport, error,
+    """The report from what survey.status read: interface ``details`` (ofport, error,
     link_state, mtu, statistics, bfd_status by name), the links, the owned flows, the
     plan (its lines are the drift) and the ports ovs-vswitchd refused."""
     fabric = desired.fabric

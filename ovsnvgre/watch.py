@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ovsnvgre import engine, fabric, ovsdb
+from ovsnvgre import survey as surveys
 from ovsnvgre.errors import FabricError, OvsnvgreError
 
 SETTLE = 0.2        # seconds to gather a burst of events into one run
@@ -94,7 +95,7 @@ class Watcher:
         self.db, self.timeout, self.log, self.verbose = db, timeout, log, verbose
         self.fabric = fabric.load(self.config)
         self.mtime = self._mtime()
-        self.host = engine.select_host(self.fabric, host)
+        self.host = surveys.select_host(self.fabric, host)
         self.events: queue.Queue[str] = queue.Queue()
         self.stopping = threading.Event()
         self.failures = 0

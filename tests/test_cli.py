@@ -172,3 +172,38 @@ def test_a_reader_that_goes_away_is_an_error_not_a_traceback(fabric_file):
     reader.stdin.close()
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
+
+
+def test_the_root_help_lists_every_command_as_the_commands_themselves_would():
+    """`ovsnvgre --help` is written without importing the commands: its summaries must be
+    the commands' own, and every command of commands.py and the lab group listed."""
+    import click
+
+    from ovsnvgre import cli, commands
+    from ovsnvgre.lab import cli as lab_cli
+
+    defined = {c.name: c for c in vars(commands).values() if isinstance(c, click.Command)}
+    defined["lab"] = lab_cli.lab
+    context = click.Context(main, info_name="ovsnvgre")
+    assert {name: main.get_command(context, name) for name in cli.SUBCOMMANDS} == defined
+    for name, (_, summary) in cli.SUBCOMMANDS.items():
+        for limit in (20, 45, 80, 200):
+            assert click.Command(name, help=summary).get_short_help_str(limit) == \
+                defined[name].get_short_help_str(limit), name
+    eager = click.Group("ovsnvgre", commands=defined, params=main.params, help=main.help,
+                        context_settings=main.context_settings)
+    runner = CliRunner()
+    assert runner.invoke(main, ["--help"], prog_name="ovsnvgre").output == \
+        runner.invoke(eager, ["--help"], prog_name="ovsnvgre").output
+
+
+def test_help_imports_no_command():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ovsnvgre.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('ovsnvgre')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip().splitlines()[-1] == "['ovsnvgre', 'ovsnvgre.cli']"

@@ -163,7 +163,7 @@ def test_the_larger_example(tmp_path):
 
 DROP_ROOT_THEN_RUN = """
 import os, sys
-import ovsnvgre.cli, ovsnvgre.lab.commands, ovsnvgre.lab.check  # imported while readable
+import ovsnvgre.cli, ovsnvgre.lab.cli, ovsnvgre.lab.commands  # imported while readable
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 sys.argv = ["ovsnvgre", "lab", "up"]
 ovsnvgre.cli.main()

@@ -1,0 +1,237 @@
+"""The commands that act on this host: validate, plan, status, trace, watch, up, down,
+confirm, rollback.  Each is a thin Click wrapper: one library call, then render.py.
+
+cli.py's root group imports this module only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from ovsnvgre import engine, render
+from ovsnvgre import fabric as fabrics
+from ovsnvgre import survey as surveys
+from ovsnvgre import watch as watching
+from ovsnvgre.options import (
+    changing_command,
+    config_option,
+    db_option,
+    fail_cleanly,
+    host_option,
+    json_option,
+    progress,
+    timeout_option,
+    verbose_option,
+)
+from ovsnvgre.safe import rollback as rollbacks
+
+DRIFTED = 3
+
+
+def _load_host(config: str, host: str | None) -> tuple[Any, str]:
+    fab = fabrics.load(config)
+    return fab, surveys.select_host(fab, host)
+
+
+@click.command()
+@config_option
+@json_option
+@fail_cleanly
+def validate(config: str, as_json: bool) -> None:
+    """Check a fabric file and say what it describes; changes nothing.
+
+    Exits 2 with one line naming the file, the line and the entry at the
+    first problem found.
+    """
+    render.validation(fabrics.load(config), config, as_json)
+
+
+@click.command()
+@config_option
+@host_option
+@db_option
+@verbose_option
+@json_option
+@fail_cleanly
+def plan(config: str, host: str | None, db: str | None, verbose: bool, as_json: bool) -> None:
+    """Show what `up` would change on this host; changes nothing.
+
+    Exit status 0 whether or not there are changes.
+    """
+    fab, chosen = _load_host(config, host)
+    render.plan(surveys.plan(fab, chosen, db, progress=progress(as_json)), chosen, as_json,
+                verbose)
+
+
+@click.command()
+@config_option
+@host_option
+@db_option
+@json_option
+@fail_cleanly
+def status(config: str, host: str | None, db: str | None, as_json: bool) -> None:
+    """Show this host as it runs, and how it drifted from the fabric.
+
+    Reports the PA and where it sits, each tunnel (peer, VSID, key, port,
+    state, BFD), each local VM (port, VSID, MAC, CA, link, MTU, packet
+    counters), the flows per table, and MTU warnings. Drift is every
+    difference between the switch and the fabric (missing, extra or changed
+    rows, flows, ports ovs-vswitchd refused). Changes nothing.
+
+    Exit status: 0 converged, 3 drifted (for monitoring), 1 or 2 on failure.
+    """
+    fab, chosen = _load_host(config, host)
+    report = surveys.status(fab, chosen, db, progress(True))
+    render.status(report, as_json)
+    if not report.converged:
+        sys.exit(DRIFTED)
+
+
+@click.command()
+@config_option
+@click.option("--from", "source", required=True, metavar="VM",
+              help="The VM the packet comes from (a VM of this host).")
+@click.option("--to", "target", required=True, metavar="VM|ADDRESS",
+              help="A VM name, or a CA (looked up in the source's virtual subnet first).")
+@click.option("--proto", default="icmp", show_default=True, metavar="icmp|arp|tcp:PORT|udp:PORT",
+              help="The packet: an echo request, an ARP request for the address, or a "
+                   "TCP/UDP packet to PORT.")
+@click.option("--host", metavar="NAME",
+              help="The host the trace runs on. Default: the source VM's host.")
+@db_option
+@click.option("--raw", is_flag=True, help="Also print ofproto/trace's full output.")
+@json_option
+@fail_cleanly
+def trace(config: str, source: str, target: str, proto: str, host: str | None, db: str | None,
+          raw: bool, as_json: bool) -> None:
+    """Show what the switch does with one packet, in the fabric's terms.
+
+    Builds the packet from the fabric (the VM's port, MAC and CA, the
+    destination's MAC when the fabric knows it), runs `ovs-appctl
+    ofproto/trace` on the integration bridge, and prints a verdict such as
+    "delivered to red-b via tunnel to host2 with key 0x138900", "answered by
+    the ARP responder" or "dropped: different virtual subnet". Changes nothing.
+    """
+    render.trace(surveys.trace(fabrics.load(config), source, target, proto, host, db), raw,
+                 as_json)
+
+
+@click.command()
+@config_option
+@host_option
+@db_option
+@timeout_option
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also log the checks that found nothing to repair.")
+@fail_cleanly
+def watch(config: str, host: str | None, db: str | None, timeout: float,
+          verbose: bool) -> None:
+    """Keep this host converged until stopped (SIGTERM or Ctrl-C).
+
+    Runs `up` at start, then again whenever something changes: an OVSDB row
+    it reads (an owned row edited, a VM port appearing), the flows of the
+    integration bridge (or ovs-vswitchd restarting and losing them), or the
+    fabric file (a new valid file is taken; an invalid one is reported and
+    the last good one kept). Logs every repair with what drifted, one line
+    each, on stderr. examples/ovsnvgre-watch.service runs it under systemd.
+    """
+    def log(message: str) -> None:
+        click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ovsnvgre watch: {message}",
+                   err=True)
+
+    watching.run(config, host, db, timeout, log, verbose)
+
+
+@click.command()
+@changing_command
+def up(config: str, host: str | None, db: str | None, timeout: float, verify: bool,
+       confirm: float | None, verbose: bool, as_json: bool) -> None:
+    """Make this host's switch match the fabric.
+
+    Creates the underlay bridge with the tep port holding the PA (moving the
+    uplink's addresses and routes to it), the integration bridge, the GRE
+    ports to the peers, the VM ports, and the OpenFlow pipeline that gives
+    each VM port its tenant and keeps tenants apart. Safe to run again: with
+    nothing changed it writes nothing.
+
+    Before changing anything it saves the host's state in
+    ovsnvgre-rollback.json in the OVS run directory (`ovsnvgre rollback`
+    returns to it after a crash); when the underlay changed it checks the host
+    still reaches its network (see --verify) and rolls back by itself if not.
+    """
+    fab, chosen = _load_host(config, host)
+    try:
+        result = engine.up(fab, chosen, db, timeout, progress(as_json), verify, confirm)
+    except engine.RefusedPorts as exc:
+        # The rest was applied: a --confirm run still waits, and rolls back unconfirmed.
+        render.run(exc.result, chosen, as_json, verbose)
+        click.echo(f"ovsnvgre: error: {exc}", err=True)
+        _await_confirmation(exc.result, confirm, as_json)
+        sys.exit(exc.exit_code)
+    render.run(result, chosen, as_json, verbose)
+    _await_confirmation(result, confirm, as_json)
+
+
+@click.command()
+@changing_command
+def down(config: str, host: str | None, db: str | None, timeout: float, verify: bool,
+         confirm: float | None, verbose: bool, as_json: bool) -> None:
+    """Remove exactly what ovsnvgre made on this host.
+
+    Deletes the bridges, ports and tunnels that carry this fabric's marker and
+    the flows that carry ovsnvgre's cookie, and gives the uplink back the
+    addresses and routes `up` moved off it. Rows and flows ovsnvgre did not
+    create are never touched. The state before is saved and the underlay
+    checked afterwards, as for `up`.
+    """
+    fab, chosen = _load_host(config, host)
+    result = engine.down(fab, chosen, db, timeout, progress(as_json), verify, confirm)
+    render.run(result, chosen, as_json, verbose, sign="-")
+    _await_confirmation(result, confirm, as_json)
+
+
+def _await_confirmation(result: engine.RunResult, seconds: float | None, as_json: bool) -> None:
+    if result.timer is None or seconds is None:
+        return
+    click.echo(f"waiting up to {seconds:g} s for `ovsnvgre confirm` (from another shell); "
+               "without it the run is rolled back, even if this command is interrupted",
+               err=True)
+    try:
+        outcome = rollbacks.await_confirmation(result.timer, seconds)
+    except KeyboardInterrupt:
+        click.echo("ovsnvgre: interrupted; the rollback timer keeps running: "
+                   "`ovsnvgre confirm` keeps the change, `ovsnvgre rollback` undoes it now",
+                   err=True)
+        sys.exit(130)
+    render.confirmation(outcome, as_json)
+    if not outcome.confirmed:
+        sys.exit(1)
+
+
+@click.command("confirm")
+@db_option
+@fail_cleanly
+def confirm_command(db: str | None) -> None:
+    """Keep the change of a running `up --confirm` (or of a run that crashed).
+
+    Removes the saved state of the run, so that nothing rolls it back.
+    """
+    click.echo(rollbacks.confirm(db))
+
+
+@click.command("rollback")
+@db_option
+@fail_cleanly
+def rollback_command(db: str | None) -> None:
+    """Return the host to the state saved before the last unfinished run.
+
+    Use it after a run was killed or crashed half-way, or to undo a pending
+    `up --confirm` at once. Restores the rows ovsnvgre owns, the addresses,
+    routes and link states of the uplink and the tep port, and the owned flows.
+    Exits 1 when there is nothing to roll back.
+    """
+    click.echo(rollbacks.rollback(db, progress(False)))
