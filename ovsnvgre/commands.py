@@ -26,6 +26,7 @@ from ovsnvgre.options import (
     progress,
     timeout_option,
     verbose_option,
+    wait_option,
 )
 from ovsnvgre.safe import rollback as rollbacks
 
@@ -148,8 +149,8 @@ def watch(config: str, host: str | None, db: str | None, timeout: float,
 
 @click.command()
 @changing_command
-def up(config: str, host: str | None, db: str | None, timeout: float, verify: bool,
-       confirm: float | None, verbose: bool, as_json: bool) -> None:
+def up(config: str, host: str | None, db: str | None, timeout: float, wait: float,
+       verify: bool, confirm: float | None, verbose: bool, as_json: bool) -> None:
     """Make this host's switch match the fabric.
 
     Creates the underlay bridge with the tep port holding the PA (moving the
@@ -158,14 +159,17 @@ def up(config: str, host: str | None, db: str | None, timeout: float, verify: bo
     each VM port its tenant and keeps tenants apart. Safe to run again: with
     nothing changed it writes nothing.
 
-    Before changing anything it saves the host's state in
-    ovsnvgre-rollback.json in the OVS run directory (`ovsnvgre rollback`
-    returns to it after a crash); when the underlay changed it checks the host
-    still reaches its network (see --verify) and rolls back by itself if not.
+    One run changes a host at a time (others wait, see --wait). Before
+    changing anything it saves the host's state in ovsnvgre-rollback.json in
+    the OVS run directory; when the underlay changed it checks the host still
+    reaches its network (see --verify) and rolls back by itself if not. After
+    a run that was killed, the next `up` takes its saved state over: it
+    converges, and returns to that state if the check fails (`ovsnvgre
+    rollback` returns to it at once instead).
     """
     fab, chosen = _load_host(config, host)
     try:
-        result = engine.up(fab, chosen, db, timeout, progress(as_json), verify, confirm)
+        result = engine.up(fab, chosen, db, timeout, progress(as_json), verify, confirm, wait)
     except engine.RefusedPorts as exc:
         # The rest was applied: a --confirm run still waits, and rolls back unconfirmed.
         render.run(exc.result, chosen, as_json, verbose)
@@ -178,8 +182,8 @@ def up(config: str, host: str | None, db: str | None, timeout: float, verify: bo
 
 @click.command()
 @changing_command
-def down(config: str, host: str | None, db: str | None, timeout: float, verify: bool,
-         confirm: float | None, verbose: bool, as_json: bool) -> None:
+def down(config: str, host: str | None, db: str | None, timeout: float, wait: float,
+         verify: bool, confirm: float | None, verbose: bool, as_json: bool) -> None:
     """Remove exactly what ovsnvgre made on this host.
 
     Deletes the bridges, ports and tunnels that carry this fabric's marker and
@@ -189,7 +193,7 @@ def down(config: str, host: str | None, db: str | None, timeout: float, verify: 
     checked afterwards, as for `up`.
     """
     fab, chosen = _load_host(config, host)
-    result = engine.down(fab, chosen, db, timeout, progress(as_json), verify, confirm)
+    result = engine.down(fab, chosen, db, timeout, progress(as_json), verify, confirm, wait)
     render.run(result, chosen, as_json, verbose, sign="-")
     _await_confirmation(result, confirm, as_json)
 
@@ -214,24 +218,27 @@ def _await_confirmation(result: engine.RunResult, seconds: float | None, as_json
 
 @click.command("confirm")
 @db_option
+@wait_option
 @fail_cleanly
-def confirm_command(db: str | None) -> None:
+def confirm_command(db: str | None, wait: float) -> None:
     """Keep the change of a running `up --confirm` (or of a run that crashed).
 
     Removes the saved state of the run, so that nothing rolls it back.
     """
-    click.echo(rollbacks.confirm(db))
+    click.echo(rollbacks.confirm(db, wait))
 
 
 @click.command("rollback")
 @db_option
+@wait_option
 @fail_cleanly
-def rollback_command(db: str | None) -> None:
+def rollback_command(db: str | None, wait: float) -> None:
     """Return the host to the state saved before the last unfinished run.
 
-    Use it after a run was killed or crashed half-way, or to undo a pending
-    `up --confirm` at once. Restores the rows ovsnvgre owns, the addresses,
-    routes and link states of the uplink and the tep port, and the owned flows.
-    Exits 1 when there is nothing to roll back.
+    Use it after a run was killed or crashed half-way (instead of letting the
+    next `up` take that state over), or to undo a pending `up --confirm` at
+    once. Restores the rows ovsnvgre owns, the addresses, routes and link
+    states of the uplink and the tep port, and the owned flows. Exits 1 when
+    there is nothing to roll back.
     """
-    click.echo(rollbacks.rollback(db, progress(False)))
+    click.echo(rollbacks.rollback(db, progress(False), wait))

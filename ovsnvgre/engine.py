@@ -2,7 +2,9 @@
 
 It starts with the survey `plan` shows (survey.py), then, in this order:
 
-    guard    refuse to start over another run's rollback state
+    lock     one run at a time on this host (safe/lock.py; waits --wait seconds)
+    guard    adopt the rollback state of a run that died (its snapshot stays the state
+             to return to); refuse only while a confirmation timer is alive
     survey   read and plan (the same survey as `plan`)
     check    probe the underlay before any change (when the plan touches it)
     ovsdb    all row changes in one transaction (the rollback file is saved first)
@@ -14,6 +16,7 @@ It starts with the survey `plan` shows (survey.py), then, in this order:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 from collections.abc import Callable
@@ -24,12 +27,13 @@ from ovsnvgre import netlink, openflow
 from ovsnvgre.actual import PortStatus
 from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
-from ovsnvgre.errors import SystemFailure
+from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
-from ovsnvgre.ovsdb import Switch
+from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.pipeline import desired_flows
 from ovsnvgre.plan import diff_flows, with_flows
 from ovsnvgre.safe import journal, snapshot
+from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
 from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
@@ -89,7 +93,12 @@ class Converge:
         self.timer: Popen | None = None
 
     def guard(self) -> None:
-        journal.refuse_pending(self.path)
+        adopted = journal.adopt(self.path, "down" if self.removing else "up")
+        if adopted is not None:
+            self.record = adopted
+            self.progress(f"taking over the unfinished run whose state is saved in "
+                          f"{self.path}: converging, and returning to that state if the "
+                          "underlay check fails")
 
     def survey(self) -> None:
         self.progress(f"reading {self.switch.remote} and the kernel")
@@ -202,30 +211,58 @@ class Converge:
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-       progress: Progress = _quiet, verify: bool = True, confirm: float | None = None
-       ) -> RunResult:
+       progress: Progress = _quiet, verify: bool = True, confirm: float | None = None,
+       wait: float = DEFAULT_WAIT) -> RunResult:
     """Make ``host`` match the fabric.
 
     ``timeout``: seconds ovs-vswitchd has to apply the transaction; ``verify``:
     check the underlay after moving it and roll back if lost; ``confirm``: seconds
-    to wait for `ovsnvgre confirm` before a detached timer rolls back.  Raises
-    RefusedPorts (the rest applied), UnderlayLost (rolled back) or SystemFailure.
+    to wait for `ovsnvgre confirm` before a detached timer rolls back; ``wait``:
+    seconds to wait for another run on this host to finish.  Raises RefusedPorts
+    (the rest applied), UnderlayLost (rolled back), UsageError (``db`` is not this
+    machine's switch) or SystemFailure.
     """
-    return _converge(fabric, host, db, False, timeout, progress, verify, confirm)
+    return _converge(fabric, host, db, False, timeout, progress, verify, confirm, wait)
 
 
 def down(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-         progress: Progress = _quiet, verify: bool = True, confirm: float | None = None
-         ) -> RunResult:
+         progress: Progress = _quiet, verify: bool = True, confirm: float | None = None,
+         wait: float = DEFAULT_WAIT) -> RunResult:
     """Remove every row and flow ovsnvgre owns on this switch, and give the uplink back
     its addresses; the arguments and errors are those of ``up``."""
-    return _converge(fabric, host, db, True, timeout, progress, verify, confirm)
+    return _converge(fabric, host, db, True, timeout, progress, verify, confirm, wait)
+
+
+def require_local(remote: str) -> None:
+    """Raise UsageError unless ``remote`` is this machine's switch.
+
+    A run changes this machine's links, routes and flows (and probes from here), so
+    its OVSDB writes must go to this machine's ovsdb-server too: a unix: socket, or
+    tcp:/ssl: to an address of this machine.  `plan` and `status` may read anywhere.
+    """
+    kind, _, address = remote.partition(":")
+    if kind == "unix":
+        return
+    host = address.rpartition(":")[0].strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None and (ip.is_loopback or ip in netlink.local_addresses()):
+        return
+    raise UsageError(f"--db {remote} is not this machine's switch: `up`, `down` and `watch` "
+                     "change this machine's links, routes and flows, so they only write to "
+                     "its own ovsdb-server (`plan` and `status` may read any)")
 
 
 def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout: float,
-              progress: Progress, verify: bool, confirm: float | None) -> RunResult:
+              progress: Progress, verify: bool, confirm: float | None, wait: float
+              ) -> RunResult:
     desired = desired_host(fabric, host)
-    with Switch(db, timeout) as switch:
+    remote = db or default_remote()
+    require_local(remote)
+    with HostLock(journal.path_for(remote).parent, "down" if removing else "up", wait,
+                  progress), Switch(remote, timeout) as switch:
         run = Converge(desired, switch, removing, progress)
         run.guard()
         run.survey()
@@ -240,8 +277,9 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
             if run.record is None or isinstance(exc, UnderlayLost) or not run.path.exists():
                 raise
             raise SystemFailure(f"{exc}; the run stopped half-way: {run.path} holds the state "
-                                "before it (`ovsnvgre rollback` returns to it, `ovsnvgre "
-                                "confirm` keeps the host as it is)") from exc
+                                "before it (the next `ovsnvgre up` takes it over, `ovsnvgre "
+                                "rollback` returns to it, `ovsnvgre confirm` keeps the host "
+                                "as it is)") from exc
     result = run.result()
     if result.refused:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(result.refused.items()))

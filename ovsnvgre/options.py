@@ -78,6 +78,10 @@ verify_option = click.option(
          "before (the gateways of the moved routes by ARP, the underlay.probe addresses) "
          "and, after `up`, the fabric's gateway; if not, restore the state before the run "
          "and exit 1.")
+wait_option = click.option(
+    "--wait", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+    help="How long to wait for another ovsnvgre run on this host (one changes it at a "
+         "time) before giving up.")
 confirm_option = click.option(
     "--confirm", "confirm", type=click.FloatRange(min=1), metavar="SECONDS",
     help="After applying, wait this long for `ovsnvgre confirm` (from another shell); "
@@ -88,6 +92,7 @@ confirm_option = click.option(
 def changing_command(func: F) -> F:
     """The options of the commands that change the switch, and clean failure."""
     for option in reversed((config_option, host_option, db_option, timeout_option,
-                            verify_option, confirm_option, verbose_option, json_option)):
+                            wait_option, verify_option, confirm_option, verbose_option,
+                            json_option)):
         func = option(func)
     return fail_cleanly(func)  # type: ignore[return-value]

@@ -111,8 +111,12 @@ def _pending_note(remote: str) -> str | None:
     record = journal.load(path)
     if record is None:
         return None
-    return (f"{path} holds the state before {record.describe()}; `up` will not run until "
-            "`ovsnvgre confirm` or `ovsnvgre rollback`")
+    if record.state == journal.AWAITING and journal.timer_pid(path) is not None:
+        return (f"{path} holds the state before {record.describe()}; `up` will not run "
+                "until `ovsnvgre confirm` or `ovsnvgre rollback`")
+    return (f"{path} holds the state before {record.describe()}; the next `up` takes it "
+            "over (and returns to it if the underlay check fails), `ovsnvgre rollback` "
+            "returns to it now")
 
 
 def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = False,

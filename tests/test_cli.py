@@ -207,3 +207,22 @@ def test_help_imports_no_command():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip().splitlines()[-1] == "['ovsnvgre', 'ovsnvgre.cli']"
+
+
+def test_changing_commands_refuse_another_machines_switch(runner, fabric_file):
+    """`up` would move this machine's uplink while writing rows to another switch."""
+    for command in ("up", "down"):
+        result = runner.invoke(main, [command, "-c", str(fabric_file), "--host", "host1",
+                                      "--db", "tcp:192.0.2.7:6640"])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("ovsnvgre: error: --db tcp:192.0.2.7:6640 is not "
+                                        "this machine's switch")
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_local_switch_over_tcp_is_this_machines(runner, fabric_file):
+    from ovsnvgre.engine import require_local
+
+    require_local("unix:/run/openvswitch/db.sock")
+    require_local("tcp:127.0.0.1:6640")
+    require_local("tcp:[::1]:6640")

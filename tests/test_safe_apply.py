@@ -4,7 +4,6 @@ and `ovsnvgre rollback` after a run that was killed half-way."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -205,34 +204,3 @@ def test_rollback_by_hand_undoes_a_pending_confirm_at_once(host1):
         run.kill()
     assert run.returncode == 1 and "rolled back" in out
     assert_restored(host1, before)
-
-
-def test_rollback_after_a_kill_in_the_middle_of_the_underlay_change(host1):
-    before = host_state(host1)
-    vswitchd = int((host1.switch.rundir / "ovs-vswitchd.pid").read_text())
-    # A stopped ovs-vswitchd holds `up` after the database took its transaction and
-    # before the addresses move: kill it right there.
-    os.kill(vswitchd, signal.SIGSTOP)
-    run = start(host1, "up")
-    try:
-        wait_for(lambda: "br0" in host1.switch.vsctl("--no-wait", "list-br"),
-                 30, what="the transaction to reach the database")
-        run.send_signal(signal.SIGKILL)
-        run.wait(timeout=10)
-    finally:
-        os.kill(vswitchd, signal.SIGCONT)
-        run.kill()
-    assert rollback_file(host1).exists()
-    # The next run refuses to start over the unfinished one ...
-    blocked = host1.ovsnvgre("up")
-    assert blocked.returncode == 1
-    assert "ovsnvgre rollback" in blocked.stderr and "did not finish" in blocked.stderr
-    assert "will not run until" in host1.ovsnvgre("plan").stdout
-    # ... and `rollback` gives the host back as it was.
-    result = host1.switch.ovsnvgre("rollback")
-    assert result.returncode == 0, result.stderr
-    assert "rolled back `ovsnvgre up` of host host1" in result.stdout
-    assert_restored(host1, before)
-    assert not rollback_file(host1).exists()
-    assert host1.ping(GATEWAY)
-    assert host1.ovsnvgre("up").returncode == 0

@@ -3,7 +3,10 @@
 It lives next to the switch's database socket (the OVS run directory), so that
 `ovsnvgre rollback` finds it after a crash, and the confirmation timer after the
 shell that ran `up --confirm` is gone.  It is removed when a run finishes (or is
-confirmed, or rolled back); while it exists, no other run starts.
+confirmed, or rolled back).  Every run that finds one holds the host's lock
+(safe/lock.py), so the run that wrote it is over: the new run adopts it (``adopt``)
+and returns to its state if the new run's underlay check fails.  Only a record that
+awaits `ovsnvgre confirm` with its timer alive makes a run refuse.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.ovsdb.remote import rundir
 from ovsnvgre.safe import snapshot as snapshots
+from ovsnvgre.safe.lock import live_pid
 
 FILE_NAME = "ovsnvgre-rollback.json"
 LOG_NAME = "ovsnvgre-rollback.log"
@@ -58,10 +62,6 @@ class Record:
         """The run in words: command, host, pid and start time."""
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         return f"`ovsnvgre {self.command}` of host {self.host} (pid {self.pid}, {when})"
-
-    def still_applying(self) -> bool:
-        """The run that wrote this record is alive and has not finished applying."""
-        return self.state == APPLYING and running(self.pid)
 
     def describe(self) -> str:
         """The run and where it stands (unfinished, or how long it awaits `confirm`)."""
@@ -118,44 +118,51 @@ def remove(path: Path) -> None:
         pass
 
 
-def refuse_pending(path: Path) -> None:
-    """Raise SystemFailure when a rollback state is pending at ``path``: a run never
-    starts over another run's rollback state, it would lose it."""
-    for candidate in (path, taken_path(path)):
-        record = load(candidate)
-        if record is None:
-            continue
-        if candidate != path:
-            raise SystemFailure(f"a rollback of {record.describe()} is in progress "
-                                f"({candidate}); wait for it, or run `ovsnvgre rollback`")
-        if record.state == AWAITING:
-            raise SystemFailure(f"{record.describe()}: run `ovsnvgre confirm` to keep it or "
-                                "`ovsnvgre rollback` to undo it first")
-        if record.still_applying():
-            raise SystemFailure(f"{record.title()} is still running")
-        raise SystemFailure(f"{path} holds the state before {record.describe()}: run "
-                            "`ovsnvgre rollback` to return to it, or `ovsnvgre confirm` to "
-                            "keep the host as it is")
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a running ovsnvgre (not a recycled pid)."""
-    if pid == os.getpid():
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"ovsnvgre" in cmdline
+def timer_path(path: Path) -> Path:
+    """The confirmation timer's proof of life (an flock with its pid) for ``path``."""
+    return path.with_name(path.name + ".timer")
 
 
 def timer_pid(path: Path) -> int | None:
-    """The pid of the running confirmation timer of ``path``, or None."""
-    try:
-        pid = int(path.with_name(path.name + ".timer").read_text())
-    except (OSError, ValueError):
+    """The pid of the live confirmation timer of ``path`` (0: alive, pid not yet
+    written), or None when no timer runs."""
+    return live_pid(timer_path(path))
+
+
+def recover_taken(path: Path) -> None:
+    """Put back a rollback state that a dead rollback left moved aside.
+
+    Called with the host's lock held: nobody is rolling back, so a ``.rolling-back``
+    file belongs to a rollback that died; it is pending again, as before that rollback.
+    """
+    taken = taken_path(path)
+    if not taken.exists():
+        return
+    if path.exists():
+        remove(taken)  # a newer record took its place: it describes the older state too
+    else:
+        os.rename(taken, path)
+
+
+def adopt(path: Path, command: str) -> Record | None:
+    """The rollback state a run that died left at ``path``, taken over by this run.
+
+    Called with the host's lock held.  Returns None when there is none; the record,
+    now naming this process, when its run is over (killed, crashed, or awaiting a
+    confirmation whose timer is gone).  Raises SystemFailure when a confirmation
+    timer is alive: that run is not over until `confirm` or `rollback`.
+    """
+    recover_taken(path)
+    record = load(path)
+    if record is None:
         return None
-    return pid if running(pid) else None
+    if record.state == AWAITING and timer_pid(path) is not None:
+        raise SystemFailure(f"{record.describe()}: run `ovsnvgre confirm` to keep it or "
+                            "`ovsnvgre rollback` to undo it first")
+    record.command, record.pid, record.started = command, os.getpid(), time.time()
+    record.state, record.deadline, record.token = APPLYING, None, ""
+    save(path, record)
+    return record
 
 
 def log_path(path: Path) -> Path:

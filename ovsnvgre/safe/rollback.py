@@ -1,4 +1,9 @@
-"""`up --confirm`'s timer, `ovsnvgre confirm` and `ovsnvgre rollback`."""
+"""`up --confirm`'s timer, `ovsnvgre confirm` and `ovsnvgre rollback`.
+
+Each takes the host's lock (safe/lock.py) for what it changes; the timer is
+started with ``python -I`` from ``/``, so root never imports code from the
+directory it was started in, and it proves it is alive with an flock of its own.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pathlib import Path
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.safe import journal
+from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock, Liveness
 from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.timer import CONFIRMED, ROLLED_BACK
 
@@ -30,21 +36,27 @@ def start_timer(path: Path, record: journal.Record, seconds: float) -> subproces
     within ``seconds``.
 
     It runs in its own session and ignores SIGHUP, so it outlives the shell (and the
-    SSH connection) that ran `up`; it logs beside the rollback file.  Raises
-    SystemFailure when the record cannot be saved.
+    SSH connection) that ran `up`; it logs beside the rollback file.  Its proof of
+    life is claimed here, before the record says it awaits confirmation, and handed
+    to it.  Raises SystemFailure when the record cannot be saved.
     """
+    liveness = Liveness(journal.timer_path(path))
+    fd = liveness.claim()
     record.state = journal.AWAITING
     record.deadline = time.time() + seconds
     record.token = secrets.token_hex(8)
-    journal.save(path, record)
-    log = open(journal.log_path(path), "a")  # noqa: SIM115 - handed to the child
     try:
-        return subprocess.Popen([sys.executable, "-m", "ovsnvgre.safe.timer", str(path),
-                                 record.token], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True)
-    finally:
-        log.close()
+        journal.save(path, record)
+        with open(journal.log_path(path), "a") as log:
+            timer = subprocess.Popen(
+                [sys.executable, "-I", "-m", "ovsnvgre.safe.timer", str(path), record.token,
+                 str(fd)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True, pass_fds=(fd,), cwd="/")
+    except BaseException:
+        liveness.drop()
+        raise
+    liveness.hand_over(timer.pid)
+    return timer
 
 
 @dataclass(frozen=True)
@@ -70,62 +82,64 @@ def await_confirmation(timer: subprocess.Popen, seconds: float) -> Confirmation:
                         "`ovsnvgre rollback`")
 
 
-def confirm(db: str | None = None) -> str:
+def confirm(db: str | None = None, wait: float = DEFAULT_WAIT) -> str:
     """Keep what a run changed: drop its rollback state (and so stop its timer).
 
     Returns a sentence for the user; raises SystemFailure when there is nothing to
-    confirm, the run still applies, or the rollback already started.
+    confirm, the rollback already started, or another run holds the host longer
+    than ``wait`` seconds.
     """
     path = journal.path_for(db or default_remote())
-    record = journal.load(path)
-    if record is None:
-        if journal.load(journal.taken_path(path)) is not None:
-            raise SystemFailure("too late: the rollback has already started")
-        raise SystemFailure(f"nothing to confirm: no rollback state in {path}")
-    if record.still_applying():
-        raise SystemFailure(f"{record.describe()} is still running; confirm once it has "
-                            "finished")
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        raise SystemFailure("too late: the rollback has already started") from None
+    with HostLock(path.parent, "confirm", wait):
+        record = journal.load(path)
+        if record is None:
+            if journal.load(journal.taken_path(path)) is not None:
+                raise SystemFailure("too late: the rollback has already started")
+            raise SystemFailure(f"nothing to confirm: no rollback state in {path}")
+        journal.remove(path)
     return f"confirmed {record.title()}: the change stays"
 
 
-def rollback(db: str | None = None, progress: Progress = _quiet) -> str:
-    """Return the host to the state saved before the last unfinished or unconfirmed run.
+def _ask_timer(path: Path, record: journal.Record, timer: int, progress: Progress) -> str:
+    """Have the live confirmation timer ``timer`` roll back now, and wait for it."""
+    if timer > 0:
+        progress(f"asking the confirmation timer (pid {timer}) to roll back now")
+        os.kill(timer, signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while journal.timer_pid(path) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if path.exists() or journal.taken_path(path).exists():
+        raise SystemFailure(f"the rollback failed: see {journal.log_path(path)}")
+    return f"rolled back {record.title()}"
+
+
+def rollback(db: str | None = None, progress: Progress = _quiet,
+             wait: float = DEFAULT_WAIT) -> str:
+    """Return the host to the state saved before the last unfinished or unconfirmed run
+    (also one whose own rollback died half-way).
 
     Returns a sentence for the user; raises SystemFailure when there is nothing to
-    roll back, the run still applies, or restoring fails (the state is then kept).
+    roll back, another run holds the host longer than ``wait`` seconds, or restoring
+    fails (the state is then kept for the next attempt).
     """
     path = journal.path_for(db or default_remote())
     record = journal.load(path)
-    if record is None:
-        raise SystemFailure(f"nothing to roll back: no rollback state in {path}")
     timer = journal.timer_pid(path)
-    if record.state == journal.AWAITING and timer is not None:
-        # The timer owns this rollback; ask it to do it now and wait for it.
-        progress(f"asking the confirmation timer (pid {timer}) to roll back now")
-        os.kill(timer, signal.SIGUSR1)
-        deadline = time.monotonic() + 120
-        while journal.timer_pid(path) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if path.exists() or journal.taken_path(path).exists():
-            raise SystemFailure(f"the rollback failed: see {journal.log_path(path)}")
-        return f"rolled back {record.title()}"
-    if record.still_applying():
-        raise SystemFailure(f"{record.describe()} is still running; wait for it to finish")
-    taken = journal.taken_path(path)
-    try:
+    if record is not None and record.state == journal.AWAITING and timer is not None:
+        # The timer owns this rollback (and takes the lock for it): ask it.
+        return _ask_timer(path, record, timer, progress)
+    with HostLock(path.parent, "rollback", wait, progress):
+        journal.recover_taken(path)
+        record = journal.load(path)
+        if record is None:
+            raise SystemFailure(f"nothing to roll back: no rollback state in {path}")
+        taken = journal.taken_path(path)
         os.rename(path, taken)
-    except FileNotFoundError:
-        raise SystemFailure("the rollback state disappeared: confirmed or rolled back by "
-                            "another command meanwhile") from None
-    try:
-        with Switch(record.db) as switch:
-            undone = restore(switch, record.snapshot, progress)
-    except BaseException:
-        os.rename(taken, path)
-        raise
-    journal.remove(taken)
+        try:
+            with Switch(record.db) as switch:
+                undone = restore(switch, record.snapshot, progress)
+        except BaseException:
+            os.rename(taken, path)
+            raise
+        journal.remove(taken)
     return f"rolled back {record.title()}: {undone} changes undone"
