@@ -45,12 +45,30 @@ def state(bench: Bench) -> dict:
                                   "columns": columns}]
         out = ns("ovsdb-client", "transact", bench.switch.db, json.dumps(query), env=env).stdout
         tables[table] = sorted(json.dumps(r, sort_keys=True) for r in json.loads(out)[0]["rows"])
-    flows = ns("ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows", "br-int",
-               env=env, check=False).stdout.splitlines()
-    addresses = ns("ip", "-br", "addr", "show").stdout.splitlines()
+    # By port name: a port deleted and made again gets another OpenFlow number.
+    flows = ns("ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "--names", "dump-flows",
+               "br-int", env=env, check=False).stdout.splitlines()
+    # Link-local addresses follow a device made again (the tep port after `down`).
+    addresses = [" ".join(word for word in line.split() if not word.startswith("fe80:"))
+                 for line in ns("ip", "-br", "addr", "show").stdout.splitlines()]
     routes = ns("ip", "route", "show").stdout.splitlines()
     return {"tables": tables, "flows": sorted(f for f in flows if "cookie=" in f),
             "addresses": sorted(addresses), "routes": sorted(routes)}
+
+
+def difference(clean: dict, now: dict) -> str:
+    """The first lines that differ from the clean state, per part."""
+    parts = []
+    for part in ("tables", "flows", "addresses", "routes"):
+        if part == "tables":
+            a = [row for rows in clean[part].values() for row in rows]
+            b = [row for rows in now[part].values() for row in rows]
+        else:
+            a, b = clean[part], now[part]
+        if a != b:
+            missing, extra = sorted(set(a) - set(b))[:2], sorted(set(b) - set(a))[:2]
+            parts.append(f"{part}: missing {missing} extra {extra}")
+    return "; ".join(parts)
 
 
 def command(bench: Bench, *args: str) -> list[str]:
@@ -94,8 +112,11 @@ def main() -> None:
                 after = subprocess.run(command(bench, "up"), env=env, capture_output=True,
                                        text=True)
                 seconds = time.perf_counter() - began
-                ok = after.returncode == 0 and not rollback.exists() and state(bench) == clean
+                now = state(bench)
+                ok = after.returncode == 0 and not rollback.exists() and now == clean
                 failures += not ok
+                if now != clean:
+                    print("  differs:", difference(clean, now))
                 print(f"kill {index + 1:2d} at {moment:5.2f} s: "
                       f"{'left its rollback state' if left else 'nothing half-done':24} "
                       f"-> `up` exit {after.returncode} in {seconds:.2f} s: "

@@ -39,6 +39,7 @@ class ActualPort:
     interfaces: int = 1
     bfd: dict[str, str] = field(default_factory=dict)
     mtu_request: int | None = None
+    mac: str | None = None  # the Interface's mac column (only internal ports use it)
 
 
 class PortStatus(dict[str, tuple[int | None, str | None]]):
@@ -68,6 +69,8 @@ class ActualSwitch:
     bridges: dict[str, ActualBridge]
     ports: dict[str, ActualPort]
     interfaces: PortStatus = field(default_factory=PortStatus)
+    # Every interface's port, by interface name: a bond port holds several.
+    port_of_interface: dict[str, str] = field(default_factory=dict)
 
     def bridge_external_ids(self) -> dict[str, dict[str, str]]:
         """Each bridge's external_ids, by name."""
@@ -76,13 +79,28 @@ class ActualSwitch:
 
 @dataclass(frozen=True)
 class LinkState:
-    """One kernel link: up or down, its global addresses, its movable routes, MTU (bytes)."""
+    """One kernel link: up or down, its global addresses, its movable routes, MTU (bytes).
+
+    The rest describes the link for preflight and for the tep port, and is not part
+    of what a snapshot restores: its MAC, its master (name and kind: bridge, bond,
+    team, vrf, openvswitch), the links stacked on it (VLAN, macvlan, ipvlan: name ->
+    kind), the addresses that expire (DHCP, SLAAC: a finite valid lifetime), the
+    routes a DHCP client or router advertisements made, and its IPv6 sysctls
+    (net.ipv6.conf.LINK.*: name -> value).
+    """
 
     name: str
     up: bool
     addresses: frozenset[Address]
     routes: frozenset[RouteSpec]
     mtu: int = field(default=0, compare=False)
+    mac: str = field(default="", compare=False)
+    master: str | None = field(default=None, compare=False)
+    master_kind: str | None = field(default=None, compare=False)
+    uppers: dict[str, str] = field(default_factory=dict, compare=False)
+    leased: frozenset[Address] = field(default_factory=frozenset, compare=False)
+    dynamic_routes: frozenset[RouteSpec] = field(default_factory=frozenset, compare=False)
+    ipv6: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,8 @@ class ActualKernel:
     """The links ovsnvgre cares about, by name; a link that does not exist is absent."""
 
     links: dict[str, LinkState]
+    # Every address configured on any link of this machine, with its link's name.
+    everywhere: dict[Address, str] = field(default_factory=dict, compare=False)
 
     def get(self, name: str | None) -> LinkState | None:
         """The link called ``name``, or None (also for ``name`` None)."""

@@ -76,6 +76,7 @@ class PortUpdate:
     reason: str
     bfd: dict[str, str] | None = None
     mtu_request: int | None = None
+    mac: str | None = None
 
     def describe(self) -> str:
         return f"repair {self.spec.role} port {self.spec.name}: {self.reason}"
@@ -120,6 +121,18 @@ class RouteChange:
 
 
 @dataclass(frozen=True)
+class Ipv6Setting:
+    """One of a link's IPv6 sysctls (net.ipv6.conf.LINK.SETTING), set before addresses move."""
+
+    link: str
+    setting: str
+    value: str
+
+    def describe(self) -> str:
+        return f"set net.ipv6.conf.{self.link}.{self.setting}={self.value}"
+
+
+@dataclass(frozen=True)
 class LinkUp:
     """A link set administratively up."""
 
@@ -141,7 +154,7 @@ class LinkDown:
 
 OvsdbChange = (BridgeCreate | BridgeUpdate | BridgeDelete | PortCreate | PortUpdate
                | PortDelete)
-KernelChange = AddressChange | RouteChange | LinkUp | LinkDown
+KernelChange = AddressChange | RouteChange | LinkUp | LinkDown | Ipv6Setting
 
 
 @dataclass(frozen=True)
@@ -185,6 +198,8 @@ class Plan:
     kernel: tuple[KernelChange, ...] = ()
     flows: FlowChanges | None = None
     notes: tuple[str, ...] = ()
+    # What makes `up` refuse before any change (preflight.py), one line each.
+    blockers: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -202,6 +217,7 @@ class Plan:
         """The plan as JSON-ready data (`plan --json`)."""
         flows = self.flows or FlowChanges("")
         return {"host": self.host, "changes": self.lines(), "notes": list(self.notes),
+                "blockers": list(self.blockers),
                 "ovsdb_changes": len(self.ovsdb), "kernel_changes": len(self.kernel),
                 "flow_changes": {"add": len(flows.add), "delete": len(flows.delete),
                                  "per_table": {t: {"add": a, "delete": d}

@@ -58,6 +58,8 @@ class PortSpec:
     # The Interface's bfd column (managed always) and mtu_request (None: left alone).
     bfd: dict[str, str] = field(default_factory=dict)
     mtu_request: int | None = None
+    # The Interface's mac column (None: left alone); the tep port takes the uplink's.
+    mac: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class RouteSpec:
     # Who made the route (rtnetlink protocol; 4 = static).  Kept so that a moved
     # route goes back as it was, but not part of a route's identity.
     proto: int = field(default=4, compare=False)
+    # The gateway is on the link even outside its subnets (RTNH_F_ONLINK): the kernel
+    # refuses such a route without the flag, so a moved route keeps it.
+    onlink: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         text = "default" if self.dst.prefixlen == 0 else str(self.dst)
@@ -77,6 +82,8 @@ class RouteSpec:
             text += f" via {self.gateway}"
         if self.metric:
             text += f" metric {self.metric}"
+        if self.onlink:
+            text += " onlink"
         return text
 
 

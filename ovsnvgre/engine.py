@@ -6,6 +6,7 @@ It starts with the survey `plan` shows (survey.py), then, in this order:
     guard    adopt the rollback state of a run that died (its snapshot stays the state
              to return to); refuse only while a confirmation timer is alive
     survey   read and plan (the same survey as `plan`)
+    preflight  refuse, before any change, a host whose uplink cannot be taken over
     check    probe the underlay before any change (when the plan touches it)
     ovsdb    all row changes in one transaction (the rollback file is saved first)
     kernel   addresses, routes and links, off the uplink and onto the tep port
@@ -16,10 +17,13 @@ It starts with the survey `plan` shows (survey.py), then, in this order:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from subprocess import Popen
 
@@ -75,7 +79,46 @@ class RefusedPorts(SystemFailure):
 
 
 class UnderlayLost(SystemFailure):
-    """The host stopped reaching its underlay after the change, and was rolled back."""
+    """A run failed after its first change (the underlay check, an OVSDB, netlink or
+    ovs-ofctl error, SIGTERM/SIGINT) and the host was put back as it was before it."""
+
+
+class Interrupted(SystemFailure):
+    """SIGTERM or SIGINT arrived while a run was changing the host."""
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """While changing the host, SIGTERM and SIGINT raise Interrupted, so that the run
+    restores the state before it instead of dying half-way (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, _: object) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(number).name}")
+
+    previous = {number: signal.signal(number, interrupt)
+                for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """While restoring, SIGTERM and SIGINT wait: a half-done restore helps nobody."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    blocked = {signal.SIGTERM, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Converge:
@@ -105,6 +148,15 @@ class Converge:
         self.found = survey(self.desired, self.switch, self.removing, flows=False)
         self.plan = self.found.plan
         self.installed = self.found.installed
+
+    def preflight(self) -> None:
+        """Raises SystemFailure (nothing changed) when the host cannot be taken over."""
+        blockers = self.plan.blockers
+        if blockers:
+            more = f" (and {len(blockers) - 1} more: `ovsnvgre plan` lists them)" \
+                if len(blockers) > 1 else ""
+            raise SystemFailure(f"host {self.desired.host.name}: {blockers[0]}{more}; "
+                                "nothing was changed")
 
     def save_before_changing(self) -> None:
         """The rollback file, written once, before the run's first change."""
@@ -151,23 +203,30 @@ class Converge:
             return
         failures = self.check.finish()
         if failures:
-            assert self.record is not None
-            self.progress("the underlay check failed: restoring the state before the run")
             what = (f"host {self.desired.host.name}: the underlay check failed after the "
                     f"change: {'; '.join(failures)}")
-            try:
-                undone = restore(self.switch, self.record.snapshot, self.progress)
-            except SystemFailure as exc:
-                raise SystemFailure(f"{what}; restoring the state before the run failed "
-                                    f"too ({exc}): it is kept in {self.path}, run `ovsnvgre "
-                                    "rollback` once the cause is fixed") from exc
-            journal.remove(self.path)
             overlay = "" if self.removing else "; the overlay was not applied"
-            raise UnderlayLost(f"{what}. Rolled back: the host is as it was before the "
-                               f"run ({undone} changes undone){overlay} (--no-verify "
-                               "skips this check)")
+            raise self.roll_back(what, f"{overlay} (--no-verify skips this check)")
         self.progress("underlay check passed: " + "; ".join(self.check.lines())
                       + f" ({self.check.seconds:.2f} s)")
+
+    def roll_back(self, what: str, more: str = "") -> SystemFailure:
+        """Restore the state saved before the run, after ``what`` went wrong; returns the
+        error to raise: UnderlayLost when the host is back as it was, a SystemFailure
+        saying what is left when restoring failed too (the rollback state is kept)."""
+        assert self.record is not None
+        self.progress(f"{what}: restoring the state before the run")
+        with signals_deferred():
+            try:
+                undone = restore(self.switch, self.record.snapshot, self.progress)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, say what is left
+                return SystemFailure(
+                    f"{what}; restoring the state before the run failed too ({exc}): it is "
+                    f"kept in {self.path} - the next `ovsnvgre up` takes it over, `ovsnvgre "
+                    "rollback` tries the restore again")
+            journal.remove(self.path)
+        return UnderlayLost(f"{what}. Rolled back: the host is as it was before the run "
+                            f"({undone} changes undone){more}")
 
     def apply_flows(self) -> None:
         # The flows name ports, so they are planned once the ports exist.
@@ -266,20 +325,20 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         run = Converge(desired, switch, removing, progress)
         run.guard()
         run.survey()
+        run.preflight()
         try:
-            run.start_check(verify)
-            run.apply_ovsdb()
-            run.apply_kernel()
-            run.verify()
-            run.apply_flows()
-            run.finish(confirm)
-        except SystemFailure as exc:
+            with signals_raise():
+                run.start_check(verify)
+                run.apply_ovsdb()
+                run.apply_kernel()
+                run.verify()
+                run.apply_flows()
+                run.finish(confirm)
+        except (SystemFailure, KeyboardInterrupt) as exc:
             if run.record is None or isinstance(exc, UnderlayLost) or not run.path.exists():
                 raise
-            raise SystemFailure(f"{exc}; the run stopped half-way: {run.path} holds the state "
-                                "before it (the next `ovsnvgre up` takes it over, `ovsnvgre "
-                                "rollback` returns to it, `ovsnvgre confirm` keeps the host "
-                                "as it is)") from exc
+            what = exc if isinstance(exc, SystemFailure) else "interrupted by SIGINT"
+            raise run.roll_back(f"host {host}: {what}") from exc
     result = run.result()
     if result.refused:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in sorted(result.refused.items()))

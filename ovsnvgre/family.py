@@ -162,6 +162,33 @@ class _IPv4:
 
 IPV4: UnderlayFamily = _IPv4()
 
+ETH_P_IPV6 = 0x86DD
+IPPROTO_ICMPV6 = 58
+ALL_NODES = ipaddress.IPv6Address("ff02::1")
+
+
+def unsolicited_na(mac: bytes, address: ipaddress.IPv6Address) -> bytes:
+    """An unsolicited Neighbour Advertisement (RFC 4861 section 7.2.6) to all nodes:
+    ``address`` is now at ``mac`` (Override set, with the target link-layer option)."""
+    icmp = (struct.pack("!BBHI", 136, 0, 0, 0x20000000) + address.packed
+             + struct.pack("!BB", 2, 1) + mac)
+    pseudo = address.packed + ALL_NODES.packed + struct.pack("!I3xB", len(icmp),
+                                                             IPPROTO_ICMPV6)
+    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    ipv6 = (struct.pack("!IHBB", 6 << 28, len(icmp), IPPROTO_ICMPV6, 255) + address.packed
+            + ALL_NODES.packed)
+    return b"\x33\x33\x00\x00\x00\x01" + mac + struct.pack("!H", ETH_P_IPV6) + ipv6 + icmp
+
+
+def announcement(mac: bytes, address: IPAddress) -> bytes:
+    """The frame that tells a link ``address`` moved to ``mac``: a gratuitous ARP for
+    IPv4, an unsolicited Neighbour Advertisement for IPv6 (any address on the uplink
+    or the tep port, whatever the underlay's own family)."""
+    if address.version == 4:
+        return IPV4.announcement(mac, address)
+    assert isinstance(address, ipaddress.IPv6Address)
+    return unsolicited_na(mac, address)
+
 
 def of(address: IPAddress | ipaddress.IPv4Interface | ipaddress.IPv6Interface
        ) -> UnderlayFamily:

@@ -9,11 +9,19 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ovsnvgre import family
 from ovsnvgre.actual import ActualKernel, Address, LinkState
-from ovsnvgre.changes import AddressChange, KernelChange, LinkDown, LinkUp, RouteChange
+from ovsnvgre.changes import (
+    AddressChange,
+    Ipv6Setting,
+    KernelChange,
+    LinkDown,
+    LinkUp,
+    RouteChange,
+)
 from ovsnvgre.desired import RouteSpec
 from ovsnvgre.errors import SystemFailure
 
@@ -26,6 +34,12 @@ RT_SCOPE_UNIVERSE = 0
 # advertisements follow their address or link; only the others are moved.
 PROTO_KERNEL = 2
 PROTO_RA = 9
+PROTO_DHCP = 16
+INFINITE = 0xFFFFFFFF  # an address's valid lifetime when it never expires
+IFA_F_NODAD = 0x02
+RTNH_F_ONLINK = 0x04
+# The IPv6 settings of a link that decide whether (and how fast) it takes addresses.
+IPV6_SYSCTLS = ("disable_ipv6", "accept_dad")
 
 
 def _ipr() -> Any:
@@ -35,14 +49,21 @@ def _ipr() -> Any:
 
 
 def read(names: Iterable[str]) -> ActualKernel:
-    """The state of each link among ``names`` that exists (global addresses, movable routes)."""
+    """The state of each link among ``names`` that exists (global addresses, movable
+    routes, and what preflight needs), and every global address of the machine."""
     links = {}
     with _ipr() as ipr:
+        names_of = {msg["index"]: msg.get("ifname") for msg in ipr.get_links()}
         for name in names:
-            link = _read_link(ipr, name)
+            link = _read_link(ipr, name, names_of)
             if link is not None:
                 links[name] = link
-    return ActualKernel(links)
+        everywhere = {}
+        for msg in ipr.get_addr():
+            if msg["scope"] == RT_SCOPE_UNIVERSE and msg.get("address"):
+                address = ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}")
+                everywhere[address] = names_of.get(msg["index"], str(msg["index"]))
+    return ActualKernel(links, everywhere)
 
 
 def local_addresses() -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -93,32 +114,70 @@ def _index(ipr: Any, name: str) -> int | None:
     return found[0] if found else None
 
 
-def _read_link(ipr: Any, name: str) -> LinkState | None:
+def _kind(link: Any) -> str | None:
+    info = link.get("IFLA_LINKINFO")
+    return info.get("IFLA_INFO_KIND") if info is not None else None
+
+
+def _ipv6_sysctls(name: str) -> dict[str, str]:
+    values = {}
+    for setting in IPV6_SYSCTLS:
+        try:
+            values[setting] = Path(f"/proc/sys/net/ipv6/conf/{name}/{setting}").read_text().strip()
+        except OSError:
+            pass  # no IPv6 in this kernel, or no such link any more
+    return values
+
+
+def _read_link(ipr: Any, name: str, names_of: dict[int, str | None]) -> LinkState | None:
     index = _index(ipr, name)
     if index is None:
         return None
     link = ipr.get_links(index)[0]
     addresses: set[Address] = set()
+    leased: set[Address] = set()
     for msg in ipr.get_addr(index=index):
         if msg["scope"] != RT_SCOPE_UNIVERSE or not msg.get("address"):
             continue
-        addresses.add(ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}"))
+        address = ipaddress.ip_interface(f"{msg.get('address')}/{msg['prefixlen']}")
+        addresses.add(address)
+        cache = msg.get("IFA_CACHEINFO") or {}
+        if cache.get("ifa_valid", INFINITE) != INFINITE:
+            leased.add(address)
     routes: set[RouteSpec] = set()
+    dynamic: set[RouteSpec] = set()
     for af in (socket.AF_INET, socket.AF_INET6):
         for msg in ipr.get_routes(family=af, table=MAIN_TABLE, oif=index):
-            if msg["proto"] in (PROTO_KERNEL, PROTO_RA) or msg.get("oif") != index:
+            if msg["proto"] == PROTO_KERNEL or msg.get("oif") != index:
                 continue
             if msg.get("multipath"):
                 continue  # multipath routes are not ours to move; see the README
             zero = "0.0.0.0" if af == socket.AF_INET else "::"
             dst = ipaddress.ip_network(f"{msg.get('dst') or zero}/{msg['dst_len']}")
             gateway = msg.get("gateway")
-            routes.add(RouteSpec(dst=dst,
-                                 gateway=ipaddress.ip_address(gateway) if gateway else None,
-                                 metric=msg.get("priority") or 0, proto=msg["proto"]))
+            route = RouteSpec(dst=dst, gateway=ipaddress.ip_address(gateway) if gateway else None,
+                              metric=msg.get("priority") or 0, proto=msg["proto"],
+                              onlink=bool(msg["flags"] & RTNH_F_ONLINK))
+            if msg["proto"] in (PROTO_RA, PROTO_DHCP):
+                dynamic.add(route)
+            if msg["proto"] != PROTO_RA:
+                routes.add(route)
+    master_index = link.get("IFLA_MASTER")
+    master = names_of.get(master_index) if master_index else None
+    master_kind = None
+    if master_index:
+        found = ipr.get_links(master_index)
+        master_kind = _kind(found[0]) if found else None
+    uppers = {}
+    for other in ipr.get_links():
+        if other.get("IFLA_LINK") == index and other["index"] != index:
+            uppers[other.get("ifname")] = _kind(other) or "link"
     return LinkState(name=name, up=bool(link["flags"] & IFF_UP),
                      addresses=frozenset(addresses), routes=frozenset(routes),
-                     mtu=link.get("mtu") or 0)
+                     mtu=link.get("mtu") or 0, mac=link.get("IFLA_ADDRESS") or "",
+                     master=master, master_kind=master_kind, uppers=uppers,
+                     leased=frozenset(leased), dynamic_routes=frozenset(dynamic),
+                     ipv6=_ipv6_sysctls(name))
 
 
 def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
@@ -150,18 +209,16 @@ def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:
 
 
 def _announce(ifname: str, mac: str | None, address: family.IPAddress) -> None:
-    """Tell the link that ``address`` is now at ``mac`` (gratuitous ARP for IPv4).
+    """Tell the link that ``address`` is now at ``mac`` (gratuitous ARP for IPv4, an
+    unsolicited Neighbour Advertisement for IPv6).
 
-    Moving an address between the uplink and the tep port changes its MAC; without
-    this the gateway keeps sending to the old one until its ARP entry times out.
-    A family that cannot announce yet (IPv6) is skipped.
+    The tep port takes the uplink's MAC, so a moved address keeps its MAC; the
+    announcement still refreshes neighbours whose entry went stale meanwhile, and
+    covers an uplink whose MAC the tep port could not take.
     """
     if not mac:
         return
-    try:
-        frame = family.of(address).announcement(bytes.fromhex(mac.replace(":", "")), address)
-    except ValueError:
-        return
+    frame = family.announcement(bytes.fromhex(mac.replace(":", "")), address)
     try:
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
             sock.bind((ifname, 0))
@@ -197,6 +254,14 @@ def _wait_for_link(ipr: Any, name: str, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _write_ipv6_setting(change: Ipv6Setting) -> None:
+    path = Path(f"/proc/sys/net/ipv6/conf/{change.link}/{change.setting}")
+    try:
+        path.write_text(change.value)
+    except OSError as exc:
+        raise SystemFailure(f"could not {change.describe()}: {exc.strerror}") from None
+
+
 def _apply_one(ipr: Any, change: KernelChange, indexes: dict[str, int]) -> None:
     index = indexes.get(change.link)
     if index is None:
@@ -204,13 +269,20 @@ def _apply_one(ipr: Any, change: KernelChange, indexes: dict[str, int]) -> None:
         if index is None:
             raise SystemFailure(f"could not {change.describe()}: no such device {change.link}")
         indexes[change.link] = index
+    if isinstance(change, Ipv6Setting):
+        _write_ipv6_setting(change)
+        return
     if isinstance(change, LinkUp):
         ipr.link("set", index=index, state="up")
     elif isinstance(change, LinkDown):
         ipr.link("set", index=index, state="down")
     elif isinstance(change, AddressChange):
+        # An address that moves was in use already: no duplicate address detection,
+        # which would keep it tentative (unusable) for a second or more.
+        flags = {"flags": IFA_F_NODAD} if change.action == "add" and \
+            change.address.version == 6 else {}
         ipr.addr(change.action, index=index, address=str(change.address.ip),
-                 prefixlen=change.address.network.prefixlen)
+                 prefixlen=change.address.network.prefixlen, **flags)
     elif isinstance(change, RouteChange):
         route = change.route
         kwargs: dict[str, Any] = {"dst": str(route.dst), "oif": index, "table": MAIN_TABLE,
@@ -219,6 +291,8 @@ def _apply_one(ipr: Any, change: KernelChange, indexes: dict[str, int]) -> None:
             kwargs["gateway"] = str(route.gateway)
         if route.metric:
             kwargs["priority"] = route.metric
+        if route.onlink:
+            kwargs["flags"] = RTNH_F_ONLINK
         if change.action == "delete":
             ipr.route("del", **kwargs)
         else:

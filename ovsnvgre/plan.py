@@ -27,6 +27,7 @@ from ovsnvgre.changes import (
 from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, BridgeSpec, DesiredHost, PortSpec, Role
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.pipeline import Flow
+from ovsnvgre.preflight import preflight
 from ovsnvgre.underlay import (
     SAVED_KEYS,
     diff_kernel,
@@ -35,6 +36,7 @@ from ovsnvgre.underlay import (
     restore_uplink,
     saved_underlay,
     tep_contents,
+    with_tep_mac,
 )
 
 # --- ownership -----------------------------------------------------------------------
@@ -166,6 +168,10 @@ def _port_update(spec: PortSpec, have: ActualPort) -> PortUpdate | None:
     if spec.mtu_request is not None and have.mtu_request != spec.mtu_request:
         mtu_request = spec.mtu_request
         reasons.append(f"mtu_request {have.mtu_request or 'unset'} -> {spec.mtu_request}")
+    mac = None
+    if spec.mac is not None and have.mac != spec.mac:
+        mac = spec.mac
+        reasons.append(f"mac {have.mac or 'unset'} -> {spec.mac}")
     to_set, stale = _ids_diff(spec.external_ids, have.external_ids)
     iface_set, iface_stale = _ids_diff(spec.external_ids, have.iface_external_ids)
     if to_set or stale or iface_set or iface_stale:
@@ -174,7 +180,7 @@ def _port_update(spec: PortSpec, have: ActualPort) -> PortUpdate | None:
         return None
     return PortUpdate(spec, iface_type, options, spec.external_ids,
                       tuple(sorted(set(stale) | set(iface_stale))), "; ".join(reasons),
-                      bfd, mtu_request)
+                      bfd, mtu_request, mac)
 
 
 def _fmt_map(values: dict[str, str]) -> str:
@@ -219,9 +225,20 @@ def make_plan(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel,
     """The OVSDB and kernel changes that make the host match the fabric (or, removing,
     undo ovsnvgre); the flows are added later by with_flows, once the ports exist.
 
-    Raises SystemFailure for a foreign row in the way or a damaged uplink record.
+    What would make `up` refuse before any change is in the plan's ``blockers``
+    (preflight.py).  Raises SystemFailure for a foreign row in the way or a damaged
+    uplink record.
     """
+    blockers: list[str] = []
+    if not removing:
+        blockers, warnings = preflight(desired, switch, kernel)
+        if blockers:
+            return Plan(host=desired.host.name, notes=tuple(warnings),
+                        blockers=tuple(blockers))
+        desired = with_tep_mac(desired, kernel)
     ovsdb_changes, notes = diff_switch(desired, switch, removing)
+    if not removing:
+        notes = [*warnings, *notes]
     kernel_changes: list[KernelChange] = []
     on_tep: list[KernelChange] = []
     if not removing:
@@ -233,8 +250,6 @@ def make_plan(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel,
                 PortCreate(c.spec, {**encode_saved(*saved), **c.extra_ids})
                 if isinstance(c, PortCreate) and c.spec.role == Role.UPLINK and not c.extra_ids
                 else c for c in ovsdb_changes]
-            if kernel.get(desired.uplink) is None:
-                notes.append(f"uplink {desired.uplink} does not exist on this machine")
         kernel_changes = diff_kernel(desired, kernel, saved)
         on_tep = tep_contents(desired, saved)
     # An uplink that leaves the bridge (down, or a new uplink in the fabric) gets

@@ -52,7 +52,12 @@ def plan(result: Plan, host: str, as_json: bool, verbose: bool) -> None:
     if as_json:
         _json(result.as_dict())
         return
-    if result.empty:
+    if result.blockers:
+        for blocker in result.blockers:
+            click.echo(f"blocked: {blocker}")
+        click.echo(f"host {host}: `up` would refuse before changing anything "
+                   f"({len(result.blockers)} blocker(s))")
+    elif result.empty:
         click.echo(f"host {host}: no changes: the switch matches the fabric")
     else:
         _changes(result.lines(verbose), "+")

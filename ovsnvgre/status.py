@@ -144,7 +144,7 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
         name = pipeline.table_name(flow.table)
         flows[name] = flows.get(name, 0) + 1
 
-    drift = plan.lines()
+    drift = [f"blocked: {blocker}" for blocker in plan.blockers] + plan.lines()
     drift += [f"port {name} refused by ovs-vswitchd: {reason}"
               for name, reason in sorted(refused.items())]
     return Report(host, tunnels, vms, flows, warnings, drift, list(plan.notes))

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from dataclasses import replace
 from typing import Any
 
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch, Address, LinkState
-from ovsnvgre.changes import AddressChange, KernelChange, LinkUp, RouteChange
+from ovsnvgre.changes import AddressChange, Ipv6Setting, KernelChange, LinkUp, RouteChange
 from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, DesiredHost, Role, RouteSpec
 from ovsnvgre.errors import SystemFailure
 
@@ -32,19 +33,22 @@ Saved = tuple[list[Address], list[RouteSpec]]
 
 
 def route_to_dict(route: RouteSpec) -> dict[str, Any]:
-    """A route as JSON-ready data: dst, gateway (or None), metric, proto (rtnetlink)."""
+    """A route as JSON-ready data: dst, gateway (or None), metric, proto (rtnetlink),
+    onlink."""
     return {"dst": str(route.dst), "gateway": str(route.gateway) if route.gateway else None,
-            "metric": route.metric, "proto": route.proto}
+            "metric": route.metric, "proto": route.proto, "onlink": route.onlink}
 
 
 def route_from_dict(data: dict[str, Any]) -> RouteSpec:
     """The inverse of route_to_dict; raises KeyError, TypeError or ValueError when damaged.
 
-    A record written before routes carried their protocol reads as static (4).
+    A record written before routes carried their protocol reads as static (4), and
+    without onlink.
     """
     return RouteSpec(dst=ipaddress.ip_network(data["dst"]),
                      gateway=ipaddress.ip_address(data["gateway"]) if data["gateway"] else None,
-                     metric=int(data["metric"]), proto=int(data.get("proto", 4)))
+                     metric=int(data["metric"]), proto=int(data.get("proto", 4)),
+                     onlink=bool(data.get("onlink", False)))
 
 
 def encode_saved(addresses: list[Address], routes: list[RouteSpec]) -> dict[str, str]:
@@ -101,6 +105,30 @@ def links_to_read(desired: DesiredHost, switch: ActualSwitch) -> list[str]:
     return sorted(names)
 
 
+def with_tep_mac(desired: DesiredHost, kernel: ActualKernel) -> DesiredHost:
+    """``desired`` with the tep port taking the uplink's MAC (the Interface's mac column,
+    as OVS gives a bridge's local port its NIC's MAC): neighbour caches, DHCP
+    reservations and switch port security stay valid when the PA moves.  Unchanged
+    when there is no uplink on this machine."""
+    uplink = kernel.get(desired.uplink)
+    tep = desired.ports.get(desired.tep_port)
+    if uplink is None or not uplink.mac or tep is None:
+        return desired
+    return replace(desired, ports={**desired.ports, tep.name: replace(tep, mac=uplink.mac)})
+
+
+def _ipv6_settings(desired: DesiredHost, kernel: ActualKernel) -> list[KernelChange]:
+    """IPv6 on the tep port as the uplink had it, before IPv6 addresses arrive there
+    (a host that disables IPv6 on new links by default would refuse them)."""
+    uplink, tep = kernel.get(desired.uplink), kernel.get(desired.tep_port)
+    wanted = {"disable_ipv6": "0"}
+    if uplink is not None and "accept_dad" in uplink.ipv6:
+        wanted["accept_dad"] = uplink.ipv6["accept_dad"]
+    have = tep.ipv6 if tep is not None else {}
+    return [Ipv6Setting(desired.tep_port, setting, value)
+            for setting, value in wanted.items() if have.get(setting) != value]
+
+
 def tep_contents(desired: DesiredHost, saved: Saved) -> list[KernelChange]:
     """Everything the tep port should hold, as the changes that would add it."""
     tep = desired.tep_port
@@ -141,6 +169,8 @@ def diff_kernel(desired: DesiredHost, kernel: ActualKernel, saved: Saved) -> lis
         changes.append(RouteChange("delete", tep_name, route))
     for address in sorted(have_addresses - want_addresses, key=str):
         changes.append(AddressChange("delete", tep_name, address))
+    if any(a.version == 6 for a in want_addresses - have_addresses):
+        changes += _ipv6_settings(desired, kernel)
     for address in sorted(want_addresses - have_addresses, key=str):
         changes.append(AddressChange("add", tep_name, address))
     if tep is None or not tep.up:

@@ -22,7 +22,8 @@ from ovsnvgre.plan import diff_switch, make_plan
 from ovsnvgre.underlay import decode_saved
 
 FAB = fabric.loads(TWO_HOSTS, "f.yaml")
-NO_KERNEL = ActualKernel({})
+# The uplink exists, bare: the host of a fresh lab before its PA is configured.
+NO_KERNEL = ActualKernel({"eth1": LinkState("eth1", True, frozenset(), frozenset())})
 EMPTY = ActualSwitch(bridges={}, ports={})
 
 

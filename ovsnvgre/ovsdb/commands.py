@@ -59,7 +59,8 @@ def _find(api: Any, table: str, name: str) -> Any:
 
 def _insert_port(api: Any, txn: Any, name: str, iface_type: str, options: dict[str, str],
                  port_ids: dict[str, str], iface_ids: dict[str, str],
-                 bfd: dict[str, str] | None = None, mtu_request: int | None = None) -> Any:
+                 bfd: dict[str, str] | None = None, mtu_request: int | None = None,
+                 mac: str | None = None) -> Any:
     iface = txn.insert(api.tables["Interface"])
     iface.name = name
     iface.type = iface_type
@@ -69,6 +70,8 @@ def _insert_port(api: Any, txn: Any, name: str, iface_type: str, options: dict[s
         iface.bfd = bfd
     if mtu_request is not None:
         iface.mtu_request = [mtu_request]
+    if mac is not None:
+        iface.mac = [mac]
     port = txn.insert(api.tables["Port"])
     port.name = name
     port.interfaces = [iface]
@@ -119,7 +122,7 @@ def _(change: PortCreate, api: Any, txn: Any) -> None:
     spec = change.spec
     port = _insert_port(api, txn, spec.name, spec.iface_type, spec.options,
                         {**spec.external_ids, **change.extra_ids}, spec.external_ids,
-                        spec.bfd, spec.mtu_request)
+                        spec.bfd, spec.mtu_request, spec.mac)
     _find(api, "Bridge", spec.bridge).addvalue("ports", port)
 
 
@@ -135,6 +138,8 @@ def _(change: PortUpdate, api: Any, txn: Any) -> None:
         iface.bfd = change.bfd
     if change.mtu_request is not None:
         iface.mtu_request = [change.mtu_request]
+    if change.mac is not None:
+        iface.mac = [change.mac]
     for row in (port, iface):
         for key, value in change.external_ids.items():
             if row.external_ids.get(key) != value:

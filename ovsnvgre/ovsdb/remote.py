@@ -18,7 +18,7 @@ MONITORED = {
     "Bridge": ["name", "ports", "datapath_type", "protocols", "fail_mode", "external_ids"],
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "external_ids", "ofport", "error", "link_state",
-                  "bfd", "mtu_request"],
+                  "bfd", "mtu_request", "mac"],
 }
 
 

@@ -98,8 +98,10 @@ class Switch:
                 ports=tuple(sorted(ports_by_uuid[u]["name"] for u in members
                                    if u in ports_by_uuid)))
         ports: dict[str, ActualPort] = {}
+        port_of: dict[str, str] = {}
         for uuid, row in ports_by_uuid.items():
             members = [ifaces[u] for u in values(row["interfaces"]) if u in ifaces]
+            port_of.update({member["name"]: row["name"] for member in members})
             iface = members[0] if members else None
             ports[row["name"]] = ActualPort(
                 name=row["name"], bridge=bridge_of.get(uuid),
@@ -109,9 +111,11 @@ class Switch:
                 iface_external_ids=as_map(iface["external_ids"]) if iface else {},
                 interfaces=len(members),
                 bfd=as_map(iface["bfd"]) if iface else {},
-                mtu_request=next(iter(values(iface["mtu_request"])), None) if iface else None)
+                mtu_request=next(iter(values(iface["mtu_request"])), None) if iface else None,
+                mac=next(iter(values(iface["mac"])), None) if iface else None)
         return ActualSwitch(bridges=bridges, ports=ports,
-                           interfaces=interface_status(rows["Interface"]))
+                           interfaces=interface_status(rows["Interface"]),
+                           port_of_interface=port_of)
 
     def bridge_external_ids(self) -> dict[str, dict[str, str]]:
         """Each bridge's external_ids, by name: all it takes to tell whose a bridge is."""

@@ -80,7 +80,7 @@ def restore_rows(snapshot: Snapshot, actual: ActualSwitch) -> list[OvsdbChange]:
                                role=port.external_ids.get(ROLE_KEY, "owned"),
                                iface_type=port.iface_type, options=dict(port.options),
                                external_ids=ids, bfd=dict(port.bfd),
-                               mtu_request=port.mtu_request)
+                               mtu_request=port.mtu_request, mac=port.mac)
     changes, _ = diff_rows(snapshot.owner, bridges, ports, actual)
     # A re-created uplink port carries again its record of the uplink's addresses.
     return [replace(c, extra_ids=saved[c.spec.name])
@@ -134,7 +134,7 @@ def to_dict(snapshot: Snapshot) -> dict[str, Any]:
         "ports": [{"name": p.name, "bridge": p.bridge, "type": p.iface_type,
                    "options": p.options, "external_ids": p.external_ids,
                    "iface_external_ids": p.iface_external_ids, "bfd": p.bfd,
-                   "mtu_request": p.mtu_request}
+                   "mtu_request": p.mtu_request, "mac": p.mac}
                   for p in snapshot.ports.values()],
         "links": [{"name": link.name, "up": link.up,
                    "addresses": sorted(str(a) for a in link.addresses),
@@ -155,7 +155,8 @@ def from_dict(data: dict[str, Any]) -> Snapshot:
     ports = {p["name"]: ActualPort(
         name=p["name"], bridge=p["bridge"], iface_type=p["type"], options=dict(p["options"]),
         external_ids=dict(p["external_ids"]), iface_external_ids=dict(p["iface_external_ids"]),
-        bfd=dict(p.get("bfd", {})), mtu_request=p.get("mtu_request"))
+        bfd=dict(p.get("bfd", {})), mtu_request=p.get("mtu_request"),
+        mac=p.get("mac"))
         for p in data["ports"]}
     links = {link["name"]: LinkState(
         name=link["name"], up=bool(link["up"]),
