@@ -52,7 +52,7 @@ def test_mac_is_normalised_to_lower_case():
 CASES = [
     ("vsid: 5001", "vsid: 4095", 9, ["virtual_subnets.red.vsid", "4095", "4096-16777214"]),
     ("vsid: 5001", "vsid: 16777215", 9, ["virtual_subnets.red.vsid", "16777215"]),
-    ("vsid: 5001", "vsid: true", 9, ["virtual_subnets.red.vsid", "boolean true",
+    ("vsid: 5001", "vsid: true", 9, ["virtual_subnets.red.vsid", "true is not",
                                      "not an integer"]),
     ("vsid: 5001", 'vsid: "5001"', 9, ["virtual_subnets.red.vsid", "not an integer"]),
     ("vsid: 6001", "vsid: 5001", 10, ["virtual_subnets.blue.vsid", "already used by subnet 'red'"]),
