@@ -4,6 +4,18 @@ benchmarks (they live only in the benchmark's own namespace)."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
+
+BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+
+
+def _pa(host: int, hosts: int) -> tuple[str, str]:
+    """(PA with prefix, gateway) of host number ``host``: a /24 each up to 256 hosts (the
+    converge bench's fabric), a /27 each in larger fabrics (up to 4,096 hosts)."""
+    if hosts <= 256:
+        return f"198.18.{host}.11/24", f"198.18.{host}.1"
+    base = BENCH_RANGE.network_address + host * 32
+    return f"{base + 11}/27", str(base + 1)
 
 
 def generate(hosts: int = 100, vsids: int = 20, local_vms: int = 50, vms_per_peer: int = 30,
@@ -11,7 +23,8 @@ def generate(hosts: int = 100, vsids: int = 20, local_vms: int = 50, vms_per_pee
     lines = ["fabric: bench", "datapath_type: netdev",
              f"overlay: {{tunnel_ports: {tunnel_ports}}}", "hosts:"]
     for h in range(hosts):
-        lines.append(f"  h{h}: {{pa: 198.18.{h}.11/24, uplink: eth1, gateway: 198.18.{h}.1}}")
+        pa, gateway = _pa(h, hosts)
+        lines.append(f"  h{h}: {{pa: {pa}, uplink: eth1, gateway: {gateway}}}")
     lines.append("virtual_subnets:")
     for v in range(vsids):
         lines.append(f"  s{v}: {{vsid: {5000 + v}}}")

@@ -15,7 +15,7 @@ from typing import Any
 from ovsnvgre import fabric_cache, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
 from ovsnvgre.fabric_checks import Checker, describe, join
-from ovsnvgre.fabric_yaml import LineMap
+from ovsnvgre.fabric_yaml import LineList, LineMap
 from ovsnvgre.model import (
     DatapathType,
     Fabric,
@@ -127,7 +127,7 @@ def _section(doc: LineMap, key: str, check: Checker, allow_missing: bool) -> Lin
     value = doc[key]
     if value is None and allow_missing:
         return LineMap.empty(doc.key_lines[key])
-    return check.mapping(value, key, doc.key_lines[key])
+    return check.mapping(value, key, doc.key_lines[key], doc.texts.get(key))
 
 
 def _underlay(doc: LineMap, check: Checker) -> Underlay:
@@ -150,15 +150,14 @@ def _probes(section: LineMap, check: Checker) -> tuple[ipaddress.IPv4Address, ..
         return ()
     value = section["probe"]
     line = section.key_lines["probe"]
-    items = value if isinstance(value, list) else [value]
+    if isinstance(value, LineList):
+        items = [(f"underlay.probe[{index}]", text or item)
+                 for index, (item, text) in enumerate(zip(value, value.texts, strict=True))]
+    else:
+        items = [("underlay.probe", section.texts.get("probe") or value)]
     probes = []
-    for index, item in enumerate(items):
-        where = f"underlay.probe[{index}]" if isinstance(value, list) else "underlay.probe"
-        shown = repr(item) if isinstance(item, str) else describe(item)
-        try:
-            address = ipaddress.IPv4Address(item if isinstance(item, str) else "")
-        except ValueError:
-            raise check.fail(where, f"{shown} is not an IPv4 address", line) from None
+    for where, item in items:
+        address = check.parse(item, where, line, ipaddress.IPv4Address, "an IPv4 address")
         if address.is_unspecified or address.is_multicast or address.is_loopback:
             raise check.fail(where, f"{address} cannot answer a probe", line)
         probes.append(address)
@@ -225,11 +224,8 @@ def _subnets(doc: LineMap, check: Checker) -> dict[str, VirtualSubnet]:
     vsid_owner: dict[int, str] = {}
     for subnet_name, path, entry in check.entries(section, "virtual_subnets", {"vsid"},
                                                   {"vsid"}):
-        vsid = entry["vsid"]
+        vsid = check.whole(entry, "vsid", path)
         vsid_line = entry.key_lines["vsid"]
-        if isinstance(vsid, bool) or not isinstance(vsid, int):
-            raise check.fail(join(path, "vsid"), f"{describe(vsid)} is not an integer VSID",
-                             vsid_line)
         if not nvgre.is_valid_vsid(vsid):
             raise check.fail(join(path, "vsid"), f"{vsid} is outside {nvgre.VSID_MIN}-"
                              f"{nvgre.VSID_MAX} (RFC 7637 reserves 0-4095 and 16777215)",

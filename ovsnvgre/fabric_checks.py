@@ -2,10 +2,25 @@
 
 The line names the file, the line the YAML gives (1-based), the entry path
 (``vms.red-a.mac``) and what is wrong.  Pure.
+
+A value is shown as the file writes it.  YAML 1.1 reads some unquoted words as
+other types (``52:54:00:12:34:56`` as a base-60 integer, ``on`` as true, ``0755``
+as octal 493, ``~`` as null, ``2024-01-01`` as a date); fabric_yaml keeps their
+text, and each kind of field decides (the README's "Unquoted values" says the same):
+
+- names (the fabric's, entries', ports, bridges, references to hosts and subnets):
+  refused with the text as written and the advice to quote it, because another
+  YAML reader of the same file would see the other type;
+- MACs and addresses: the text as written, parsed as the field's kind: a
+  MAC-shaped word is that MAC, whatever YAML 1.1 made of it;
+- integers (vsid, mtu, vm_mtu): decimal, hexadecimal (0x) and binary (0b) are
+  taken; octal-looking (``010000`` is 4096) and base-60 (``1:30`` is 90) are refused;
+- true/false (bfd): YAML 1.1's yes/no/on/off are meant, and taken.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -17,6 +32,8 @@ from ovsnvgre.model import Choice
 C = TypeVar("C", bound=Choice)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# What YAML 1.1 reads as an octal integer: a leading zero and more digits.
+OCTAL_RE = re.compile(r"^[-+]?0[0-7_]+$")
 
 
 class Checker:
@@ -32,10 +49,11 @@ class Checker:
         entry = f" {path}:" if path else ""
         return FabricError(f"{where}:{entry} {message}")
 
-    def mapping(self, value: Any, path: str, line: int | None) -> LineMap:
+    def mapping(self, value: Any, path: str, line: int | None, text: str | None = None
+                ) -> LineMap:
         """``value`` if it is a mapping; raises FabricError otherwise."""
         if not isinstance(value, LineMap):
-            raise self.fail(path, f"must be a mapping, not {describe(value)}", line)
+            raise self.fail(path, f"must be a mapping, not {text or describe(value)}", line)
         return value
 
     def keys(self, mapping: LineMap, path: str, allowed: set[str], required: set[str]) -> None:
@@ -57,7 +75,10 @@ class Checker:
             if not NAME_RE.match(name):
                 raise self.fail(path, "names may hold letters, digits, '.', '_' and '-', "
                                 "starting with a letter or digit", line)
-            entry = self.mapping(value, path, line)
+            if name in section.readings:
+                raise self.fail(path, f"{read_as(section.readings[name], name, 'name')}; "
+                                f'write it in quotes: "{name}"', line)
+            entry = self.mapping(value, path, line, section.texts.get(name))
             self.keys(entry, path, allowed, required)
             yield name, path, entry
 
@@ -69,14 +90,23 @@ class Checker:
         value = mapping[key]
         where = join(path, key)
         line = mapping.key_lines[key]
+        text = mapping.texts.get(key)
+        if text:  # YAML 1.1 made this unquoted word something else
+            self._name(text, where, line, pattern, max_len)
+            raise self.fail(where, f'{read_as(value, text)}; write it in quotes: "{text}"',
+                            line)
         if not isinstance(value, str) or not value:
             raise self.fail(where, f"must be a non-empty string, not {describe(value)}", line)
+        self._name(value, where, line, pattern, max_len)
+        return value
+
+    def _name(self, value: str, where: str, line: int, pattern: re.Pattern[str],
+              max_len: int | None) -> None:
         if max_len is not None and len(value) > max_len:
             raise self.fail(where, f"{value!r} is {len(value)} characters long; "
                             f"interface names have at most {max_len}", line)
         if not pattern.match(value):
             raise self.fail(where, f"{value!r} contains characters that are not allowed", line)
-        return value
 
     def choice(self, mapping: LineMap, key: str, path: str, choices: type[C], default: C) -> C:
         """The enum member the file names under ``key``, or ``default`` when absent."""
@@ -84,45 +114,63 @@ class Checker:
             return default
         value = mapping[key]
         if not isinstance(value, str) or value not in choices.words():
+            shown = mapping.texts.get(key, value)
             raise self.fail(join(path, key),
-                            f"{value!r} is not one of: {', '.join(choices.words())}",
+                            f"{shown!r} is not one of: {', '.join(choices.words())}",
                             mapping.key_lines[key])
         return choices(value)
 
-    def integer(self, mapping: LineMap, key: str, path: str, low: int, high: int,
-                default: int | None) -> int | None:
-        """An integer in ``low``-``high`` (not a boolean), or ``default`` when absent."""
-        if key not in mapping:
-            return default
+    def whole(self, mapping: LineMap, key: str, path: str) -> int:
+        """The integer under ``key``: not a boolean, not octal-looking, not base 60."""
         value = mapping[key]
         where, line = join(path, key), mapping.key_lines[key]
+        text = mapping.texts.get(key)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, f"{describe(value)} is not an integer", line)
+            raise self.fail(where, f"{text or describe(value)} is not an integer", line)
+        if text and (":" in text or OCTAL_RE.match(text)):
+            raise self.fail(where, f"{read_as(value, text)}; write the number in decimal, "
+                            "without leading zeros", line)
+        return value
+
+    def integer(self, mapping: LineMap, key: str, path: str, low: int, high: int,
+                default: int | None) -> int | None:
+        """An integer in ``low``-``high`` (see ``whole``), or ``default`` when absent."""
+        if key not in mapping:
+            return default
+        value = self.whole(mapping, key, path)
         if not low <= value <= high:
-            raise self.fail(where, f"{value} is outside {low}-{high}", line)
+            raise self.fail(join(path, key), f"{value} is outside {low}-{high}",
+                            mapping.key_lines[key])
         return value
 
     def boolean(self, mapping: LineMap, key: str, path: str, default: bool) -> bool:
-        """true or false, or ``default`` when absent."""
+        """true or false (or YAML 1.1's yes/no/on/off), or ``default`` when absent."""
         if key not in mapping:
             return default
         value = mapping[key]
         if not isinstance(value, bool):
-            raise self.fail(join(path, key), f"{describe(value)} is not true or false",
+            shown = mapping.texts.get(key) or describe(value)
+            raise self.fail(join(path, key), f"{shown} is not true or false",
                             mapping.key_lines[key])
         return value
 
     def parsed(self, mapping: LineMap, key: str, path: str, parse: Callable[[str], Any],
                what: str) -> Any:
-        """``parse(value)`` of a string value; ``what`` says what it should have been."""
-        value = mapping[key]
-        line = mapping.key_lines[key]
+        """``parse(value)`` of a string value; ``what`` says what it should have been.
+
+        An unquoted word that YAML 1.1 read as another type is parsed as written."""
+        value = mapping.texts.get(key) or mapping[key]
+        return self.parse(value, join(path, key), mapping.key_lines[key], parse, what)
+
+    def parse(self, value: Any, where: str, line: int | None, parse: Callable[[str], Any],
+              what: str) -> Any:
+        """``parse(value)`` for entry ``where``; FabricError when it is not ``what``."""
         if not isinstance(value, str):
-            raise self.fail(join(path, key), f"{describe(value)} is not {what}", line)
+            raise self.fail(where, f"{describe(value)} is not {what}", line)
         try:
             return parse(value)
         except ValueError:
-            raise self.fail(join(path, key), f"{value!r} is not {what}", line) from None
+            raise self.fail(where, f"{value!r} is not {what}", line) from None
 
 
 def join(path: str, key: str) -> str:
@@ -141,3 +189,25 @@ def describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return f"{type(value).__name__} {value!r}"
+
+
+def read_as(value: Any, text: str, what: str = "") -> str:
+    """What YAML 1.1 made of the unquoted ``text``, as a message says it:
+    ``YAML 1.1 reads the unquoted 0755 as the integer 493 (octal)``."""
+    if isinstance(value, bool):
+        reading = f"boolean {str(value).lower()}"
+    elif value is None:
+        reading = "null (no value)"
+    elif isinstance(value, int):
+        digits = text.lstrip("+-").lower()
+        base = ("base 60" if ":" in text else "hexadecimal" if digits.startswith("0x")
+                else "binary" if digits.startswith("0b")
+                else "octal" if OCTAL_RE.match(text) else "")
+        reading = f"the integer {value}" + (f" ({base})" if base else "")
+    elif isinstance(value, float):
+        reading = f"the number {value!r}" + (" (base 60)" if ":" in text else "")
+    elif isinstance(value, (datetime.date, datetime.datetime)):
+        reading = f"the timestamp {value.isoformat()}"
+    else:
+        reading = describe(value)
+    return f"YAML 1.1 reads the unquoted {what + ' ' if what else ''}{text} as {reading}"

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import spawncheck  # noqa: E402
 from fabrics import TWO_HOSTS  # noqa: E402
 from ovsenv import Namespace, Switch, netns_missing, ovs_missing, veth  # noqa: E402
 
@@ -27,6 +28,11 @@ def private_fabric_cache(tmp_path_factory) -> Iterator[None]:
         del os.environ["OVSNVGRE_CACHE_DIR"]
     else:
         os.environ["OVSNVGRE_CACHE_DIR"] = previous
+
+
+# Every process a test starts runs the environment under test (spawncheck.py): the
+# hook refuses a `python3` or `ovsnvgre` from PATH before it starts.
+sys.addaudithook(spawncheck.audit)
 
 
 def needs_switch() -> None:

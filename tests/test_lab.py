@@ -20,6 +20,7 @@ from ovsnvgre.lab import builder, topology
 from ovsnvgre.lab.commands import default_fabric
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
+VENV_OVSNVGRE = str(Path(sys.executable).parent / "ovsnvgre")
 
 
 def test_default_fabric_is_the_hnv_example():
@@ -63,10 +64,11 @@ def test_a_host_without_uplink_cannot_be_in_the_lab():
 
 
 class LabRun:
-    """`python -m ovsnvgre lab ...` on a copy of a fabric renamed for this test."""
+    """`python -m ovsnvgre lab ...` on a copy of a fabric renamed for this test; its labs
+    in ``tmp_path``/labs (several LabRuns may share it, each with its own fabric file)."""
 
     def __init__(self, tmp_path: Path, source: Path, name: str) -> None:
-        self.fabric = tmp_path / "fabric.yaml"
+        self.fabric = tmp_path / f"fabric-{name}.yaml"
         text = source.read_text()
         first = text.index("fabric: ")
         end = text.index("\n", first)
@@ -75,16 +77,28 @@ class LabRun:
         self.env = {**os.environ, "OVSNVGRE_LAB_DIR": str(tmp_path / "labs")}
         self.lab_dir = tmp_path / "labs" / self.topology.prefix
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "ovsnvgre", "lab", *args, "-c",
-                               str(self.fabric)], capture_output=True, text=True, env=self.env,
-                              timeout=300)
+    def __call__(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        # The console script next to the interpreter, as `sudo .venv/bin/ovsnvgre lab up`:
+        # unlike `python -m`, it does not put the working directory on sys.path.
+        return subprocess.run([VENV_OVSNVGRE, "lab", *args, "-c", str(self.fabric)],
+                              capture_output=True, text=True, env=self.env, timeout=300,
+                              cwd=cwd)
+
+    def daemons(self) -> dict[str, int]:
+        """The lab's running OVS daemons by pidfile: {"host1/ovsdb-server": pid, ...}."""
+        found = {}
+        for pidfile in self.lab_dir.glob("*/*.pid"):
+            pid = int(pidfile.read_text())
+            comm = Path(f"/proc/{pid}/comm")
+            if comm.exists() and pidfile.stem.startswith(comm.read_text().strip()):
+                found[f"{pidfile.parent.name}/{pidfile.stem}"] = pid
+        return found
 
     def leftovers(self) -> list[str]:
         names = subprocess.run(["ip", "netns", "list"], capture_output=True,
                                text=True).stdout.split()
-        left = [n for n in names if n.startswith(self.topology.prefix + "-")]
-        pids = subprocess.run(["pgrep", "-f", str(self.lab_dir)], capture_output=True,
+        left = [n for n in names if n in self.topology.namespaces]
+        pids = subprocess.run(["pgrep", "-f", f"{self.lab_dir}/"], capture_output=True,
                               text=True).stdout.split()
         return left + [f"pid {p}" for p in pids] + ([str(self.lab_dir)]
                                                     if self.lab_dir.exists() else [])
@@ -146,6 +160,58 @@ def test_lab_down_after_a_crash_half_way_through_up(hnv_lab):
     down = hnv_lab("down")
     assert down.returncode == 0, down.stderr
     assert hnv_lab.leftovers() == []
+
+
+def test_lab_down_leaves_a_lab_whose_prefix_starts_the_same_alone(tmp_path):
+    """Fabric `s<pid>` has the prefix nv-s<pid>, fabric `s<pid>_` nv-s<pid>-<crc>: taking
+    the first lab down must not touch the second's namespaces or daemons."""
+    needs_switch()
+    one = LabRun(tmp_path, Path(default_fabric()), f"s{os.getpid()}")
+    two = LabRun(tmp_path, Path(default_fabric()), f"s{os.getpid()}_")
+    assert two.topology.prefix.startswith(one.topology.prefix + "-")
+    try:
+        for run in (one, two):
+            up = run("up")
+            assert up.returncode == 0, up.stderr
+        daemons = two.daemons()
+        assert len(daemons) == 4  # ovsdb-server and ovs-vswitchd of each host
+        down = one("down")
+        assert down.returncode == 0, down.stderr
+        assert one.leftovers() == []
+        names = set(subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                   text=True).stdout.split())
+        assert set(two.topology.namespaces) <= names
+        assert two.daemons() == daemons
+        check = two("check")
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        for run in (one, two):
+            run("down")
+    assert one.leftovers() == [] and two.leftovers() == []
+
+
+PLANTED = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported from the working directory")
+raise SystemExit("planted code ran")
+"""
+
+
+def test_the_lab_never_imports_from_the_working_directory(hnv_lab, tmp_path):
+    """Root's `lab up` and `lab check` start Python in namespaces: isolated (-I) and from
+    /, so an ovsnvgre/ package or a socket.py where the user stands is never imported."""
+    planted = tmp_path / "planted"
+    (planted / "ovsnvgre").mkdir(parents=True)
+    marker = tmp_path / "marker"
+    (planted / "ovsnvgre" / "__init__.py").write_text(PLANTED.format(marker=str(marker)))
+    (planted / "socket.py").write_text(PLANTED.format(marker=str(marker)))
+    up = hnv_lab("up", cwd=planted)
+    assert up.returncode == 0, up.stderr
+    check = hnv_lab("check", "--json", cwd=planted)
+    assert check.returncode == 0, check.stdout + check.stderr
+    tcp = [p["tcp"] for p in json.loads(check.stdout)["probes"] if p["tcp"] is not None]
+    assert tcp and all(tcp)  # the TCP helpers ran, their `import socket` the real one
+    assert not marker.exists()
 
 
 def test_the_larger_example(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 
 from fabrics import TWO_HOSTS
@@ -224,7 +225,7 @@ def test_unreachable_database_fails_fast_with_one_line(host1, tmp_path):
 def test_ovs_rundir_selects_the_switch(host1, tmp_path):
     """With no --db the database is unix:$OVS_RUNDIR/db.sock, as for the OVS tools."""
     env = {**host1.switch.env, "OVS_RUNDIR": str(tmp_path)}
-    result = host1.netns.exec("python3", "-m", "ovsnvgre", "plan", "-c", str(host1.fabric),
+    result = host1.netns.exec(sys.executable, "-m", "ovsnvgre", "plan", "-c", str(host1.fabric),
                               "--host", "host1", env=env, check=False)
     assert result.returncode == 1
     assert f"unix:{tmp_path}/db.sock" in result.stderr

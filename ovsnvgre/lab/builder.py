@@ -1,8 +1,9 @@
 """Make a lab topology real: namespaces, veths, one private switch per host.
 
-Everything carries the lab's prefix and is recorded under the lab directory
-before it is made, so that `lab down` removes exactly the lab - also after a
-crash half-way through `lab up` - and nothing else.
+Every namespace carries the lab's prefix and is recorded in the lab directory's
+lab.json before it is made, so that `lab down` removes exactly what the lab
+recorded - also after a crash half-way through `lab up` - and nothing else: not
+the namespaces of another lab whose prefix starts the same.
 """
 
 from __future__ import annotations
@@ -80,17 +81,32 @@ def _schema() -> str:
     raise SystemFailure("vswitch.ovsschema not found: install openvswitch-switch")
 
 
-def _record(topology: Topology, fabric_path: str) -> None:
+def recorded(prefix: str) -> list[str]:
+    """The namespaces the lab ``prefix`` recorded before making them (lab.json)."""
+    try:
+        state = json.loads((lab_dir(prefix) / "lab.json").read_text())
+    except (OSError, ValueError):
+        return []
+    names = state.get("namespaces", []) if isinstance(state, dict) else []
+    return [n for n in names if isinstance(n, str)]
+
+
+def _record(topology: Topology, fabric_path: str, namespaces: list[str]) -> None:
+    """Add ``namespaces`` to the lab's record, before they are made (written whole or not
+    at all: a crash leaves the old record or the new one)."""
     directory = lab_dir(topology.prefix)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {"prefix": topology.prefix, "fabric": fabric_path,
-             "namespaces": topology.namespaces, "hosts": [h.name for h in topology.hosts]}
-    (directory / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
+    names = list(dict.fromkeys([*recorded(topology.prefix), *namespaces]))
+    state = {"prefix": topology.prefix, "fabric": fabric_path, "namespaces": names,
+             "hosts": [h.name for h in topology.hosts]}
+    temporary = directory / f".lab.json.{os.getpid()}"
+    temporary.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(temporary, directory / "lab.json")
 
 
 def underlay(topology: Topology, fabric_path: str, progress: Progress) -> None:
     """The router and the hosts with their uplinks, PAs and switches - no VM, no `up`."""
-    _record(topology, fabric_path)
+    _record(topology, fabric_path, topology.namespaces)
     existing = proc.namespaces()
     progress(f"router {topology.router}")
     _router(topology, topology.router not in existing)
@@ -99,29 +115,30 @@ def underlay(topology: Topology, fabric_path: str, progress: Progress) -> None:
         _host(topology, host, host.netns not in existing)
 
 
-def guests(topology: Topology, host: str, host_netns: str | None,
-           progress: Progress) -> list[LabVm]:
+def guests(topology: Topology, host: str, host_netns: str | None, progress: Progress,
+           fabric_path: str) -> list[LabVm]:
     """The VMs of one host as namespaces behind veths in ``host_netns`` (None: here)."""
+    vms = [vm for vm in topology.vms if vm.host == host]
+    _record(topology, fabric_path, [vm.netns for vm in vms])
     existing = proc.namespaces()
-    made = []
-    for vm in topology.vms:
-        if vm.host == host:
-            progress(f"vm {vm.name} on {vm.host}: namespace {vm.netns}")
-            _vm(vm, host_netns, vm.netns not in existing)
-            made.append(vm)
-    return made
+    for vm in vms:
+        progress(f"vm {vm.name} on {vm.host}: namespace {vm.netns}")
+        _vm(vm, host_netns, vm.netns not in existing)
+    return vms
 
 
 def up(topology: Topology, fabric_path: str, progress: Progress) -> list[str]:
     """Build (or converge) the lab and run `ovsnvgre up` on every host; returns their output."""
     underlay(topology, fabric_path, progress)
     for host in topology.hosts:
-        guests(topology, host.name, host.netns, progress)
+        guests(topology, host.name, host.netns, progress, fabric_path)
     outputs = []
     for host in topology.hosts:
         progress(f"ovsnvgre up on {host.name}")
-        result = proc.run(sys.executable, "-m", "ovsnvgre", "up", "-c", fabric_path,
-                          "--host", host.name, netns=host.netns,
+        # Isolated (-I: no cwd, no PYTHONPATH on sys.path) and from /: root runs the
+        # ovsnvgre installed with this interpreter, never a package where it stands.
+        result = proc.run(sys.executable, "-I", "-m", "ovsnvgre", "up", "-c", fabric_path,
+                          "--host", host.name, netns=host.netns, cwd="/",
                           env=host_env(topology.prefix, host.name), check=False, timeout=180)
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
@@ -213,16 +230,12 @@ def _vm(vm: LabVm, host_ns: str | None, fresh: bool) -> None:
 
 
 def down(prefix: str, progress: Progress) -> list[str]:
-    """Stop the lab's daemons by pid, delete its namespaces and files; returns what went."""
+    """Stop the lab's daemons by pid, delete the namespaces it recorded and its files;
+    returns what went.  Another lab's namespaces are never touched, even when their
+    names start with this lab's prefix (fabric `abc` is nv-abc, `abc_` nv-abc-<crc>)."""
     directory = lab_dir(prefix)
     removed: list[str] = []
-    recorded: list[str] = []
-    state_file = directory / "lab.json"
-    if state_file.exists():
-        try:
-            recorded = json.loads(state_file.read_text()).get("namespaces", [])
-        except ValueError:
-            recorded = []
+    ours = set(recorded(prefix))
     if directory.exists():
         for host in sorted(p for p in directory.iterdir() if p.is_dir()):
             for daemon in DAEMONS:
@@ -232,7 +245,7 @@ def down(prefix: str, progress: Progress) -> list[str]:
                     proc.stop(pid)
                     removed.append(f"{daemon} {pid}")
     for netns in sorted(proc.namespaces()):
-        if netns in recorded or netns.startswith(f"{prefix}-"):
+        if netns in ours and netns.startswith(f"{prefix}-"):
             progress(f"deleting namespace {netns}")
             proc.run("ip", "netns", "delete", netns, check=False)
             removed.append(netns)

@@ -50,15 +50,17 @@ print("ok" if back == payload else "mismatch")
 
 def tcp_echo(source_netns: str, target_netns: str, address: str, port: int = 5201) -> bool:
     """64 KiB over one TCP connection from source to target and back, compared."""
-    server = subprocess.Popen(["ip", "netns", "exec", target_netns, sys.executable, "-c",
-                               TCP_ECHO, address, str(port)],
+    # Isolated (-I) and from /: `-c` would put the working directory first on sys.path,
+    # and a socket.py there would run as root.
+    server = subprocess.Popen(["ip", "netns", "exec", target_netns, sys.executable, "-I", "-c",
+                               TCP_ECHO, address, str(port)], cwd="/",
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert server.stdout is not None
         if "listening" not in server.stdout.readline():
             return False
-        result = proc.run(sys.executable, "-c", TCP_CLIENT, address, str(port),
-                          netns=source_netns, check=False, timeout=30)
+        result = proc.run(sys.executable, "-I", "-c", TCP_CLIENT, address, str(port),
+                          netns=source_netns, check=False, timeout=30, cwd="/")
         return result.returncode == 0 and result.stdout.strip() == "ok"
     finally:
         server.kill()

@@ -41,10 +41,10 @@ def up(path: str | None, progress: Progress) -> tuple[topology.Topology, list[st
 
 def guests(path: str | None, host: str, progress: Progress) -> list[topology.LabVm]:
     """On a real (or Vagrant) host: its VMs of the fabric as namespaces, behind veths here."""
-    _, fab, topo = _load(path)
+    path, fab, topo = _load(path)
     _require_host(fab, host)
     builder.preflight(fab, whole_lab=False)
-    return builder.guests(topo, host, None, progress)
+    return builder.guests(topo, host, None, progress, path)
 
 
 def run_check(path: str | None,

@@ -11,15 +11,17 @@ from ovsnvgre.errors import SystemFailure
 
 
 def run(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
-        check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run a command (in ``netns`` if given), capturing its output; with ``check``,
-    raise SystemFailure with its last error line when it fails.  ``timeout`` in seconds."""
+        check: bool = True, timeout: float = 60, cwd: str | None = None
+        ) -> subprocess.CompletedProcess:
+    """Run a command (in ``netns`` if given, from ``cwd`` if given), capturing its output;
+    with ``check``, raise SystemFailure with its last error line when it fails.
+    ``timeout`` in seconds."""
     command = list(args)
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
     try:
         result = subprocess.run(command, capture_output=True, text=True, env=env,
-                                timeout=timeout)
+                                timeout=timeout, cwd=cwd)
     except FileNotFoundError:
         raise SystemFailure(f"{command[0]} not found") from None
     except subprocess.TimeoutExpired:
