@@ -40,6 +40,19 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
         /opt/ovsnvgre/bin/pip install -q "$SOURCE"
     fi
     ln -sf /opt/ovsnvgre/bin/ovsnvgre /usr/local/bin/ovsnvgre
+    # The host comes back onto the fabric by itself after a reboot: `ovsnvgre up` at
+    # boot (examples/ovsnvgre-boot.service), after this host's VMs - here the
+    # namespaces `lab guests` makes, which a reboot loses.
+    install -d /etc/ovsnvgre /etc/systemd/system/ovsnvgre-boot.service.d
+    install -m 644 "$FABRIC" /etc/ovsnvgre/fabric.yaml
+    echo "OVSNVGRE_CONFIG=/etc/ovsnvgre/fabric.yaml" >/etc/default/ovsnvgre
+    install -m 644 "$(dirname "$0")/ovsnvgre-boot.service" /etc/systemd/system/ \
+        2>/dev/null || install -m 644 "$SOURCE/examples/ovsnvgre-boot.service" /etc/systemd/system/
+    printf '[Service]\nExecStartPre=/usr/local/bin/ovsnvgre lab guests -c %s --host %s\n' \
+        /etc/ovsnvgre/fabric.yaml "$HOST" \
+        >/etc/systemd/system/ovsnvgre-boot.service.d/guests.conf
+    systemctl daemon-reload
+    systemctl enable ovsnvgre-boot
 fi
 
 # 2. Check the fabric before touching anything.

@@ -96,6 +96,17 @@ class PortDelete:
 
 
 @dataclass(frozen=True)
+class PortRecord:
+    """Records kept in an owned Port row's external_ids (what the tep port holds)."""
+
+    name: str
+    ids: dict[str, str]
+
+    def describe(self) -> str:
+        return f"record on port {self.name}: {', '.join(sorted(self.ids))}"
+
+
+@dataclass(frozen=True)
 class AddressChange:
     """An address added to or deleted from a link."""
 
@@ -153,7 +164,7 @@ class LinkDown:
 
 
 OvsdbChange = (BridgeCreate | BridgeUpdate | BridgeDelete | PortCreate | PortUpdate
-               | PortDelete)
+               | PortDelete | PortRecord)
 KernelChange = AddressChange | RouteChange | LinkUp | LinkDown | Ipv6Setting
 
 

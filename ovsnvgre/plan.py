@@ -22,6 +22,7 @@ from ovsnvgre.changes import (
     Plan,
     PortCreate,
     PortDelete,
+    PortRecord,
     PortUpdate,
 )
 from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, BridgeSpec, DesiredHost, PortSpec, Role
@@ -32,7 +33,9 @@ from ovsnvgre.underlay import (
     SAVED_KEYS,
     diff_kernel,
     encode_saved,
+    encode_tep,
     owned_uplinks,
+    recorded_tep,
     restore_uplink,
     saved_underlay,
     tep_contents,
@@ -250,8 +253,10 @@ def make_plan(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel,
                 PortCreate(c.spec, {**encode_saved(*saved), **c.extra_ids})
                 if isinstance(c, PortCreate) and c.spec.role == Role.UPLINK and not c.extra_ids
                 else c for c in ovsdb_changes]
-        kernel_changes = diff_kernel(desired, kernel, saved)
+        tep_port = switch.ports.get(desired.tep_port)
+        kernel_changes = diff_kernel(desired, kernel, saved, recorded_tep(tep_port))
         on_tep = tep_contents(desired, saved)
+        ovsdb_changes = _record_tep(desired, ovsdb_changes, tep_port, encode_tep(on_tep))
     # An uplink that leaves the bridge (down, or a new uplink in the fabric) gets
     # back what it held; this runs after the tep port let go of it.
     for port in owned_uplinks(desired, switch):
@@ -259,6 +264,18 @@ def make_plan(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel,
             kernel_changes += restore_uplink(port, kernel.get(port.name), on_tep)
     return Plan(host=desired.host.name, ovsdb=tuple(ovsdb_changes),
                 kernel=tuple(kernel_changes), notes=tuple(notes))
+
+
+def _record_tep(desired: DesiredHost, changes: list[OvsdbChange], port: ActualPort | None,
+                record: dict[str, str]) -> list[OvsdbChange]:
+    """The OVSDB changes with the tep port's record of what it holds brought up to date."""
+    created = [c for c in changes if isinstance(c, PortCreate) and c.spec.role == Role.TEP]
+    if created:
+        return [PortCreate(c.spec, {**c.extra_ids, **record}) if c in created else c
+                for c in changes]
+    if port is None or all(port.external_ids.get(k) == v for k, v in record.items()):
+        return changes
+    return [*changes, PortRecord(port.name, record)]
 
 
 def with_flows(plan: Plan, flows: FlowChanges) -> Plan:

@@ -24,7 +24,12 @@ from ovsnvgre.errors import SystemFailure
 # port, so that `down` can put it back.  Written once, when the uplink is enslaved.
 SAVED_ADDRESSES_KEY = "ovsnvgre-saved-addresses"
 SAVED_ROUTES_KEY = "ovsnvgre-saved-routes"
-SAVED_KEYS = (SAVED_ADDRESSES_KEY, SAVED_ROUTES_KEY)
+# On the tep port: what ovsnvgre put on it, so that it removes only that (a routing
+# daemon's routes or a keepalived address on the tep port are not ours).
+TEP_ADDRESSES_KEY = "ovsnvgre-tep-addresses"
+TEP_ROUTES_KEY = "ovsnvgre-tep-routes"
+# Records, not managed columns: never removed as stale, carried over when a row moves.
+SAVED_KEYS = (SAVED_ADDRESSES_KEY, SAVED_ROUTES_KEY, TEP_ADDRESSES_KEY, TEP_ROUTES_KEY)
 
 Saved = tuple[list[Address], list[RouteSpec]]
 
@@ -57,6 +62,29 @@ def encode_saved(addresses: list[Address], routes: list[RouteSpec]) -> dict[str,
         SAVED_ADDRESSES_KEY: json.dumps([str(a) for a in addresses]),
         SAVED_ROUTES_KEY: json.dumps([route_to_dict(r) for r in routes]),
     }
+
+
+def encode_tep(changes: list[KernelChange]) -> dict[str, str]:
+    """The tep port's external_ids that record what ovsnvgre puts on it (``changes``:
+    the additions tep_contents lists)."""
+    addresses = sorted(str(c.address) for c in changes if isinstance(c, AddressChange))
+    routes = [route_to_dict(c.route) for c in changes if isinstance(c, RouteChange)]
+    return {TEP_ADDRESSES_KEY: json.dumps(addresses), TEP_ROUTES_KEY: json.dumps(routes)}
+
+
+def recorded_tep(port: ActualPort | None) -> Saved | None:
+    """What ovsnvgre recorded it put on the tep port; None when there is no record (a
+    tep port made before records were kept: then everything on it counts as ours)."""
+    if port is None or TEP_ADDRESSES_KEY not in port.external_ids:
+        return None
+    try:
+        addresses = [ipaddress.ip_interface(a)
+                     for a in json.loads(port.external_ids[TEP_ADDRESSES_KEY])]
+        routes = [route_from_dict(r)
+                  for r in json.loads(port.external_ids.get(TEP_ROUTES_KEY, "[]"))]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return addresses, routes
 
 
 def decode_saved(ids: dict[str, str]) -> Saved:
@@ -141,11 +169,14 @@ def tep_contents(desired: DesiredHost, saved: Saved) -> list[KernelChange]:
             *(RouteChange("add", tep, r) for r in routes)]
 
 
-def diff_kernel(desired: DesiredHost, kernel: ActualKernel, saved: Saved) -> list[KernelChange]:
+def diff_kernel(desired: DesiredHost, kernel: ActualKernel, saved: Saved,
+                recorded: Saved | None = None) -> list[KernelChange]:
     """Move what the uplink held onto the tep port, add the PA and the peer routes.
 
     In the order they must run: off the uplink first, then onto the tep port
-    (addresses, link up, then the routes whose gateways need the addresses).
+    (addresses, link up, then the routes whose gateways need the addresses).  Of what
+    the tep port holds, only what ``recorded`` says ovsnvgre put there is removed
+    (everything, when there is no record).
     """
     tep_name = desired.tep_port
     uplink, tep = kernel.get(desired.uplink), kernel.get(tep_name)
@@ -165,9 +196,11 @@ def diff_kernel(desired: DesiredHost, kernel: ActualKernel, saved: Saved) -> lis
     want_routes = [c.route for c in want if isinstance(c, RouteChange)]
     have_addresses = tep.addresses if tep else frozenset()
     have_routes = tep.routes if tep else frozenset()
-    for route in sorted(have_routes - set(want_routes), key=str):
+    ours_addresses = have_addresses if recorded is None else set(recorded[0])
+    ours_routes = have_routes if recorded is None else set(recorded[1])
+    for route in sorted((have_routes & ours_routes) - set(want_routes), key=str):
         changes.append(RouteChange("delete", tep_name, route))
-    for address in sorted(have_addresses - want_addresses, key=str):
+    for address in sorted((have_addresses & ours_addresses) - want_addresses, key=str):
         changes.append(AddressChange("delete", tep_name, address))
     if any(a.version == 6 for a in want_addresses - have_addresses):
         changes += _ipv6_settings(desired, kernel)

@@ -19,7 +19,7 @@ from ovsnvgre.changes import (
 from ovsnvgre.desired import OWNER_KEY, RouteSpec, desired_host
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.plan import diff_switch, make_plan
-from ovsnvgre.underlay import decode_saved
+from ovsnvgre.underlay import decode_saved, encode_tep, tep_contents
 
 FAB = fabric.loads(TWO_HOSTS, "f.yaml")
 # The uplink exists, bare: the host of a fresh lab before its PA is configured.
@@ -27,8 +27,9 @@ NO_KERNEL = ActualKernel({"eth1": LinkState("eth1", True, frozenset(), frozenset
 EMPTY = ActualSwitch(bridges={}, ports={})
 
 
-def converged(desired) -> ActualSwitch:
-    """The switch as `up` leaves it, written out as data."""
+def converged(desired, saved=([], [])) -> ActualSwitch:
+    """The switch as `up` leaves it, written out as data (``saved``: what the uplink
+    held, which the tep port holds now)."""
     bridges = {}
     ports = {}
     for spec in desired.bridges.values():
@@ -40,8 +41,9 @@ def converged(desired) -> ActualSwitch:
         ports[spec.name] = ActualPort(spec.name, spec.name, "internal", {},
                                       dict(spec.external_ids), dict(spec.external_ids))
     for spec in desired.ports.values():
+        records = encode_tep(tep_contents(desired, saved)) if spec.role == "tep" else {}
         ports[spec.name] = ActualPort(spec.name, spec.bridge, spec.iface_type,
-                                      dict(spec.options), dict(spec.external_ids),
+                                      dict(spec.options), {**spec.external_ids, **records},
                                       dict(spec.external_ids), bfd=dict(spec.bfd),
                                       mtu_request=spec.mtu_request)
     return ActualSwitch(bridges, ports)

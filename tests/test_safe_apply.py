@@ -111,8 +111,8 @@ def test_a_wrong_gateway_is_rolled_back_and_the_host_keeps_its_way_out(host1, tm
     assert host1.ping(GATEWAY)
 
 
-def test_a_wrong_uplink_is_rolled_back(lab, host1, tmp_path):
-    # A second NIC that leads to a namespace with nobody in it.
+def test_a_wrong_uplink_is_refused_before_any_change(lab, host1, tmp_path):
+    # A second NIC that leads to a namespace with nobody in it; the PA is on eth1.
     void = Namespace("void")
     lab.namespaces.append(void)
     veth(host1.netns, "eth2", void, "eth0")
@@ -122,10 +122,33 @@ def test_a_wrong_uplink_is_rolled_back(lab, host1, tmp_path):
                                         "uplink: eth2, gateway: 198.51.100.1"))
     result = host1.ovsnvgre("up", fabric=fabric)
     assert result.returncode == 1
-    assert ("198.51.100.1 (the fabric's gateway; gateway of route 203.0.113.0/24) did not "
-            "answer ARP on tep0") in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ovsnvgre: error: host host1: the PA 198.51.100.11 is already configured on eth1, "
+        "which is neither the uplink nor the tep port: remove it there first; nothing was "
+        "changed")
     assert_restored(host1, before)
+    assert not rollback_file(host1).exists()
     assert host1.ping(GATEWAY)
+
+
+def test_a_wrong_uplink_without_the_pa_elsewhere_is_rolled_back(lab, host1, tmp_path):
+    """Preflight cannot know which NIC reaches the gateway: the underlay check can."""
+    void = Namespace("void")
+    lab.namespaces.append(void)
+    veth(host1.netns, "eth2", void, "eth0")
+    host1.ip("addr", "del", "198.51.100.11/24", "dev", "eth1")
+    host1.ip("addr", "add", "198.51.100.11/24", "dev", "eth2")
+    host1.ip("route", "replace", "default", "via", GATEWAY, "dev", "eth1", "onlink")
+    before = host_state(host1)
+    fabric = tmp_path / "wrong-uplink.yaml"
+    fabric.write_text(TWO_HOSTS.replace("uplink: eth1, gateway: 198.51.100.1",
+                                        "uplink: eth2, gateway: 198.51.100.1"))
+    result = host1.ovsnvgre("up", fabric=fabric)
+    assert result.returncode == 1
+    assert "198.51.100.1 (the fabric's gateway" in result.stderr
+    assert "did not answer ARP on tep0" in result.stderr and "Rolled back" in result.stderr
+    assert_restored(host1, before)
+    assert not rollback_file(host1).exists()
 
 
 def test_no_verify_skips_the_check(host1, tmp_path):

@@ -44,7 +44,7 @@ UP_KERNEL = ActualKernel({"eth1": link("eth1"),
 
 def up_switch() -> ActualSwitch:
     """The switch after `up`, with the uplink's record of what it held."""
-    state = converged(HOST1)
+    state = converged(HOST1, ([PA], [DEFAULT]))
     uplink = state.ports["eth1"]
     ids = {**uplink.external_ids, **encode_saved([PA], [DEFAULT])}
     state.ports["eth1"] = ActualPort(uplink.name, uplink.bridge, uplink.iface_type,

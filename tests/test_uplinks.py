@@ -10,6 +10,7 @@ import signal
 
 from ovsenv import Namespace, veth
 from test_one_run import kill_at
+from test_promises import capture, captured
 from test_safe_apply import GATEWAY, assert_restored, host_state, rollback_file, start
 
 GATEWAY6 = "2001:db8:51::1"   # IPv6 documentation prefix, inside the lab's namespaces only
@@ -108,8 +109,13 @@ def test_dual_stack_moves_both_families_without_a_gap(lab, host1):
     dual_stack(lab, host1, default_disabled=True)
     uplink_mac = link(host1, "eth1")["address"]
     assert host1.ping(GATEWAY) and ping6_within(host1, 2)
-    result = host1.ovsnvgre("up")
+    sniffer = capture(lab, "r-host1")
+    try:
+        result = host1.ovsnvgre("up")
+    finally:
+        seen = captured(sniffer)
     assert result.returncode == 0, result.stderr
+    assert f"neighbor advertisement, tgt is {ADDRESS6.split('/')[0]}" in seen, seen
     tep = link(host1, "tep0")
     assert tep["address"] == uplink_mac
     addresses = {f"{a['local']}/{a['prefixlen']}" for a in tep["addr_info"]
@@ -119,8 +125,13 @@ def test_dual_stack_moves_both_families_without_a_gap(lab, host1):
     # The router's neighbour entry for the moved address still holds the same MAC.
     neighbours = lab.router.exec("ip", "-6", "neigh", "show", ADDRESS6.split("/")[0]).stdout
     assert uplink_mac in neighbours or not neighbours.strip()
-    down = host1.ovsnvgre("down")
+    sniffer = capture(lab, "r-host1")
+    try:
+        down = host1.ovsnvgre("down")
+    finally:
+        seen = captured(sniffer)
     assert down.returncode == 0, down.stderr
+    assert f"neighbor advertisement, tgt is {ADDRESS6.split('/')[0]}" in seen, seen
     back = {f"{a['local']}/{a['prefixlen']}" for a in link(host1, "eth1")["addr_info"]
             if a["scope"] == "global"}
     assert back == {"198.51.100.11/24", ADDRESS6}
@@ -190,3 +201,22 @@ def test_killed_runs_still_leave_the_state_for_the_next_up(host1):
     assert kill_at(host1, "address, route and link changes")
     assert host1.ovsnvgre("up").returncode == 0
     assert host1.ping(GATEWAY)
+
+
+def test_what_others_put_on_the_tep_port_survives_up(host1, tmp_path):
+    assert host1.ovsnvgre("up").returncode == 0
+    # A routing daemon's route and a keepalived address on the tep port.
+    host1.ip("route", "add", "10.77.0.0/16", "via", GATEWAY, "dev", "tep0", "proto", "bird")
+    host1.ip("addr", "add", "198.51.100.200/32", "dev", "tep0")
+    # A fabric change that takes away a route ovsnvgre put there (the peer route).
+    fabric = tmp_path / "no-peer-route.yaml"
+    fabric.write_text(host1.fabric.read_text().replace(
+        "host2: {pa: 203.0.113.11/24, uplink: eth1, gateway: 203.0.113.1}",
+        "host2: {pa: 198.51.100.12/24, uplink: eth1, gateway: 198.51.100.1}"))
+    result = host1.ovsnvgre("up", "--no-verify", fabric=fabric)
+    assert result.returncode == 0, result.stderr
+    routes = host1.ip("route", "show", "dev", "tep0")
+    assert "10.77.0.0/16 via 198.51.100.1 proto bird" in routes
+    assert "203.0.113.0/24" not in routes  # ovsnvgre's own, no longer wanted: removed
+    assert "198.51.100.200/32" in host1.ip("addr", "show", "tep0")
+    assert "no changes" in host1.ovsnvgre("up", "--no-verify", fabric=fabric).stdout

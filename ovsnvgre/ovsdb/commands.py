@@ -18,6 +18,7 @@ from ovsnvgre.changes import (
     OvsdbChange,
     PortCreate,
     PortDelete,
+    PortRecord,
     PortUpdate,
 )
 from ovsnvgre.errors import SystemFailure
@@ -147,6 +148,13 @@ def _(change: PortUpdate, api: Any, txn: Any) -> None:
         for key in change.stale_ids:
             if key in row.external_ids:
                 row.delkey("external_ids", key)
+
+
+@_run.register
+def _(change: PortRecord, api: Any, txn: Any) -> None:
+    port = _find(api, "Port", change.name)
+    for key, value in change.ids.items():
+        port.setkey("external_ids", key, value)
 
 
 @_run.register

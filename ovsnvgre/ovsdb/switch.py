@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ovsnvgre.actual import ActualBridge, ActualPort, ActualSwitch, PortStatus
-from ovsnvgre.changes import OvsdbChange, PortDelete, PortUpdate
+from ovsnvgre.changes import OvsdbChange, PortDelete, PortRecord, PortUpdate
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.ovsdb.commands import ChangeCommand, root_row
 from ovsnvgre.ovsdb.remote import CONNECT_TIMEOUT, MONITORED, default_remote, schema_helper
@@ -177,7 +177,8 @@ class Switch:
         if not changes:
             return 0
         in_place = {change.spec.name if isinstance(change, PortUpdate) else change.name
-                    for change in changes if isinstance(change, PortUpdate | PortDelete)}
+                    for change in changes
+                    if isinstance(change, PortUpdate | PortDelete | PortRecord)}
         if self.api is not None and not in_place <= self.watched:
             # A second transaction (a rollback) that changes other rows in place.
             self.api.ovsdb_connection.stop(timeout=5)

@@ -21,6 +21,7 @@ from ovsnvgre.changes import (
     LinkUp,
     OvsdbChange,
     PortCreate,
+    PortRecord,
     RouteChange,
 )
 from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, BridgeSpec, PortSpec
@@ -82,9 +83,17 @@ def restore_rows(snapshot: Snapshot, actual: ActualSwitch) -> list[OvsdbChange]:
                                external_ids=ids, bfd=dict(port.bfd),
                                mtu_request=port.mtu_request, mac=port.mac)
     changes, _ = diff_rows(snapshot.owner, bridges, ports, actual)
-    # A re-created uplink port carries again its record of the uplink's addresses.
-    return [replace(c, extra_ids=saved[c.spec.name])
-            if isinstance(c, PortCreate) and saved.get(c.spec.name) else c for c in changes]
+    # A re-created port carries again its records (what the uplink held, what the tep
+    # port holds); one that stayed gets them back as they were.
+    changes = [replace(c, extra_ids=saved[c.spec.name])
+               if isinstance(c, PortCreate) and saved.get(c.spec.name) else c for c in changes]
+    created = {c.spec.name for c in changes if isinstance(c, PortCreate)}
+    for name, records in sorted(saved.items()):
+        now = actual.ports.get(name)
+        if records and name not in created and now is not None and \
+                any(now.external_ids.get(k) != v for k, v in records.items()):
+            changes.append(PortRecord(name, records))
+    return changes
 
 
 def restore_kernel(snapshot: Snapshot, kernel: ActualKernel) -> list[KernelChange]:

@@ -25,6 +25,7 @@ from ovsnvgre.changes import (
     Plan,
     PortCreate,
     PortDelete,
+    PortRecord,
     PortUpdate,
     RouteChange,
 )
@@ -65,6 +66,8 @@ def _underlay_row(desired: DesiredHost, change: OvsdbChange) -> bool:
         return change.spec.role in (Role.TEP, Role.UPLINK)
     if isinstance(change, PortDelete):
         return change.role in (Role.TEP, Role.UPLINK) or change.bridge == bridge
+    if isinstance(change, PortRecord):
+        return False  # a record, nothing the data path sees
     return False
 
 
