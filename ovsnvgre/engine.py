@@ -21,11 +21,13 @@ import contextlib
 import ipaddress
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from subprocess import Popen
+from typing import Any
 
 from ovsnvgre import netlink, openflow
 from ovsnvgre.actual import PortStatus
@@ -34,6 +36,7 @@ from ovsnvgre.desired import DesiredHost, Role, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
 from ovsnvgre.ovsdb import Switch, default_remote
+from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
 from ovsnvgre.pipeline import desired_flows
 from ovsnvgre.plan import diff_flows, with_flows
 from ovsnvgre.safe import journal, snapshot
@@ -84,26 +87,50 @@ class UnderlayLost(SystemFailure):
 
 
 class Interrupted(SystemFailure):
-    """SIGTERM or SIGINT arrived while a run was changing the host."""
+    """SIGTERM, SIGINT or SIGHUP arrived while a run was changing the host."""
+
+
+class Signals:
+    """The signals that end a run, received while it changes the host."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def check(self) -> None:
+        """Raise Interrupted if a signal came, even if some code swallowed the exception
+        its handler raised (checked between the phases)."""
+        if self.received is not None:
+            raise Interrupted(f"interrupted by {self.received}")
 
 
 @contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """While changing the host, SIGTERM and SIGINT raise Interrupted, so that the run
-    restores the state before it instead of dying half-way (main thread only)."""
+def signals_raise() -> Iterator[Signals]:
+    """While changing the host, SIGTERM, SIGINT and SIGHUP (an SSH session that drops)
+    raise Interrupted, so that the run restores the state before it instead of dying
+    half-way.  A handler the process had already (watch's) is called too; SIGHUP only
+    interrupts a process that had no handler of its own for it.  Main thread only."""
+    signals = Signals()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield signals
         return
 
-    def interrupt(number: int, _: object) -> None:
-        raise Interrupted(f"interrupted by {signal.Signals(number).name}")
+    def interrupt(number: int, frame: Any) -> None:
+        previous = signals.previous.get(number)
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(number, frame)
+            if number == signal.SIGHUP:
+                return
+        if signals.received is None:
+            signals.received = signal.Signals(number).name
+            raise Interrupted(f"interrupted by {signals.received}")
 
-    previous = {number: signal.signal(number, interrupt)
-                for number in (signal.SIGTERM, signal.SIGINT)}
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signals.previous[number] = signal.signal(number, interrupt)
     try:
-        yield
+        yield signals
     finally:
-        for number, handler in previous.items():
+        for number, handler in signals.previous.items():
             signal.signal(number, handler)
 
 
@@ -145,7 +172,8 @@ class Converge:
 
     def survey(self) -> None:
         self.progress(f"reading {self.switch.remote} and the kernel")
-        self.found = survey(self.desired, self.switch, self.removing, flows=False)
+        prior = self.record.snapshot.ports if self.record is not None else None
+        self.found = survey(self.desired, self.switch, self.removing, flows=False, prior=prior)
         self.plan = self.found.plan
         self.installed = self.found.installed
 
@@ -299,15 +327,16 @@ def require_local(remote: str) -> None:
     its OVSDB writes must go to this machine's ovsdb-server too: a unix: socket, or
     tcp:/ssl: to an address of this machine.  `plan` and `status` may read anywhere.
     """
-    kind, _, address = remote.partition(":")
+    kind, host, _ = check_remote(remote)
     if kind == "unix":
         return
-    host = address.rpartition(":")[0].strip("[]")
     try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    if ip is not None and (ip.is_loopback or ip in netlink.local_addresses()):
+        found = {ipaddress.ip_address(info[4][0].split("%")[0])
+                 for info in socket.getaddrinfo(host, None)}
+    except (OSError, ValueError):
+        found = set()
+    local = netlink.local_addresses()
+    if found and all(ip.is_loopback or ip in local for ip in found):
         return
     raise UsageError(f"--db {remote} is not this machine's switch: `up`, `down` and `watch` "
                      "change this machine's links, routes and flows, so they only write to "
@@ -318,8 +347,11 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
               progress: Progress, verify: bool, confirm: float | None, wait: float
               ) -> RunResult:
     desired = desired_host(fabric, host)
-    remote = db or default_remote()
+    remote = absolute(db or default_remote())
     require_local(remote)
+    missing = missing_socket(remote)
+    if missing is not None:
+        raise missing
     with HostLock(journal.path_for(remote).parent, "down" if removing else "up", wait,
                   progress), Switch(remote, timeout) as switch:
         run = Converge(desired, switch, removing, progress)
@@ -327,13 +359,12 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         run.survey()
         run.preflight()
         try:
-            with signals_raise():
-                run.start_check(verify)
-                run.apply_ovsdb()
-                run.apply_kernel()
-                run.verify()
-                run.apply_flows()
-                run.finish(confirm)
+            with signals_raise() as signals:
+                for phase in (lambda: run.start_check(verify), run.apply_ovsdb,
+                              run.apply_kernel, run.verify, run.apply_flows,
+                              lambda: run.finish(confirm)):
+                    phase()
+                    signals.check()
         except (SystemFailure, KeyboardInterrupt) as exc:
             if run.record is None or isinstance(exc, UnderlayLost) or not run.path.exists():
                 raise

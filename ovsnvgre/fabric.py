@@ -53,6 +53,9 @@ def load(path: str | Path) -> Fabric:
     """Read, parse and validate the fabric file at ``path``."""
     source = str(path)
     try:
+        if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+            raise FabricError(f"{source}: is not a regular file (a device or a pipe), not a "
+                              "fabric file")
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise FabricError(f"{source}: no such file") from None

@@ -40,6 +40,8 @@ IFA_F_NODAD = 0x02
 RTNH_F_ONLINK = 0x04
 # The IPv6 settings of a link that decide whether (and how fast) it takes addresses.
 IPV6_SYSCTLS = ("disable_ipv6", "accept_dad")
+# Links stacked on a NIC (its "upper" devices) that preflight names.
+STACKED_KINDS = ("vlan", "macvlan", "macvtap", "ipvlan", "ipvtap")
 
 
 def _ipr() -> Any:
@@ -170,8 +172,12 @@ def _read_link(ipr: Any, name: str, names_of: dict[int, str | None]) -> LinkStat
         master_kind = _kind(found[0]) if found else None
     uppers = {}
     for other in ipr.get_links():
-        if other.get("IFLA_LINK") == index and other["index"] != index:
-            uppers[other.get("ifname")] = _kind(other) or "link"
+        # Only devices stacked on this one, in this namespace: a veth's peer names it
+        # in IFLA_LINK too, and a link of another namespace names an index of its own.
+        kind = _kind(other)
+        if other.get("IFLA_LINK") == index and other["index"] != index \
+                and kind in STACKED_KINDS and other.get("IFLA_LINK_NETNSID") is None:
+            uppers[other.get("ifname")] = kind
     return LinkState(name=name, up=bool(link["flags"] & IFF_UP),
                      addresses=frozenset(addresses), routes=frozenset(routes),
                      mtu=link.get("mtu") or 0, mac=link.get("IFLA_ADDRESS") or "",

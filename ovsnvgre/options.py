@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -52,6 +53,28 @@ def progress(as_json: bool) -> Callable[[str], None]:
     return report
 
 
+class Seconds(click.ParamType):
+    """A finite number of seconds, at least ``minimum`` (click.FloatRange lets NaN and
+    infinity through, and a NaN deadline never comes)."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        """The value as a float; fails with Click's usage error otherwise."""
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds < self.minimum:
+            self.fail(f"{value!r} is not a number of seconds of at least {self.minimum:g}",
+                      param, ctx)
+        return seconds
+
+
 config_option = click.option(
     "-c", "--config", "config", envvar=CONFIG_ENV, required=True,
     type=click.Path(dir_okay=False), metavar="FILE",
@@ -65,7 +88,7 @@ db_option = click.option(
     help="The OVSDB remote, like unix:/run/openvswitch/db.sock or tcp:127.0.0.1:6640. "
          "Default: unix:$OVS_RUNDIR/db.sock ($OVS_RUNDIR defaults to /var/run/openvswitch).")
 timeout_option = click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+    "--timeout", type=Seconds(0.1), default=30.0, show_default=True,
     metavar="SECONDS", help="How long to wait for ovs-vswitchd to apply the change.")
 verbose_option = click.option("-v", "--verbose", is_flag=True,
                               help="List each flow added or deleted, not only counts per "
@@ -79,11 +102,11 @@ verify_option = click.option(
          "and, after `up`, the fabric's gateway; if not, restore the state before the run "
          "and exit 1.")
 wait_option = click.option(
-    "--wait", type=click.FloatRange(min=0), default=60.0, show_default=True, metavar="SECONDS",
+    "--wait", type=Seconds(0), default=60.0, show_default=True, metavar="SECONDS",
     help="How long to wait for another ovsnvgre run on this host (one changes it at a "
          "time) before giving up.")
 confirm_option = click.option(
-    "--confirm", "confirm", type=click.FloatRange(min=1), metavar="SECONDS",
+    "--confirm", "confirm", type=Seconds(1), metavar="SECONDS",
     help="After applying, wait this long for `ovsnvgre confirm` (from another shell); "
          "without it the whole run is rolled back, also if this process or its SSH session "
          "dies (a detached timer does it).")

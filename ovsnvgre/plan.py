@@ -224,10 +224,11 @@ def diff_flows(bridge: str, desired: set[Flow], installed: set[Flow]) -> FlowCha
 
 
 def make_plan(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel,
-              removing: bool = False) -> Plan:
+              removing: bool = False, prior: dict[str, ActualPort] | None = None) -> Plan:
     """The OVSDB and kernel changes that make the host match the fabric (or, removing,
     undo ovsnvgre); the flows are added later by with_flows, once the ports exist.
 
+    ``prior``: the owned ports a run that died started from (see owned_uplinks).
     What would make `up` refuse before any change is in the plan's ``blockers``
     (preflight.py).  Raises SystemFailure for a foreign row in the way or a damaged
     uplink record.
@@ -245,7 +246,8 @@ def make_plan(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel,
     kernel_changes: list[KernelChange] = []
     on_tep: list[KernelChange] = []
     if not removing:
-        uplink_port = switch.ports.get(desired.uplink) if desired.uplink else None
+        uplinks = {port.name: port for port in owned_uplinks(desired, switch, prior)}
+        uplink_port = uplinks.get(desired.uplink or "") or switch.ports.get(desired.uplink or "")
         saved = saved_underlay(uplink_port, kernel.get(desired.uplink))
         if desired.uplink:
             # The first time the uplink goes on the bridge, record what it held.
@@ -259,7 +261,7 @@ def make_plan(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel,
         ovsdb_changes = _record_tep(desired, ovsdb_changes, tep_port, encode_tep(on_tep))
     # An uplink that leaves the bridge (down, or a new uplink in the fabric) gets
     # back what it held; this runs after the tep port let go of it.
-    for port in owned_uplinks(desired, switch):
+    for port in owned_uplinks(desired, switch, prior):
         if removing or port.name != desired.uplink:
             kernel_changes += restore_uplink(port, kernel.get(port.name), on_tep)
     return Plan(host=desired.host.name, ovsdb=tuple(ovsdb_changes),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from ovsnvgre import netlink, openflow
 from ovsnvgre import trace as traces
-from ovsnvgre.actual import ActualKernel, ActualSwitch
+from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
 from ovsnvgre.changes import Plan
 from ovsnvgre.desired import DesiredHost, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
@@ -81,17 +81,22 @@ def integration_bridge(desired: DesiredHost,
 
 
 def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
-           flows: bool = True) -> Survey:
+           flows: bool = True, prior: dict[str, ActualPort] | None = None) -> Survey:
     """Everything that differs from the fabric (or, removing, all ovsnvgre made),
     changing nothing.
 
     With ``flows`` the plan includes the flow changes, for the ports that exist or
     that the plan creates (ports ovs-vswitchd refuses now get no flows).  Raises
     SystemFailure when the switch cannot be read or a foreign row is in the way.
+    ``prior``: the owned ports of a dead run's rollback state this run took over.
     """
+    if prior is None and flows:
+        # What the next `up` would take over, as it would (a read-only look).
+        pending = journal.load(journal.path_for(switch.remote))
+        prior = pending.snapshot.ports if pending is not None else None
     actual = switch.read()
-    kernel = netlink.read(links_to_read(desired, actual))
-    the_plan = make_plan(desired, actual, kernel, removing=removing)
+    kernel = netlink.read(links_to_read(desired, actual, prior))
+    the_plan = make_plan(desired, actual, kernel, removing=removing, prior=prior)
     refused = actual.interfaces.only(set(desired.ports)).refused()
     bridge = integration_bridge(desired, actual.bridge_external_ids())
     installed = openflow.dump(bridge) if bridge else set()

@@ -118,16 +118,32 @@ def saved_underlay(uplink_port: ActualPort | None, uplink: LinkState | None) -> 
     return _movable(uplink)
 
 
-def owned_uplinks(desired: DesiredHost, switch: ActualSwitch) -> list[ActualPort]:
-    """The uplink ports this fabric put on the switch (the fabric's, or an earlier one)."""
-    return [port for port in switch.ports.values()
-            if port.external_ids.get(OWNER_KEY) == desired.owner
-            and port.external_ids.get(ROLE_KEY) == Role.UPLINK]
+def owned_uplinks(desired: DesiredHost, switch: ActualSwitch,
+                  prior: dict[str, ActualPort] | None = None) -> list[ActualPort]:
+    """The uplink ports this fabric put on the switch (the fabric's, or an earlier one),
+    with their records of what the uplink held.
+
+    ``prior``: the owned ports of the state a run that died started from (its rollback
+    snapshot).  An uplink row that run deleted (a `down` killed after its OVSDB
+    transaction) took the only other copy of the record with it: it comes from there.
+    """
+    found = {port.name: port for port in switch.ports.values()
+             if port.external_ids.get(OWNER_KEY) == desired.owner
+             and port.external_ids.get(ROLE_KEY) == Role.UPLINK}
+    for name, port in (prior or {}).items():
+        if port.external_ids.get(ROLE_KEY) != Role.UPLINK \
+                or SAVED_ADDRESSES_KEY not in port.external_ids:
+            continue
+        now = found.get(name)
+        if now is None or SAVED_ADDRESSES_KEY not in now.external_ids:
+            found[name] = port
+    return [found[name] for name in sorted(found)]
 
 
-def links_to_read(desired: DesiredHost, switch: ActualSwitch) -> list[str]:
+def links_to_read(desired: DesiredHost, switch: ActualSwitch,
+                  prior: dict[str, ActualPort] | None = None) -> list[str]:
     """The links whose addresses and routes the plan needs."""
-    names = {desired.tep_port, *(port.name for port in owned_uplinks(desired, switch))}
+    names = {desired.tep_port, *(port.name for port in owned_uplinks(desired, switch, prior))}
     if desired.uplink:
         names.add(desired.uplink)
     return sorted(names)

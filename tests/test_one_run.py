@@ -83,10 +83,10 @@ PHASES = (("reading", False), ("probing", False), ("OVSDB changes in one transac
           ("flow changes in one bundle", True))
 
 
-def kill_at(host, marker: str | None, delay: float = 0.0) -> bool:
-    """Start `up`, kill -9 it when it prints ``marker`` (or after ``delay`` seconds);
-    whether it left a rollback state behind."""
-    run = start(host, "up")
+def kill_at(host, marker: str | None, delay: float = 0.0, command: str = "up") -> bool:
+    """Start ``command`` (`up`), kill -9 it when it prints ``marker`` (or after ``delay``
+    seconds); whether it left a rollback state behind."""
+    run = start(host, command)
     try:
         if marker is None:
             time.sleep(delay)
@@ -96,7 +96,7 @@ def kill_at(host, marker: str | None, delay: float = 0.0) -> bool:
                 if marker in line:
                     break
             else:
-                raise AssertionError(f"`up` ended without printing {marker!r}")
+                raise AssertionError(f"`{command}` ended without printing {marker!r}")
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
     finally:
@@ -119,6 +119,31 @@ def test_kill_9_in_every_phase_then_a_plain_up_leaves_the_clean_state(host1):
         assert not rollback_file(host1).exists()
         assert host_state(host1) == clean, f"after a kill at {where}"
     assert host1.ping(GATEWAY)
+
+
+def test_a_down_killed_before_the_uplink_got_its_addresses_back_is_finished(host1):
+    """The OVSDB transaction of `down` deleted the uplink's row, and with it the record
+    of what the uplink held: the next run takes it from the saved state."""
+    original = host_state(host1)
+    assert host1.ovsnvgre("up").returncode == 0
+    assert kill_at(host1, "address, route and link changes", command="down")
+    assert "198.51.100.11" not in host1.ip("addr", "show", "eth1")
+    result = host1.ovsnvgre("down")
+    assert result.returncode == 0, result.stderr
+    assert_restored(host1, original)
+    assert not rollback_file(host1).exists()
+    assert host1.ping(GATEWAY)
+
+
+def test_an_up_after_a_killed_down_builds_the_clean_state(host1):
+    original = host_state(host1)
+    clean = converged_state(host1)
+    assert kill_at(host1, "address, route and link changes", command="down")
+    result = host1.ovsnvgre("up")
+    assert result.returncode == 0, result.stderr
+    assert host_state(host1) == clean
+    assert host1.ovsnvgre("down").returncode == 0
+    assert_restored(host1, original)
 
 
 def test_two_runs_at_once_take_turns(host1):
@@ -173,7 +198,8 @@ def test_a_dead_timer_is_never_signalled_and_its_run_is_taken_over(host1):
     bystander = subprocess.Popen(["sleep", "120"])
     try:
         wait_for(lambda: awaiting_confirmation(host1), 60, what="the run to wait for confirm")
-        timer = int((host1.switch.rundir / "ovsnvgre-rollback.json.timer").read_text())
+        proof = host1.switch.rundir / "ovsnvgre-rollback.json.timer"
+        timer = int(wait_for(lambda: proof.read_text().strip(), 30, what="the timer's pid"))
         # The timer and its `up` die (a reboot, an OOM kill); a pid file naming another
         # live process is left behind.
         os.kill(timer, signal.SIGKILL)

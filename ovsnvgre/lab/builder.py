@@ -104,10 +104,26 @@ def _record(topology: Topology, fabric_path: str, namespaces: list[str]) -> None
     os.replace(temporary, directory / "lab.json")
 
 
+def _claim(topology: Topology, fabric_path: str, wanted: list[str]) -> set[str]:
+    """Record the namespaces this lab is about to make; returns those that exist now.
+
+    A namespace of the same name that exists but this lab never recorded is someone
+    else's: SystemFailure, before anything is made (`lab down` would delete it).
+    """
+    existing = proc.namespaces()
+    ours = set(recorded(topology.prefix))
+    foreign = [name for name in wanted if name in existing and name not in ours]
+    if foreign:
+        raise SystemFailure(f"namespace {', '.join(foreign)} exists and was not made by lab "
+                            f"{topology.prefix}: remove or rename it first")
+    _record(topology, fabric_path, [name for name in wanted if name not in existing])
+    return existing
+
+
 def underlay(topology: Topology, fabric_path: str, progress: Progress) -> None:
     """The router and the hosts with their uplinks, PAs and switches - no VM, no `up`."""
-    _record(topology, fabric_path, topology.namespaces)
-    existing = proc.namespaces()
+    existing = _claim(topology, fabric_path,
+                      [topology.router, *(h.netns for h in topology.hosts)])
     progress(f"router {topology.router}")
     _router(topology, topology.router not in existing)
     for host in topology.hosts:
@@ -119,8 +135,7 @@ def guests(topology: Topology, host: str, host_netns: str | None, progress: Prog
            fabric_path: str) -> list[LabVm]:
     """The VMs of one host as namespaces behind veths in ``host_netns`` (None: here)."""
     vms = [vm for vm in topology.vms if vm.host == host]
-    _record(topology, fabric_path, [vm.netns for vm in vms])
-    existing = proc.namespaces()
+    existing = _claim(topology, fabric_path, [vm.netns for vm in vms])
     for vm in vms:
         progress(f"vm {vm.name} on {vm.host}: namespace {vm.netns}")
         _vm(vm, host_netns, vm.netns not in existing)

@@ -6,7 +6,7 @@ import errno
 import os
 from typing import Any
 
-from ovsnvgre.errors import SystemFailure
+from ovsnvgre.errors import SystemFailure, UsageError
 
 DEFAULT_RUNDIR = "/var/run/openvswitch"
 CONNECT_TIMEOUT = 5.0  # seconds
@@ -23,13 +23,34 @@ MONITORED = {
 
 
 def rundir() -> str:
-    """The OVS run directory: $OVS_RUNDIR, else /var/run/openvswitch."""
-    return os.environ.get("OVS_RUNDIR", DEFAULT_RUNDIR)
+    """The OVS run directory, absolute: $OVS_RUNDIR, else /var/run/openvswitch."""
+    return os.path.abspath(os.environ.get("OVS_RUNDIR", DEFAULT_RUNDIR))
+
+
+def check_remote(remote: str) -> tuple[str, str, int | None]:
+    """(kind, host or socket path, port) of an OVSDB remote: unix:PATH, tcp:HOST:PORT or
+    ssl:HOST:PORT (an IPv6 host in brackets); raises UsageError for anything else."""
+    kind, _, address = remote.partition(":")
+    if kind == "unix" and address:
+        return kind, address, None
+    if kind in ("tcp", "ssl"):
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit() and 0 < int(port) < 65536:
+            return kind, host.strip("[]"), int(port)
+    raise UsageError(f"--db {remote}: expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT")
 
 
 def default_remote() -> str:
     """Where the OVS tools look for the database: unix:$OVS_RUNDIR/db.sock."""
     return f"unix:{rundir()}/db.sock"
+
+
+def absolute(remote: str) -> str:
+    """``remote`` with a relative unix: socket path made absolute (the rollback file,
+    the lock and the confirmation timer, started from /, all go by it)."""
+    if remote.startswith("unix:"):
+        return f"unix:{os.path.abspath(remote[5:])}"
+    return remote
 
 
 def missing_socket(remote: str) -> SystemFailure | None:

@@ -11,7 +11,14 @@ from ovsnvgre.actual import ActualBridge, ActualPort, ActualSwitch, PortStatus
 from ovsnvgre.changes import OvsdbChange, PortDelete, PortRecord, PortUpdate
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.ovsdb.commands import ChangeCommand, root_row
-from ovsnvgre.ovsdb.remote import CONNECT_TIMEOUT, MONITORED, default_remote, schema_helper
+from ovsnvgre.ovsdb.remote import (
+    CONNECT_TIMEOUT,
+    MONITORED,
+    absolute,
+    check_remote,
+    default_remote,
+    schema_helper,
+)
 from ovsnvgre.ovsdb.select import RawClient, as_map, interface_status, values
 
 log = logging.getLogger(__name__)
@@ -27,7 +34,8 @@ class Switch:
     def __init__(self, remote: str | None = None, timeout: float = 30.0) -> None:
         """``remote``: unix:PATH or tcp:HOST:PORT (default: default_remote());
         ``timeout``: seconds a write waits for ovs-vswitchd to apply it."""
-        self.remote = remote or default_remote()
+        self.remote = absolute(remote or default_remote())
+        check_remote(self.remote)
         self.timeout = timeout
         self.api: Any = None
         self.watched: set[str] = set()  # the Port and Interface rows the API's IDL holds

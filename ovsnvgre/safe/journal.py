@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,7 +34,7 @@ def path_for(remote: str) -> Path:
     """Where the rollback file of the switch at ``remote`` lives: beside the database
     socket for unix: remotes, else in $OVS_RUNDIR."""
     if remote.startswith("unix:"):
-        return Path(remote[5:]).parent / FILE_NAME
+        return Path(os.path.abspath(remote[5:])).parent / FILE_NAME
     return Path(rundir()) / FILE_NAME
 
 
@@ -81,9 +82,9 @@ def save(path: Path, record: Record) -> None:
     data["snapshot"] = snapshots.to_dict(record.snapshot)
     data["format"] = snapshots.FORMAT
     text = json.dumps(data)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A name nobody can plant a link at (mkstemp: O_EXCL, unpredictable).
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()

@@ -158,7 +158,7 @@ class Liveness:
             os.close(fd)
             raise SystemFailure(f"{self.path} is held by another live process")
         self.fd = fd
-        self.mark(os.getpid())
+        os.ftruncate(fd, 0)  # alive, pid not known yet: nobody signals it meanwhile
         return fd
 
     def mark(self, pid: int) -> None:
@@ -168,8 +168,9 @@ class Liveness:
         os.pwrite(self.fd, str(pid).encode(), 0)
 
     def hand_over(self, pid: int) -> None:
-        """In the parent, once the child ``pid`` runs: name it, and keep no copy."""
-        self.mark(pid)
+        """In the parent, once the child ``pid`` runs: keep no copy (the child names
+        itself: only the holder writes the pid that may be signalled)."""
+        del pid
         assert self.fd is not None
         os.close(self.fd)
         self.fd = None

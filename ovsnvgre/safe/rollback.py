@@ -47,7 +47,9 @@ def start_timer(path: Path, record: journal.Record, seconds: float) -> subproces
     record.token = secrets.token_hex(8)
     try:
         journal.save(path, record)
-        with open(journal.log_path(path), "a") as log:
+        log_fd = os.open(journal.log_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(log_fd, "a") as log:
             timer = subprocess.Popen(
                 [sys.executable, "-I", "-m", "ovsnvgre.safe.timer", str(path), record.token,
                  str(fd)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -101,7 +103,15 @@ def confirm(db: str | None = None, wait: float = DEFAULT_WAIT) -> str:
 
 
 def _ask_timer(path: Path, record: journal.Record, timer: int, progress: Progress) -> str:
-    """Have the live confirmation timer ``timer`` roll back now, and wait for it."""
+    """Have the live confirmation timer ``timer`` roll back now, and wait for it.
+
+    Only a pid the timer wrote itself is signalled: while its parent still starts it,
+    the proof of life names no pid (0) yet, and this waits for one.
+    """
+    deadline = time.monotonic() + 5
+    while timer == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        timer = journal.timer_pid(path) or 0
     if timer > 0:
         progress(f"asking the confirmation timer (pid {timer}) to roll back now")
         os.kill(timer, signal.SIGUSR1)
