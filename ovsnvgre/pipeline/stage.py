@@ -15,6 +15,8 @@ class Context:
     """The facts of one host that the stages share, computed once per run.
 
     ``tables`` maps each stage name to its table number (from the stage order);
+    ``tunnels`` every live GRE port frames arrive on (receive-only ports
+    included), ``tunnel_vsids[port]`` the VSIDs each carries;
     ``tunnel_out[(peer, vsid)]`` holds the actions that send a frame of ``vsid``
     to ``peer``; ``members_of[vsid]`` every VM of the fabric in that VSID.
     """
@@ -44,12 +46,14 @@ class Context:
         per_peer = fabric.overlay.tunnel_ports == TunnelPorts.PER_PEER
         local_vms = [vm for vm in fabric.vms_on(desired.host.name) if vm.port in live_ports]
         tunnels = [p for p in desired.ports.values()
-                   if p.role == Role.TUNNEL and p.name in live_ports]
+                   if p.role in (Role.TUNNEL, Role.TUNNEL_RECEIVE) and p.name in live_ports]
         context = cls(desired, tables, local_vms, tunnels)
         for port in tunnels:
             peer = port.external_ids[PEER_KEY]
             vsids = _tunnel_vsids(desired, port)
             context.tunnel_vsids[port.name] = vsids
+            if port.role == Role.TUNNEL_RECEIVE:
+                continue
             for vsid in vsids:
                 key = nvgre.tunnel_key(vsid, layout)
                 context.tunnel_out[peer, vsid] = (
@@ -58,6 +62,12 @@ class Context:
         for vm in fabric.vms.values():
             context.members_of.setdefault(fabric.vsid_of(vm), []).append(vm)
         return context
+
+
+def keyed_by_flow(port: PortSpec) -> bool:
+    """Whether ``port`` receives every key (``key=flow`` or ``in_key=flow``), so that
+    the pipeline, not the port, reads the VSID from ``tun_id``."""
+    return "flow" in (port.options.get("key"), port.options.get("in_key"))
 
 
 def _tunnel_vsids(desired: DesiredHost, port: PortSpec) -> list[int]:
