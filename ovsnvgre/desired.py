@@ -151,15 +151,16 @@ def desired_host(fabric: Fabric, host_name: str) -> DesiredHost:
 
 
 def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
-    """Each other host that has a VM in a VSID this host also has, with those VSIDs."""
-    mine = fabric.vsids_on(host.name)
+    """Each other host that has a VM in a VSID this host also has, with those VSIDs.
+
+    Looked up per VSID of this host (``Fabric.hosts_with``): the cost is the size of
+    the answer, not the number of hosts times the number of VMs.
+    """
     shared: dict[str, set[int]] = {}
-    for other in fabric.hosts.values():
-        if other.name == host.name:
-            continue
-        common = mine & fabric.vsids_on(other.name)
-        if common:
-            shared[other.name] = common
+    for vsid in fabric.vsids_on(host.name):
+        for other in fabric.hosts_with(vsid):
+            if other != host.name:
+                shared.setdefault(other, set()).add(vsid)
     return shared
 
 

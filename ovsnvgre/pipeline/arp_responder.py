@@ -18,14 +18,12 @@ from ovsnvgre.pipeline.stage import Context, Stage
 def _flows(context: Context, table: int) -> set[Flow]:
     # ARP nobody answers here (replies, unknown CAs) is forwarded like any frame.
     flows = {make(table, PRIORITY_DEFAULT, [], [context.goto("forward")])}
-    fabric = context.fabric
-    for vsid in sorted(fabric.vsids_on(context.desired.host.name)):
-        local = [vm for vm in context.local_vms if fabric.vsid_of(vm) == vsid]
-        flows |= _answers(context, table, vsid, context.members_of[vsid], local)
+    for vsid, members in sorted(context.members_of.items()):
+        flows |= _answers(context, table, vsid, members, context.local_of.get(vsid, []))
     return flows
 
 
-def _answers(context: Context, table: int, vsid: int, members: list[Vm],
+def _answers(context: Context, table: int, vsid: int, members: tuple[Vm, ...],
              local_members: list[Vm]) -> set[Flow]:
     flows: set[Flow] = set()
     for vm in members:
