@@ -105,7 +105,7 @@ def test_install_lines_carry_the_cookie():
     assert flow.add_line() == \
         f"add table={CLASSIFY},priority=0,cookie={COOKIE:#x} actions=drop"
     assert flow.delete_line() == \
-        f"delete_strict table={CLASSIFY},priority=0,cookie={COOKIE:#x}/-1"
+        f"delete_strict table={CLASSIFY},priority=0,cookie={COOKIE:#x}/0xfffffffffffffffe"
 
 
 def test_a_dumped_flow_parses_back_to_the_generated_one():
