@@ -59,8 +59,9 @@ FROM_SOURCE = [sys.executable, "-m", "ovsnvgre"]
 class Bench:
     command = FROM_SOURCE  # how ovsnvgre is started; main() sets it
 
-    def __init__(self, hosts: int, tunnel_ports: str, workdir: Path) -> None:
-        self.text = generate(hosts, tunnel_ports=tunnel_ports)
+    def __init__(self, hosts: int, tunnel_ports: str, workdir: Path,
+                 text: str | None = None) -> None:
+        self.text = text or generate(hosts, tunnel_ports=tunnel_ports)
         self.fabric_path = workdir / f"fabric-{hosts}-{tunnel_ports}.yaml"
         self.fabric_path.write_text(self.text)
         self.extra_path = workdir / f"fabric-{hosts}-{tunnel_ports}-extra.yaml"

@@ -4,27 +4,25 @@ benchmarks (they live only in the benchmark's own namespace)."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
-
-BENCH_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
-
-
-def _pa(host: int, hosts: int) -> tuple[str, str]:
-    """(PA with prefix, gateway) of host number ``host``: a /24 each up to 256 hosts (the
-    converge bench's fabric), a /27 each in larger fabrics (up to 4,096 hosts)."""
-    if hosts <= 256:
-        return f"198.18.{host}.11/24", f"198.18.{host}.1"
-    base = BENCH_RANGE.network_address + host * 32
-    return f"{base + 11}/27", str(base + 1)
 
 
 def generate(hosts: int = 100, vsids: int = 20, local_vms: int = 50, vms_per_peer: int = 30,
-             shared_per_peer: int = 10, tunnel_ports: str = "per-vsid") -> str:
+             shared_per_peer: int = 10, tunnel_ports: str = "per-vsid",
+             hosts_per_subnet: int | None = None) -> str:
+    """A fabric whose measured host ``h0`` has ``local_vms`` VMs in every VSID and each
+    peer ``vms_per_peer`` VMs in ``shared_per_peer`` of them; ``hosts_per_subnet`` hosts
+    share each PA /24 (a rack), whose gateway is .1: 1 gives every host its own (the
+    default up to 512 hosts; beyond, as few per /24 as the range allows)."""
+    if hosts_per_subnet is None:
+        hosts_per_subnet = max(1, -(-hosts // 512))
+    if hosts > 512 * hosts_per_subnet or hosts_per_subnet > 240:
+        raise ValueError("198.18.0.0/15 holds 512 /24s of at most 240 hosts each")
     lines = ["fabric: bench", "datapath_type: netdev",
              f"overlay: {{tunnel_ports: {tunnel_ports}}}", "hosts:"]
     for h in range(hosts):
-        pa, gateway = _pa(h, hosts)
-        lines.append(f"  h{h}: {{pa: {pa}, uplink: eth1, gateway: {gateway}}}")
+        rack, slot = divmod(h, hosts_per_subnet)
+        net = f"198.{18 + (rack >> 8)}.{rack & 0xff}"
+        lines.append(f"  h{h}: {{pa: {net}.{11 + slot}/24, uplink: eth1, gateway: {net}.1}}")
     lines.append("virtual_subnets:")
     for v in range(vsids):
         lines.append(f"  s{v}: {{vsid: {5000 + v}}}")
@@ -35,7 +33,8 @@ def generate(hosts: int = 100, vsids: int = 20, local_vms: int = 50, vms_per_pee
         nonlocal serial
         serial += 1
         mac = f"02:00:{serial >> 16 & 0xff:02x}:{serial >> 8 & 0xff:02x}:{serial & 0xff:02x}:01"
-        ca = f"10.{serial >> 16 & 0xff}.{serial >> 8 & 0xff}.{serial & 0xff or 1}/8"
+        # 10.0.0.0/8 + serial: unique (an earlier `or 1` made x.y.0 and x.y.1 collide).
+        ca = f"10.{serial >> 16 & 0xff}.{serial >> 8 & 0xff}.{serial & 0xff}/8"
         lines.append(f"  vm{serial}: {{host: h{host}, subnet: s{subnet}, port: {port}, "
                      f"mac: \"{mac}\", ca: {ca}}}")
 
@@ -58,5 +57,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hosts", type=int, default=100)
     parser.add_argument("--tunnel-ports", default="per-vsid")
+    parser.add_argument("--hosts-per-subnet", type=int, default=1)
     args = parser.parse_args()
-    print(generate(args.hosts, tunnel_ports=args.tunnel_ports), end="")
+    print(generate(args.hosts, tunnel_ports=args.tunnel_ports,
+                   hosts_per_subnet=args.hosts_per_subnet), end="")

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ovsnvgre import nvgre
-from ovsnvgre.model import Choice, Fabric, Host, TunnelPorts
+from ovsnvgre.model import Choice, Fabric, Host, KeyLayout, TunnelPorts
 
 # external_ids keys.  The fabric key is the ownership marker: a row is ovsnvgre's
 # when it carries it with this fabric's name.
@@ -29,6 +29,9 @@ class Role(Choice):
     TEP = "tep"          # the internal port of the underlay bridge that holds the PA
     UPLINK = "uplink"    # the host's NIC, enslaved to the underlay bridge
     TUNNEL = "tunnel"    # a GRE port towards a peer's PA
+    # per-vsid + rfc7637: a GRE port towards a peer's PA with in_key=flow, that only
+    # receives (no flow sends to it): the frames whose FlowID is not 0.
+    TUNNEL_RECEIVE = "tunnel-receive"
     VM = "vm"            # a VM's port on the integration bridge
 
 
@@ -155,15 +158,16 @@ def desired_host(fabric: Fabric, host_name: str) -> DesiredHost:
 
 
 def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
-    """Each other host that has a VM in a VSID this host also has, with those VSIDs."""
-    mine = fabric.vsids_on(host.name)
+    """Each other host that has a VM in a VSID this host also has, with those VSIDs.
+
+    Looked up per VSID of this host (``Fabric.hosts_with``): the cost is the size of
+    the answer, not the number of hosts times the number of VMs.
+    """
     shared: dict[str, set[int]] = {}
-    for other in fabric.hosts.values():
-        if other.name == host.name:
-            continue
-        common = mine & fabric.vsids_on(other.name)
-        if common:
-            shared[other.name] = common
+    for vsid in fabric.vsids_on(host.name):
+        for other in fabric.hosts_with(vsid):
+            if other != host.name:
+                shared.setdefault(other, set()).add(vsid)
     return shared
 
 
@@ -183,6 +187,8 @@ def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
                 role=Role.TUNNEL, iface_type="gre", options={**base_options, "key": "flow"},
                 external_ids=owner_ids(fabric, Role.TUNNEL, **{PEER_KEY: peer_name}), bfd=bfd))
             continue
+        if layout == KeyLayout.RFC7637:
+            ports.append(receive_port(fabric, peer_name, base_options))
         for vsid in sorted(vsids):
             key = nvgre.tunnel_key(vsid, layout)
             ports.append(PortSpec(
@@ -192,6 +198,26 @@ def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
                                        **{PEER_KEY: peer_name, VSID_KEY: str(vsid)}),
                 bfd=bfd))
     return ports
+
+
+def receive_port(fabric: Fabric, peer_name: str, base_options: dict[str, str]) -> PortSpec:
+    """The receive-only port towards ``peer_name`` beside its fixed-key ports (per-vsid).
+
+    A fixed-key port (``key=VSID<<8``) receives only FlowID 0: OVS matches a
+    received key exactly.  RFC 7637 section 3.2 lets a sender put any FlowID in
+    the low 8 bits, and the tenant is the top 24 alone.  OVS looks a received
+    frame up among the ports with a fixed ``in_key`` first and only then among
+    those with ``in_key=flow`` (ovs-vswitchd.conf.db(5), "Tunnel Options": the
+    more specific port is matched first), so this port, same ``remote_ip`` and
+    ``local_ip`` with ``in_key=flow``, gets exactly the frames no fixed-key port
+    takes, and the classify stage gives them their VSID from the masked
+    ``tun_id``.  No flow outputs to it, and it carries no BFD.
+    """
+    return PortSpec(
+        name=nvgre.receive_port_name(fabric.hosts[peer_name].pa.ip),
+        bridge=fabric.overlay.bridge, role=Role.TUNNEL_RECEIVE, iface_type="gre",
+        options={**base_options, "in_key": "flow"},
+        external_ids=owner_ids(fabric, Role.TUNNEL_RECEIVE, **{PEER_KEY: peer_name}))
 
 
 def peer_routes(fabric: Fabric, host: Host) -> list[RouteSpec]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
+from typing import Any
 
 
 class Choice(str, Enum):
@@ -118,14 +120,62 @@ class Fabric:
     vms: dict[str, Vm]
     source: str = field(default="<fabric>", compare=False)
 
-    def vms_on(self, host: str) -> list[Vm]:
-        """The VMs of ``host``, in file order."""
-        return [vm for vm in self.vms.values() if vm.host == host]
+    @cached_property
+    def index(self) -> FabricIndex:
+        """The fabric's VMs by host and by VSID, built on first use (one pass over the VMs)
+        and kept for the life of this object: every per-host or per-VSID question is a
+        lookup, never a scan of the whole fabric (a 1,000-host fabric asks one per peer)."""
+        return FabricIndex.build(self)
 
-    def vsids_on(self, host: str) -> set[int]:
+    def __getstate__(self) -> dict[str, Any]:
+        # The index is derived: the fabric cache pickles the fields only.
+        return {key: value for key, value in self.__dict__.items() if key != "index"}
+
+    def vms_on(self, host: str) -> tuple[Vm, ...]:
+        """The VMs of ``host``, in file order."""
+        return self.index.vms_by_host.get(host, ())
+
+    def vsids_on(self, host: str) -> frozenset[int]:
         """The VSIDs that have at least one VM on ``host``."""
-        return {self.virtual_subnets[vm.virtual_subnet].vsid for vm in self.vms_on(host)}
+        return self.index.vsids_by_host.get(host, frozenset())
+
+    def vms_in(self, vsid: int) -> tuple[Vm, ...]:
+        """Every VM of the fabric in ``vsid``, in file order."""
+        return self.index.vms_by_vsid.get(vsid, ())
+
+    def hosts_with(self, vsid: int) -> tuple[str, ...]:
+        """The hosts that have at least one VM in ``vsid``, in file order of their first VM."""
+        return self.index.hosts_by_vsid.get(vsid, ())
 
     def vsid_of(self, vm: Vm) -> int:
         """The VSID of ``vm``'s virtual subnet."""
         return self.virtual_subnets[vm.virtual_subnet].vsid
+
+
+@dataclass(frozen=True)
+class FabricIndex:
+    """A fabric's VMs grouped by host and by VSID (see ``Fabric.index``)."""
+
+    vms_by_host: dict[str, tuple[Vm, ...]]
+    vsids_by_host: dict[str, frozenset[int]]
+    vms_by_vsid: dict[int, tuple[Vm, ...]]
+    hosts_by_vsid: dict[int, tuple[str, ...]]
+
+    @classmethod
+    def build(cls, fabric: Fabric) -> FabricIndex:
+        """The index of ``fabric``, in one pass over its VMs (file order kept)."""
+        by_host: dict[str, list[Vm]] = {}
+        by_vsid: dict[int, list[Vm]] = {}
+        hosts_by_vsid: dict[int, dict[str, None]] = {}
+        vsid_of = {name: subnet.vsid for name, subnet in fabric.virtual_subnets.items()}
+        for vm in fabric.vms.values():
+            vsid = vsid_of[vm.virtual_subnet]
+            by_host.setdefault(vm.host, []).append(vm)
+            by_vsid.setdefault(vsid, []).append(vm)
+            hosts_by_vsid.setdefault(vsid, {})[vm.host] = None
+        return cls(
+            vms_by_host={host: tuple(vms) for host, vms in by_host.items()},
+            vsids_by_host={host: frozenset(vsid_of[vm.virtual_subnet] for vm in vms)
+                           for host, vms in by_host.items()},
+            vms_by_vsid={vsid: tuple(vms) for vsid, vms in by_vsid.items()},
+            hosts_by_vsid={vsid: tuple(hosts) for vsid, hosts in hosts_by_vsid.items()})

@@ -46,6 +46,19 @@ def tunnel_key(vsid: int, layout: KeyLayout, flow_id: int = 0) -> int:
     raise ValueError(f"unknown key layout {layout!r}")
 
 
+def key_match(vsid: int, layout: KeyLayout) -> str:
+    """The ``tun_id`` match of every received key of ``vsid`` (ovs-fields(7) syntax).
+
+    rfc7637: the top 24 bits under the mask 0xffffff00, so any of the 256 FlowIDs
+    matches (RFC 7637 section 3.2: the FlowID never selects the tenant); plain:
+    the whole key.
+    """
+    key = tunnel_key(vsid, layout)
+    if layout == KeyLayout.RFC7637:
+        return f"tun_id={key:#x}/0xffffff00"
+    return f"tun_id={key:#x}"
+
+
 def vsid_of_key(key: int, layout: KeyLayout) -> int:
     """The VSID a receiver reads from a 32-bit key: the top 24 bits for rfc7637."""
     if layout == KeyLayout.RFC7637:
@@ -72,3 +85,12 @@ def tunnel_port_name(peer_pa: ipaddress.IPv4Address, vsid: int | None) -> str:
     if vsid is None:
         return f"gre-{pa_text}"
     return f"g{pa_text}{vsid:06x}"
+
+
+def receive_port_name(peer_pa: ipaddress.IPv4Address) -> str:
+    """The name of the receive-only port towards ``peer_pa``: ``grx-`` and the PA in hex.
+
+    ``per-vsid`` mode gives each peer one beside its fixed-key ports; it takes the
+    frames whose FlowID is not 0 (see desired.receive_port).
+    """
+    return f"grx-{family.of(peer_pa).pa_text(peer_pa)}"

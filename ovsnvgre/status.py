@@ -103,7 +103,7 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
 
     tunnels = []
     for name, spec in sorted(desired.ports.items()):
-        if spec.role != Role.TUNNEL:
+        if spec.role not in (Role.TUNNEL, Role.TUNNEL_RECEIVE):
             continue
         info = details.get(name, {})
         bfd_status = info.get("bfd_status") or {}
@@ -112,7 +112,8 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
             "port": name, "peer": spec.external_ids.get(PEER_KEY),
             "remote_ip": spec.options.get("remote_ip"),
             "vsid": int(vsid) if vsid else None,
-            "key": _key_text(spec.options.get("key", "")),
+            "key": (_key_text(spec.options.get("key", "")) if spec.role == Role.TUNNEL
+                    else "flow (receive only)"),
             "ofport": _ofport(info), "state": _state(info, name in details),
             "bfd": ({"state": bfd_status.get("state", "unknown"),
                      "forwarding": bfd_status.get("forwarding") == "true",

@@ -78,6 +78,26 @@ def test_per_peer_mode_one_port_with_flow_key():
     assert [(p.name, p.options["key"]) for p in tunnels] == [("gre-cb00710b", "flow")]
 
 
+def test_per_vsid_rfc7637_adds_one_receive_only_port_per_peer():
+    # Fixed-key ports take FlowID 0 only (OVS matches a received key exactly); the
+    # port with in_key=flow takes every other FlowID (RFC 7637 section 3.2).
+    state = desired_host(FAB, "host1")
+    receive = [p for p in state.ports.values() if p.role == "tunnel-receive"]
+    assert [(p.name, p.options) for p in receive] == [
+        ("grx-cb00710b", {"remote_ip": "203.0.113.11", "local_ip": "198.51.100.11",
+                          "csum": "false", "in_key": "flow"})]
+    assert receive[0].external_ids["ovsnvgre-peer"] == "host2"
+    assert "key" not in receive[0].options and receive[0].bfd == {}
+
+
+@pytest.mark.parametrize("mode,layout", [("per-peer", "rfc7637"), ("per-vsid", "plain")])
+def test_no_receive_only_port_where_the_tunnel_port_takes_every_key(mode, layout):
+    fab = fabric.loads(TWO_HOSTS.replace("per-vsid", mode).replace("rfc7637", layout),
+                       "f.yaml")
+    assert not [p for p in desired_host(fab, "host1").ports.values()
+                if p.role == "tunnel-receive"]
+
+
 def test_plain_layout_key_is_vsid():
     fab = fabric.loads(TWO_HOSTS.replace("key_layout: rfc7637", "key_layout: plain"), "f.yaml")
     keys = {p.options["key"] for p in desired_host(fab, "host1").ports.values()
@@ -117,7 +137,7 @@ def test_plan_from_empty_creates_everything():
     plan = make_plan(desired, EMPTY, NO_KERNEL)
     created = {c.spec.name for c in plan.ovsdb if isinstance(c, (BridgeCreate, PortCreate))}
     assert created == {"br0", "br-int", "tep0", "eth1", "vnet0", "vnet1",
-                       "gcb00710b001389", "gcb00710b001771"}
+                       "gcb00710b001389", "gcb00710b001771", "grx-cb00710b"}
     assert AddressChange("add", "tep0", ipaddress.ip_interface("198.51.100.11/24")) in plan.kernel
 
 
@@ -212,5 +232,6 @@ def test_down_keeps_a_bridge_that_holds_foreign_ports():
     changes, notes = diff_switch(desired, ActualSwitch(bridges, ports), removing=True)
     assert BridgeDelete("br0") in changes and BridgeDelete("br-int") not in changes
     removed = {c.name for c in changes if isinstance(c, PortDelete)}
-    assert removed == {"vnet0", "vnet1", "gcb00710b001389", "gcb00710b001771"}
+    assert removed == {"vnet0", "vnet1", "gcb00710b001389", "gcb00710b001771",
+                       "grx-cb00710b"}
     assert "foreign0" in notes[0]

@@ -60,6 +60,16 @@ def test_per_peer_rfc7637_keys_live_in_the_top_24_bits():
         in texts(flows, FORWARD)
 
 
+def test_per_vsid_receive_only_port_classifies_by_the_top_24_bits():
+    classify = texts(pipeline(), CLASSIFY)
+    assert ("classify priority=100 in_port=grx-cb00710b,tun_id=0x138900/0xffffff00 "
+            f"actions=set_field:0x1389->reg0,set_field:0x1->reg1,{TO_FORWARD}") in classify
+    assert ("classify priority=100 in_port=grx-cb00710b,tun_id=0x177100/0xffffff00 "
+            f"actions=set_field:0x1771->reg0,set_field:0x1->reg1,{TO_FORWARD}") in classify
+    # It only receives: no flow sends to it.
+    assert not any("output:grx-" in t for t in texts(pipeline()))
+
+
 def test_per_peer_plain_key_is_the_vsid():
     flows = pipeline("per-peer", "plain")
     assert any("tun_id=0x1389 " in t for t in texts(flows, CLASSIFY))
@@ -95,7 +105,7 @@ def test_install_lines_carry_the_cookie():
     assert flow.add_line() == \
         f"add table={CLASSIFY},priority=0,cookie={COOKIE:#x} actions=drop"
     assert flow.delete_line() == \
-        f"delete_strict table={CLASSIFY},priority=0,cookie={COOKIE:#x}/-1"
+        f"delete_strict table={CLASSIFY},priority=0,cookie={COOKIE:#x}/0xfffffffffffffffe"
 
 
 def test_a_dumped_flow_parses_back_to_the_generated_one():

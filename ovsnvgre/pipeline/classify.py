@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 
 from ovsnvgre import nvgre
-from ovsnvgre.model import KeyLayout, TunnelPorts, Vm
+from ovsnvgre.model import Vm
 from ovsnvgre.pipeline.flow import PRIORITY_DEFAULT, PRIORITY_EXACT, Flow, make, set_vsid
-from ovsnvgre.pipeline.stage import Context, Stage
+from ovsnvgre.pipeline.stage import Context, Stage, keyed_by_flow
 
 
 def vm_ipv4(vm: Vm) -> ipaddress.IPv4Address | None:
@@ -17,17 +17,14 @@ def vm_ipv4(vm: Vm) -> ipaddress.IPv4Address | None:
 
 def _flows(context: Context, table: int) -> set[Flow]:
     flows = {make(table, PRIORITY_DEFAULT, [], [])}
-    fabric = context.fabric
-    layout = fabric.overlay.key_layout
-    per_peer = fabric.overlay.tunnel_ports == TunnelPorts.PER_PEER
+    layout = context.fabric.overlay.key_layout
     for port in context.tunnels:
+        by_key = keyed_by_flow(port)
         for vsid in context.tunnel_vsids[port.name]:
             match = [f"in_port={port.name}"]
-            if per_peer:
+            if by_key:
                 # RFC 7637 section 3.2: the tenant is the key's top 24 bits, whatever the FlowID.
-                key = nvgre.tunnel_key(vsid, layout)
-                match.append(f"tun_id={key:#x}/0xffffff00" if layout == KeyLayout.RFC7637
-                             else f"tun_id={key:#x}")
+                match.append(nvgre.key_match(vsid, layout))
             flows.add(make(table, PRIORITY_EXACT, match,
                            [*set_vsid(vsid, True), context.goto("forward")]))
     for vm in context.local_vms:
@@ -65,7 +62,8 @@ STAGE = Stage(
     decides="a frame from a VM port belongs to that VM's VSID **only if** it carries the VM's "
             "MAC and, for IPv4 and ARP, its CA (anti-spoofing; IPv6 link-local and neighbour "
             "discovery from its own MAC pass); a frame from a tunnel belongs to the VSID of its "
-            "port (per-vsid) or of the top 24 bits of its key (per-peer; the FlowID is "
+            "fixed-key port (per-vsid, FlowID 0) or of the top 24 bits of its key (per-peer, "
+            "and per-vsid's receive-only port that takes every other FlowID: the FlowID is "
             "ignored). Anything else is dropped.",
     drop_reason="it is not what the fabric allows from {source} (MAC, address or protocol)",
     flows=_flows,

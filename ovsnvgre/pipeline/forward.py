@@ -17,25 +17,22 @@ from ovsnvgre.pipeline.stage import Context, Stage
 
 def _flows(context: Context, table: int) -> set[Flow]:
     flows = {make(table, PRIORITY_DEFAULT, [], [])}
-    fabric = context.fabric
-    host = context.desired.host.name
-    for vsid in sorted(fabric.vsids_on(host)):
-        local = [vm for vm in context.local_vms if fabric.vsid_of(vm) == vsid]
-        flows |= _vsid_flows(context, table, vsid, context.members_of[vsid], local)
+    for vsid, members in sorted(context.members_of.items()):
+        flows |= _vsid_flows(context, table, vsid, members, context.local_of.get(vsid, []))
     return flows
 
 
-def _vsid_flows(context: Context, table: int, vsid: int, members: list[Vm],
+def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...],
                 local_members: list[Vm]) -> set[Flow]:
     host = context.desired.host.name
     tunnel_out = context.tunnel_out
     flows: set[Flow] = set()
     vsid_match = in_vsid(vsid)
     local_ports = sorted(vm.port for vm in local_members)
-    peers = sorted(peer for peer, v in tunnel_out if v == vsid)
+    live_local = set(local_ports)
     for vm in members:
         if vm.host == host:
-            if vm.port in local_ports:
+            if vm.port in live_local:
                 flows.add(make(table, PRIORITY_EXACT, [vsid_match, f"dl_dst={vm.mac}"],
                                [f"output:{vm.port}"]))
             continue
@@ -48,10 +45,15 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: list[Vm],
         flows.add(make(table, PRIORITY_EXACT, [vsid_match, from_tunnel(True),
                                                f"dl_dst={vm.mac}"], []))
     to_locals = [f"output:{port}" for port in local_ports]
+    # Head-end replication: each peer's actions in turn; a key set once serves them all.
     to_peers: list[str] = []
-    for peer in peers:
+    keys_set: set[str] = set()
+    for peer in context.peers_of.get(vsid, []):
         for action in tunnel_out[peer, vsid]:
-            if action not in to_peers or action.startswith("output:"):
+            if action.startswith("output:"):
+                to_peers.append(action)
+            elif action not in keys_set:
+                keys_set.add(action)
                 to_peers.append(action)
     if to_locals or to_peers:
         flows.add(make(table, PRIORITY_FLOOD, [vsid_match, from_tunnel(False)],
