@@ -128,7 +128,7 @@ class Fabric:
         return FabricIndex.build(self)
 
     def __getstate__(self) -> dict[str, Any]:
-        # The index is derived: the fabric cache pickles the fields only.
+        # The index is derived: a copy or pickle of a Fabric carries the fields only.
         return {key: value for key, value in self.__dict__.items() if key != "index"}
 
     def vms_on(self, host: str) -> tuple[Vm, ...]:

@@ -89,8 +89,9 @@ def test_the_written_fields_are_the_models_fields():
     """A field added to model.py must be added to the cache's encoding too."""
     for cls, written in fabric_cache.FIELDS.items():
         assert tuple(f.name for f in dataclasses.fields(cls)) == written, cls.__name__
+    # FabricIndex is derived from a Fabric on first use, never written.
     shaped = {cls for cls in vars(model).values()
-              if isinstance(cls, type) and dataclasses.is_dataclass(cls)}
+              if isinstance(cls, type) and dataclasses.is_dataclass(cls)} - {model.FabricIndex}
     assert shaped == set(fabric_cache.FIELDS)
 
 
