@@ -60,7 +60,7 @@ class LazyGroup(click.Group):
             return super().get_command(ctx, cmd_name)
         module, _, attribute = self.lazy[cmd_name][0].partition(":")
         command = getattr(importlib.import_module(module), attribute)
-        assert isinstance(command, click.Command)
+        assert isinstance(command, click.Command)  # noqa: S101 - an invariant the code above guarantees, not input checking
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

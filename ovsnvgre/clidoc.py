@@ -29,7 +29,7 @@ def _commands(group: click.Group, path: list[str]) -> list[tuple[list[str], clic
     context = click.Context(group, info_name=path[-1])
     for name in group.list_commands(context):
         command = group.get_command(context, name)
-        assert command is not None
+        assert command is not None  # noqa: S101 - an invariant the code above guarantees, not input checking
         if isinstance(command, click.Group):
             found += _commands(command, [*path, name])
         else:

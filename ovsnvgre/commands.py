@@ -79,7 +79,8 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
 
     Reports the PA and where it sits, each tunnel (peer, VSID, key, port,
     state, BFD), each local VM (port, VSID, MAC, CA, link, MTU, packet
-    counters), the flows per table, and MTU warnings. Drift is every
+    counters), the flows per table, and warnings (MTU; a leased address back on
+    the uplink). Drift is every
     difference between the switch and the fabric (missing, extra or changed
     rows, flows, ports ovs-vswitchd refused). Changes nothing.
 

@@ -103,14 +103,17 @@ class DesiredHost:
 
     @property
     def owner(self) -> str:
+        """The fabric whose marker the host's rows carry."""
         return self.fabric.name
 
     @property
     def tep_port(self) -> str:
+        """The tep port's name (underlay.tep_port)."""
         return self.fabric.underlay.tep_port
 
     @property
     def uplink(self) -> str | None:
+        """The uplink NIC's name, or None when the fabric names none."""
         return self.host.uplink
 
 

@@ -163,6 +163,7 @@ class Converge:
         self.timer: Popen | None = None
 
     def guard(self) -> None:
+        """Take over the rollback state of a run that died (see journal.adopt)."""
         adopted = journal.adopt(self.path, "down" if self.removing else "up")
         if adopted is not None:
             self.record = adopted
@@ -171,6 +172,7 @@ class Converge:
                           "underlay check fails")
 
     def survey(self) -> None:
+        """Read and plan, as `plan` does (flows come later, once the ports exist)."""
         self.progress(f"reading {self.switch.remote} and the kernel")
         prior = self.record.snapshot.ports if self.record is not None else None
         self.found = survey(self.desired, self.switch, self.removing, flows=False, prior=prior)
@@ -200,6 +202,7 @@ class Converge:
         journal.save(self.path, self.record)
 
     def start_check(self, verify: bool) -> None:
+        """Probe the underlay before the change, when the plan touches it."""
         if not verify or not touches_underlay(self.desired, self.plan):
             return
         probes = targets(self.desired, self.plan, self.removing)
@@ -209,6 +212,7 @@ class Converge:
             self.check = Check.start(probes)
 
     def apply_ovsdb(self) -> None:
+        """All row changes in one transaction, after saving the rollback state."""
         if not self.plan.ovsdb:
             return
         self.save_before_changing()
@@ -216,6 +220,7 @@ class Converge:
         self.ovsdb_writes = self.switch.apply(self.plan.ovsdb)
 
     def apply_kernel(self) -> None:
+        """Addresses, routes, links and IPv6 settings, in the planned order."""
         if not self.plan.kernel:
             return
         self.save_before_changing()
@@ -242,7 +247,7 @@ class Converge:
         """Restore the state saved before the run, after ``what`` went wrong; returns the
         error to raise: UnderlayLost when the host is back as it was, a SystemFailure
         saying what is left when restoring failed too (the rollback state is kept)."""
-        assert self.record is not None
+        assert self.record is not None  # noqa: S101 - an invariant the code above guarantees, not input checking
         self.progress(f"{what}: restoring the state before the run")
         with signals_deferred():
             try:
@@ -257,6 +262,7 @@ class Converge:
                             f"({undone} changes undone){more}")
 
     def apply_flows(self) -> None:
+        """Plan the flows for the ports that exist now; apply them in one bundle."""
         # The flows name ports, so they are planned once the ports exist.
         desired = self.desired
         wanted = set() if self.removing else set(desired.ports)
@@ -285,6 +291,7 @@ class Converge:
                                         flow_changes.delete)
 
     def finish(self, confirm: float | None) -> None:
+        """Drop the rollback state, or hand it to the `--confirm` timer."""
         if self.record is None:
             return
         if confirm is None:
@@ -293,6 +300,7 @@ class Converge:
             self.timer = start_timer(self.path, self.record, confirm)
 
     def result(self) -> RunResult:
+        """What the run did."""
         return RunResult(self.plan, self.ovsdb_writes, self.kernel_changes, self.flow_mods,
                          self.status.refused(), self.check, self.timer)
 

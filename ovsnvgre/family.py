@@ -186,7 +186,7 @@ def announcement(mac: bytes, address: IPAddress) -> bytes:
     or the tep port, whatever the underlay's own family)."""
     if address.version == 4:
         return IPV4.announcement(mac, address)
-    assert isinstance(address, ipaddress.IPv6Address)
+    assert isinstance(address, ipaddress.IPv6Address)  # noqa: S101 - an invariant the code above guarantees, not input checking
     return unsolicited_na(mac, address)
 
 

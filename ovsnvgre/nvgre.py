@@ -88,9 +88,12 @@ def tunnel_port_name(peer_pa: ipaddress.IPv4Address, vsid: int | None) -> str:
 
 
 def receive_port_name(peer_pa: ipaddress.IPv4Address) -> str:
-    """The name of the receive-only port towards ``peer_pa``: ``grx-`` and the PA in hex.
+    """The name of the receive-only port towards ``peer_pa``: the per-peer port's name
+    (``gre-`` and the PA in hex).
 
     ``per-vsid`` mode gives each peer one beside its fixed-key ports; it takes the
-    frames whose FlowID is not 0 (see desired.receive_port).
+    frames whose FlowID is not 0 (see desired.receive_port).  It shares its name with
+    the port per-peer mode uses: OVS refuses two `key=flow`-like ports to one peer
+    (File exists), so switching modes changes that one row in place.
     """
-    return f"grx-{family.of(peer_pa).pa_text(peer_pa)}"
+    return tunnel_port_name(peer_pa, None)

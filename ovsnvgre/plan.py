@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
+from ovsnvgre.actual import ActualBridge, ActualKernel, ActualPort, ActualSwitch
 from ovsnvgre.changes import (
     BridgeCreate,
     BridgeDelete,
@@ -84,47 +84,56 @@ def diff_rows(owner: str, want_bridges: dict[str, BridgeSpec], want_ports: dict[
     Raises SystemFailure when a wanted name is held by a row ``owner`` does not own.
     """
     changes: list[OvsdbChange] = []
-    notes: list[str] = []
-
     for name, spec in want_bridges.items():
-        have = actual.bridges.get(name)
-        if have is None:
-            changes.append(BridgeCreate(spec))
-            continue
-        if not is_owned(have.external_ids, owner):
-            raise SystemFailure(_foreign("bridge", name, have.external_ids, owner))
-        columns: dict[str, Any] = {}
-        if have.datapath_type != spec.datapath_type:
-            columns["datapath_type"] = spec.datapath_type
-        if tuple(sorted(have.protocols)) != tuple(sorted(spec.protocols)):
-            columns["protocols"] = list(spec.protocols)
-        if have.fail_mode != spec.fail_mode:
-            columns["fail_mode"] = [spec.fail_mode] if spec.fail_mode else []
-        to_set, stale = _ids_diff(spec.external_ids, have.external_ids)
-        if columns or to_set or stale:
-            changes.append(BridgeUpdate(name, columns, to_set, stale))
-
+        changes += _bridge_changes(owner, spec, actual.bridges.get(name))
     for name, spec in want_ports.items():
-        have = actual.ports.get(name)
-        if have is None:
-            changes.append(PortCreate(spec))
-            continue
-        owned = is_owned(have.external_ids, owner)
-        if not owned:
-            if spec.adopt_existing and have.bridge == spec.bridge:
-                continue  # the hypervisor's port, already where the fabric wants it
-            where = f"on bridge {have.bridge}" if have.bridge else "in the database"
-            raise SystemFailure(f"port {name} already exists {where} and was not created by "
-                                f"ovsnvgre (fabric {owner!r}); "
-                                f"{_foreign_hint(have.external_ids, owner)}")
-        if have.bridge != spec.bridge:
-            changes.append(PortDelete(name, have.bridge, spec.role))
-            changes.append(PortCreate(spec, _saved_ids(have)))
-            continue
-        update = _port_update(spec, have)
-        if update is not None:
-            changes.append(update)
+        changes += _port_changes(owner, spec, actual.ports.get(name))
+    leftovers, notes = _leftovers(owner, want_bridges, want_ports, actual)
+    return changes + leftovers, notes
 
+
+def _bridge_changes(owner: str, spec: BridgeSpec, have: ActualBridge | None
+                    ) -> list[OvsdbChange]:
+    if have is None:
+        return [BridgeCreate(spec)]
+    if not is_owned(have.external_ids, owner):
+        raise SystemFailure(_foreign("bridge", spec.name, have.external_ids, owner))
+    columns: dict[str, Any] = {}
+    if have.datapath_type != spec.datapath_type:
+        columns["datapath_type"] = spec.datapath_type
+    if tuple(sorted(have.protocols)) != tuple(sorted(spec.protocols)):
+        columns["protocols"] = list(spec.protocols)
+    if have.fail_mode != spec.fail_mode:
+        columns["fail_mode"] = [spec.fail_mode] if spec.fail_mode else []
+    to_set, stale = _ids_diff(spec.external_ids, have.external_ids)
+    if columns or to_set or stale:
+        return [BridgeUpdate(spec.name, columns, to_set, stale)]
+    return []
+
+
+def _port_changes(owner: str, spec: PortSpec, have: ActualPort | None) -> list[OvsdbChange]:
+    if have is None:
+        return [PortCreate(spec)]
+    if not is_owned(have.external_ids, owner):
+        if spec.adopt_existing and have.bridge == spec.bridge:
+            return []  # the hypervisor's port, already where the fabric wants it
+        where = f"on bridge {have.bridge}" if have.bridge else "in the database"
+        raise SystemFailure(f"port {spec.name} already exists {where} and was not created by "
+                            f"ovsnvgre (fabric {owner!r}); "
+                            f"{_foreign_hint(have.external_ids, owner)}")
+    if have.bridge != spec.bridge:
+        return [PortDelete(spec.name, have.bridge, spec.role),
+                PortCreate(spec, _saved_ids(have))]
+    update = _port_update(spec, have)
+    return [update] if update is not None else []
+
+
+def _leftovers(owner: str, want_bridges: dict[str, BridgeSpec], want_ports: dict[str, PortSpec],
+               actual: ActualSwitch) -> tuple[list[OvsdbChange], list[str]]:
+    """Deletions of the owned rows the fabric no longer wants (a bridge that still holds
+    ports ovsnvgre did not create is kept, with a note)."""
+    changes: list[OvsdbChange] = []
+    notes: list[str] = []
     owned_bridges = {name for name, br in actual.bridges.items()
                      if is_owned(br.external_ids, owner)}
     for name, have in sorted(actual.ports.items()):
@@ -134,18 +143,17 @@ def diff_rows(owner: str, want_bridges: dict[str, BridgeSpec], want_ports: dict[
             continue  # goes with its bridge
         changes.append(PortDelete(name, have.bridge, have.external_ids.get(ROLE_KEY, "owned")))
     for name in sorted(owned_bridges - set(want_bridges)):
-        foreign = [port for port in actual.bridges[name].ports
-                   if port != name and not is_owned(actual.ports[port].external_ids, owner)]
-        if foreign:
-            # Deleting the bridge would delete ports that are not ours.
-            for port in actual.bridges[name].ports:
-                if port != name and port not in foreign:
-                    changes.append(PortDelete(port, name, actual.ports[port].external_ids.get(
-                        ROLE_KEY, "owned")))
-            notes.append(f"kept bridge {name}: it holds ports ovsnvgre did not create "
-                         f"({', '.join(sorted(foreign))})")
+        members = [port for port in actual.bridges[name].ports if port != name]
+        foreign = [port for port in members
+                   if not is_owned(actual.ports[port].external_ids, owner)]
+        if not foreign:
+            changes.append(BridgeDelete(name))
             continue
-        changes.append(BridgeDelete(name))
+        # Deleting the bridge would delete ports that are not ours.
+        changes += [PortDelete(port, name, actual.ports[port].external_ids.get(ROLE_KEY, "owned"))
+                    for port in members if port not in foreign]
+        notes.append(f"kept bridge {name}: it holds ports ovsnvgre did not create "
+                     f"({', '.join(sorted(foreign))})")
     return changes, notes
 
 

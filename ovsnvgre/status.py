@@ -139,6 +139,12 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
                             "larger frames are dropped in the tunnel (set overlay.vm_mtu, "
                             "or lower the VM's MTU)")
     warnings += fabrics.warnings(fabric)
+    uplink = kernel.get(desired.uplink)
+    if uplink is not None:
+        warnings += [f"the uplink {uplink.name} holds a leased address again ({address}): a "
+                     "DHCP or SLAAC client renews it on the NIC while the PA lives on the tep "
+                     "port; make the address static in the host's network configuration"
+                     for address in sorted(uplink.leased, key=str)]
 
     flows: dict[str, int] = {}
     for flow in sorted(installed, key=lambda f: f.table):

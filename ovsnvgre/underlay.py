@@ -185,7 +185,7 @@ def tep_contents(desired: DesiredHost, saved: Saved) -> list[KernelChange]:
             *(RouteChange("add", tep, r) for r in routes)]
 
 
-def diff_kernel(desired: DesiredHost, kernel: ActualKernel, saved: Saved,
+def diff_kernel(desired: DesiredHost, kernel: ActualKernel, saved: Saved,  # noqa: C901 - one decision per branch, each documented; splitting would scatter it
                 recorded: Saved | None = None) -> list[KernelChange]:
     """Move what the uplink held onto the tep port, add the PA and the peer routes.
 

@@ -84,7 +84,7 @@ def test_per_vsid_rfc7637_adds_one_receive_only_port_per_peer():
     state = desired_host(FAB, "host1")
     receive = [p for p in state.ports.values() if p.role == "tunnel-receive"]
     assert [(p.name, p.options) for p in receive] == [
-        ("grx-cb00710b", {"remote_ip": "203.0.113.11", "local_ip": "198.51.100.11",
+        ("gre-cb00710b", {"remote_ip": "203.0.113.11", "local_ip": "198.51.100.11",
                           "csum": "false", "in_key": "flow"})]
     assert receive[0].external_ids["ovsnvgre-peer"] == "host2"
     assert "key" not in receive[0].options and receive[0].bfd == {}
@@ -137,7 +137,7 @@ def test_plan_from_empty_creates_everything():
     plan = make_plan(desired, EMPTY, NO_KERNEL)
     created = {c.spec.name for c in plan.ovsdb if isinstance(c, (BridgeCreate, PortCreate))}
     assert created == {"br0", "br-int", "tep0", "eth1", "vnet0", "vnet1",
-                       "gcb00710b001389", "gcb00710b001771", "grx-cb00710b"}
+                       "gcb00710b001389", "gcb00710b001771", "gre-cb00710b"}
     assert AddressChange("add", "tep0", ipaddress.ip_interface("198.51.100.11/24")) in plan.kernel
 
 
@@ -233,5 +233,5 @@ def test_down_keeps_a_bridge_that_holds_foreign_ports():
     assert BridgeDelete("br0") in changes and BridgeDelete("br-int") not in changes
     removed = {c.name for c in changes if isinstance(c, PortDelete)}
     assert removed == {"vnet0", "vnet1", "gcb00710b001389", "gcb00710b001771",
-                       "grx-cb00710b"}
+                       "gre-cb00710b"}
     assert "foreign0" in notes[0]

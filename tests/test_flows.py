@@ -62,12 +62,12 @@ def test_per_peer_rfc7637_keys_live_in_the_top_24_bits():
 
 def test_per_vsid_receive_only_port_classifies_by_the_top_24_bits():
     classify = texts(pipeline(), CLASSIFY)
-    assert ("classify priority=100 in_port=grx-cb00710b,tun_id=0x138900/0xffffff00 "
+    assert ("classify priority=100 in_port=gre-cb00710b,tun_id=0x138900/0xffffff00 "
             f"actions=set_field:0x1389->reg0,set_field:0x1->reg1,{TO_FORWARD}") in classify
-    assert ("classify priority=100 in_port=grx-cb00710b,tun_id=0x177100/0xffffff00 "
+    assert ("classify priority=100 in_port=gre-cb00710b,tun_id=0x177100/0xffffff00 "
             f"actions=set_field:0x1771->reg0,set_field:0x1->reg1,{TO_FORWARD}") in classify
     # It only receives: no flow sends to it.
-    assert not any("output:grx-" in t for t in texts(pipeline()))
+    assert not any("output:gre-cb00710b" in t for t in texts(pipeline()))
 
 
 def test_per_peer_plain_key_is_the_vsid():

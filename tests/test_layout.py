@@ -75,3 +75,27 @@ def test_a_stage_left_out_of_the_stage_list_is_refused():
                           ast.parse(source), 2, source)
     problems = layout.check_stage_order({**modules, "ovsnvgre.pipeline.extra": extra})
     assert "ovsnvgre.pipeline.extra defines a STAGE that STAGES does not list" in problems
+
+
+def test_relative_and_importlib_imports_are_edges_too(tmp_path):
+    package = tmp_path / "ovsnvgre"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""p"""\n')
+    (package / "model.py").write_text('"""m"""\nfrom . import engine\n')
+    (package / "engine.py").write_text('"""e"""\nfrom .model import Fabric\n')
+    (package / "errors.py").write_text(
+        '"""x"""\nimport importlib\n\n\ndef f():\n    """f"""\n'
+        '    return importlib.import_module("ovsnvgre.engine")\n')
+    found = layout.load_modules(tmp_path)
+    assert layout.find_cycles(found) == [["ovsnvgre.engine", "ovsnvgre.model"]]
+    assert "ovsnvgre.engine" in {target for target, _, _ in found["ovsnvgre.errors"].imports}
+
+
+def test_a_public_method_needs_a_docstring(tmp_path):
+    package = tmp_path / "ovsnvgre"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""p"""\n')
+    (package / "m.py").write_text('"""m"""\n\n\nclass A:\n    """a"""\n\n'
+                                  '    def run(self):\n        return 1\n')
+    assert layout.check_docstrings(layout.load_modules(tmp_path)) == [
+        "ovsnvgre/m.py:7: A.run has no docstring"]

@@ -19,6 +19,7 @@ PA = "198.51.100.11/24"
 GATEWAY = "198.51.100.1"
 RED_TUNNEL = "gcb00710b001389"   # to host2 (203.0.113.11), VSID 5001
 BLUE_TUNNEL = "gcb00710b001771"  # to host2, VSID 6001
+RECEIVE = "gre-cb00710b"         # from host2, every FlowID (in_key=flow)
 
 
 def rows(host, table: str) -> dict[str, dict]:
@@ -58,7 +59,7 @@ def test_up_builds_the_host_and_keeps_it_reachable(host1):
     assert "OpenFlow13" in sw.vsctl("get", "bridge", "br-int", "protocols")
     assert set(sw.vsctl("list-ports", "br0").split()) == {"eth1", "tep0"}
     assert set(sw.vsctl("list-ports", "br-int").split()) == {"vnet0", "vnet1", RED_TUNNEL,
-                                                           BLUE_TUNNEL}
+                                                           BLUE_TUNNEL, RECEIVE}
     ifaces = rows(host1, "Interface")
     assert ifaces["tep0"]["type"] == "internal"
     red = ovs_map(ifaces[RED_TUNNEL]["options"])
@@ -126,7 +127,7 @@ def test_drift_is_shown_and_repaired(host1, tmp_path):
     result = host1.ovsnvgre("up", fabric=smaller)
     assert result.returncode == 0, result.stderr
     assert "remove vm port vnet1" in result.stdout
-    assert set(sw.vsctl("list-ports", "br-int").split()) == {"vnet0", RED_TUNNEL}
+    assert set(sw.vsctl("list-ports", "br-int").split()) == {"vnet0", RED_TUNNEL, RECEIVE}
 
 
 def test_down_removes_exactly_what_it_made(host1):

@@ -220,3 +220,13 @@ def test_what_others_put_on_the_tep_port_survives_up(host1, tmp_path):
     assert "203.0.113.0/24" not in routes  # ovsnvgre's own, no longer wanted: removed
     assert "198.51.100.200/32" in host1.ip("addr", "show", "tep0")
     assert "no changes" in host1.ovsnvgre("up", "--no-verify", fabric=fabric).stdout
+
+
+def test_status_warns_when_a_leased_address_comes_back_on_the_uplink(host1):
+    assert host1.ovsnvgre("up").returncode == 0
+    # A DHCP client that renews its lease on the NIC after `up` took the PA over.
+    host1.ip("addr", "add", "198.51.100.11/24", "dev", "eth1", "valid_lft", "600",
+             "preferred_lft", "600")
+    report = json.loads(host1.ovsnvgre("status", "--json").stdout)
+    assert any(w.startswith("the uplink eth1 holds a leased address again "
+                            "(198.51.100.11/24)") for w in report["warnings"]), report

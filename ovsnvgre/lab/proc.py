@@ -20,7 +20,7 @@ def run(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, env=env,
+        result = subprocess.run(command, capture_output=True, text=True, env=env,  # noqa: S603 - a fixed argv, no shell, no user-supplied program
                                 timeout=timeout, cwd=cwd)
     except FileNotFoundError:
         raise SystemFailure(f"{command[0]} not found") from None

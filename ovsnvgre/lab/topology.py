@@ -69,6 +69,7 @@ class Topology:
 
     @property
     def namespaces(self) -> list[str]:
+        """Every namespace of the lab: the router's, the hosts', the VMs'."""
         return [self.router, *(h.netns for h in self.hosts), *(v.netns for v in self.vms)]
 
 

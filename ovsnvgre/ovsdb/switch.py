@@ -83,7 +83,7 @@ class Switch:
     # --- reading ----------------------------------------------------------------
 
     def _select(self, tables: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
-        assert self.raw is not None, "use Switch as a context manager"
+        assert self.raw is not None, "use Switch as a context manager"  # noqa: S101 - an invariant the code above guarantees, not input checking
         return self.raw.select(tables)
 
     def read(self) -> ActualSwitch:

@@ -36,6 +36,7 @@ class Context:
 
     @property
     def fabric(self) -> Fabric:
+        """The host's fabric."""
         return self.desired.fabric
 
     def goto(self, stage: str) -> str:

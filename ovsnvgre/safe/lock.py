@@ -163,7 +163,7 @@ class Liveness:
 
     def mark(self, pid: int) -> None:
         """Write ``pid`` as the holder."""
-        assert self.fd is not None
+        assert self.fd is not None  # noqa: S101 - an invariant the code above guarantees, not input checking
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(pid).encode(), 0)
 
@@ -171,7 +171,7 @@ class Liveness:
         """In the parent, once the child ``pid`` runs: keep no copy (the child names
         itself: only the holder writes the pid that may be signalled)."""
         del pid
-        assert self.fd is not None
+        assert self.fd is not None  # noqa: S101 - an invariant the code above guarantees, not input checking
         os.close(self.fd)
         self.fd = None
 
