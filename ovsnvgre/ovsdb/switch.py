@@ -203,6 +203,8 @@ class Switch:
         self._transact([change for change in changes
                         if not any(change is create for create in later)])
         if later:
+            log.debug("OVSDB: a second transaction attaches again %s",
+                      ", ".join(sorted(change.spec.name for change in later)))
             self._transact(later)
         return len(changes)
 
