@@ -50,9 +50,10 @@ class FlowMonitor:
         while not self.stopping.is_set():
             connected = False
             try:
+                # The flow events come on its stderr, the first reply on stdout.
                 self.process = subprocess.Popen(
                     ["ovs-ofctl", "monitor", self.bridge, "watch:!initial"],
-                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             except FileNotFoundError:
                 self.wake("ovs-ofctl not found: flows are not watched")
                 return
