@@ -3,8 +3,9 @@
 Three sources wake it, each from its own thread into one queue:
 - OVSDB row events (ovsdbapp RowEvents on the tables and columns a run reads):
   an owned row edited, a VM port appearing or getting its OpenFlow number;
-- an `ovs-ofctl monitor` on the integration bridge: a flow changed, or the
-  OpenFlow connection dropped and came back (ovs-vswitchd restarted, flows lost);
+- an `ovs-ofctl monitor` on the integration bridge the fabric names now (a reloaded
+  fabric that renames it moves the monitor): a flow changed, or the OpenFlow
+  connection dropped and came back (ovs-vswitchd restarted, flows lost);
 - the fabric file's modification time, checked once a second: a new valid file
   is taken, an invalid one reported and the last good one kept.
 Each wake-up (with a short pause to let a burst settle) runs the same `up` as
@@ -28,16 +29,19 @@ from ovsnvgre.errors import FabricError, OvsnvgreError
 SETTLE = 0.2        # seconds to gather a burst of events into one run
 FILE_CHECK = 1.0    # seconds between looks at the fabric file
 RETRY = (1, 2, 5, 10, 30)  # seconds before trying again after a failed run
+MONITOR_RESTART = 0.5  # seconds between two starts of the flow monitor
 Log = Callable[[str], None]
 
 
 class FlowMonitor:
-    """`ovs-ofctl monitor BRIDGE watch:!initial`, restarted whenever it ends."""
+    """`ovs-ofctl monitor BRIDGE watch:!initial`, restarted whenever it ends, on the
+    bridge last given to ``follow``."""
 
     def __init__(self, bridge: str, wake: Callable[[str], None], stopping: threading.Event
                  ) -> None:
         """``wake(reason)`` is called from the monitor's thread on every flow event."""
         self.bridge, self.wake, self.stopping = bridge, wake, stopping
+        self.lock = threading.Lock()  # guards bridge and process between the two threads
         self.process: subprocess.Popen[str] | None = None
         self.thread = threading.Thread(target=self._run, name="flow-monitor", daemon=True)
 
@@ -45,45 +49,73 @@ class FlowMonitor:
         """Start monitoring in a daemon thread."""
         self.thread.start()
 
-    def _run(self) -> None:
-        connected_before = False
-        while not self.stopping.is_set():
-            connected = False
-            try:
-                # The flow events come on its stderr, the first reply on stdout.
-                self.process = subprocess.Popen(
-                    ["ovs-ofctl", "monitor", self.bridge, "watch:!initial"],
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            except FileNotFoundError:
-                self.wake("ovs-ofctl not found: flows are not watched")
+    def follow(self, bridge: str) -> None:
+        """Monitor ``bridge`` from now on (a reloaded fabric renamed the integration
+        bridge): the running monitor is stopped and one on ``bridge`` started."""
+        with self.lock:
+            if bridge == self.bridge:
                 return
-            assert self.process.stdout is not None
-            first = True
-            for line in self.process.stdout:
-                if first and line.startswith("NXST_FLOW_MONITOR reply"):
-                    # Connected.  The first time, the start-up run covers it; after
-                    # that, ovs-vswitchd came back and may have lost every flow.
-                    first, connected = False, True
-                    if connected_before:
-                        self.wake(f"OpenFlow connection to {self.bridge} is back")
-                    connected_before = True
-                elif "event=" in line:
-                    self.wake(f"flows of {self.bridge} changed")
-            self.process.wait()
+            self.bridge = bridge
+            if self.process is not None and self.process.poll() is None:
+                self.process.terminate()
+
+    def _run(self) -> None:
+        connected_to: str | None = None  # the bridge the last monitor connected to
+        while not self.stopping.is_set():
+            with self.lock:
+                bridge = self.bridge
+                try:
+                    # The flow events come on its stderr, the first reply on stdout.
+                    self.process = process = subprocess.Popen(
+                        ["ovs-ofctl", "monitor", bridge, "watch:!initial"],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                except FileNotFoundError:
+                    self.wake("ovs-ofctl not found: flows are not watched")
+                    return
+                except OSError as exc:
+                    self.wake(f"cannot start ovs-ofctl monitor {bridge}: {exc.strerror}")
+                    process = None
+            if process is not None:
+                connected_to = self._read(process, bridge, connected_to)
             if self.stopping.is_set():
                 return
-            if connected:
-                self.wake(f"lost the OpenFlow connection to {self.bridge}")
-            self.stopping.wait(0.5)
+            self.stopping.wait(MONITOR_RESTART)
+
+    def _read(self, process: subprocess.Popen[str], bridge: str, connected_to: str | None
+              ) -> str | None:
+        """Wake on each event of one monitor until it ends; returns the bridge it connected
+        to (or ``connected_to`` when it never connected)."""
+        assert process.stdout is not None
+        connected = False
+        for line in process.stdout:
+            if not connected and line.startswith("NXST_FLOW_MONITOR reply"):
+                # Connected.  The first time, the run that made the bridge covers it;
+                # after that, ovs-vswitchd came back and may have lost every flow.
+                connected = True
+                if connected_to == bridge:
+                    self.wake(f"OpenFlow connection to {bridge} is back")
+                connected_to = bridge
+            elif "event=" in line:
+                self.wake(f"flows of {bridge} changed")
+        process.wait()
+        with self.lock:
+            followed = self.bridge != bridge
+        if connected and not followed and not self.stopping.is_set():
+            self.wake(f"lost the OpenFlow connection to {bridge}")
+        return connected_to
 
     def stop(self) -> None:
-        """Stop the ovs-ofctl monitor (SIGTERM, then SIGKILL after 5 s)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        """Stop the ovs-ofctl monitor (SIGTERM, then SIGKILL after 5 s) and its thread."""
+        with self.lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
             try:
-                self.process.wait(timeout=5)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                process.kill()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
 
 
 class Watcher:
@@ -102,6 +134,7 @@ class Watcher:
         self.failures = 0
         self.retry_at: float | None = None
         self.waiting_for: dict[str, str] = {}
+        self.flows: FlowMonitor | None = None
 
     def _mtime(self) -> float | None:
         try:
@@ -123,14 +156,14 @@ class Watcher:
         self.log(f"watching host {self.host} of fabric {self.fabric.name!r} "
                  f"({self.config}, {self.db or ovsdb.default_remote()})")
         stop_ovsdb = ovsdb.watch(self.db or ovsdb.default_remote(), self.wake, self.timeout)
-        flows = FlowMonitor(self.fabric.overlay.bridge, self.wake, self.stopping)
-        flows.start()
+        self.flows = FlowMonitor(self.fabric.overlay.bridge, self.wake, self.stopping)
+        self.flows.start()
         try:
             self._converge(["start"])
             self._loop()
         finally:
             self.stopping.set()
-            flows.stop()
+            self.flows.stop()
             stop_ovsdb()
         self.log("stopped")
 
@@ -176,8 +209,12 @@ class Watcher:
             self.log(f"ignoring the changed fabric file, keeping the last good one: it has "
                      f"no host {self.host!r}")
             return False
+        renamed = new.overlay.bridge != self.fabric.overlay.bridge
         self.fabric = new
-        self.log(f"loaded the changed fabric file {self.config}")
+        self.log(f"loaded the changed fabric file {self.config}"
+                 + (f"; watching the flows of {new.overlay.bridge} now" if renamed else ""))
+        if renamed and self.flows is not None:
+            self.flows.follow(new.overlay.bridge)
         return True
 
     def _converge(self, reasons: list[str]) -> None:

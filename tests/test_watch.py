@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from fabrics import TWO_HOSTS
 from ovsenv import sh, wait_for
@@ -15,6 +18,34 @@ from ovsnvgre.fabric import load
 from ovsnvgre.pipeline import desired_flows, table_of
 
 RED_TUNNEL = "gcb00710b001389"
+COOKIE = "0x6f76736e76677265"
+
+
+@contextlib.contextmanager
+def watch_process(host, command: list[str], log: Path) -> Iterator[subprocess.Popen]:
+    """``command`` (a watch) run in ``host``'s namespace with its switch's environment,
+    its output in ``log``; killed at the end if it is still running."""
+    with log.open("w") as sink:
+        process = subprocess.Popen(["ip", "netns", "exec", host.netns.name, *command],
+                                   env=host.switch.env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        print(log.read_text())
+
+
+def watch_command(fabric: Path, *options: str, debug: bool = False) -> list[str]:
+    return [sys.executable, "-m", "ovsnvgre", *(["--debug"] if debug else []), "watch",
+            "-c", str(fabric), "--host", "host1", *options]
+
+
+def stop(process: subprocess.Popen, log: Path) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    assert log.read_text().rstrip().endswith("ovsnvgre watch: stopped")
 
 
 def flows(host) -> str:
@@ -99,3 +130,44 @@ def test_watch_keeps_the_host_converged(lab, tmp_path):
             watch.kill()
             watch.wait()
         print(log.read_text())
+
+
+def test_watch_follows_a_renamed_integration_bridge(host1, tmp_path):
+    fabric = tmp_path / "host1.yaml"
+    fabric.write_text(TWO_HOSTS)
+    log = tmp_path / "watch.log"
+    env = host1.switch.env
+    with watch_process(host1, watch_command(fabric, "--verbose"), log) as process:
+        wait_for(lambda: "repaired (start)" in log.read_text(), 60, "the first run")
+        fabric.write_text(TWO_HOSTS.replace("bridge: br-int", "bridge: br-vm"))
+        wait_for(lambda: "in_port=vnet0" in sh("ovs-ofctl", "--names", "dump-flows", "br-vm",
+                                               env=env, check=False).stdout,
+                 20, "the flows on the renamed bridge")
+        assert "watching the flows of br-vm now" in log.read_text()
+        assert "br-int" not in host1.switch.vsctl("list-br")
+
+        # A flow change on br-vm wakes watch: a flow of someone else's, changed until
+        # the monitor (started again on br-vm) sees it.
+        def seen_on_br_vm() -> bool:
+            sh("ovs-ofctl", "add-flow", "br-vm",
+               f"cookie=0x1234,table=50,priority=1,idle_timeout={int(time.time()) % 1000},"
+               "actions=drop", env=env)
+            return "(flows of br-vm changed" in log.read_text()
+
+        wait_for(seen_on_br_vm, 20, "the flow monitor on br-vm")
+
+        # Only the flow monitor can see this: no OVSDB row and no file changes.
+        def classify_flows() -> int:
+            out = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "br-vm",
+                     f"cookie={COOKIE}/-1,table=0", env=env).stdout
+            return len(out.splitlines()) - 1
+
+        wanted = classify_flows()
+        seen = len(log.read_text())
+        sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-vm",
+           f"cookie={COOKIE}/-1,table=0", env=env)
+        wait_for(lambda: classify_flows() == wanted, 20, "the flows put back")
+        repair = next(line for line in log.read_text()[seen:].splitlines()
+                      if f"flows in table classify of br-vm: +{wanted}" in line)
+        assert "(flows of br-vm changed" in repair
+        stop(process, log)
