@@ -1,6 +1,6 @@
 """`ovsnvgre watch`: keep one host converged, driven by what changes.
 
-Three sources wake it, each from its own thread into one queue:
+Three sources wake it, each from its own thread:
 - OVSDB row events (ovsdbapp RowEvents on the tables and columns a run reads):
   an owned row edited, a VM port appearing or getting its OpenFlow number;
 - an `ovs-ofctl monitor` on the integration bridge the fabric names now (a reloaded
@@ -10,17 +10,26 @@ Three sources wake it, each from its own thread into one queue:
   is taken, an invalid one reported and the last good one kept.
 Each wake-up (with a short pause to let a burst settle) runs the same `up` as
 the command line, which writes nothing when nothing drifted.
+
+A thread puts its reason in a deque and writes a byte to a pipe; the main loop
+waits on that pipe with a bounded timeout.  Signal handlers only set a flag
+(SIGTERM and SIGINT: stop; SIGHUP: run now) and ``signal.set_wakeup_fd`` makes
+the signal write to the same pipe: a handler takes no lock, so it cannot deadlock
+against the loop it interrupts.
 """
 
 from __future__ import annotations
 
-import queue
+import os
+import select
+import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 from ovsnvgre import engine, fabric, ovsdb
 from ovsnvgre import survey as surveys
@@ -31,6 +40,38 @@ FILE_CHECK = 1.0    # seconds between looks at the fabric file
 RETRY = (1, 2, 5, 10, 30)  # seconds before trying again after a failed run
 MONITOR_RESTART = 0.5  # seconds between two starts of the flow monitor
 Log = Callable[[str], None]
+
+
+class Wakeup:
+    """A pipe the main loop waits on; any thread (or a signal) writes a byte to it."""
+
+    def __init__(self) -> None:
+        """Makes the pipe, both ends non-blocking (as signal.set_wakeup_fd needs)."""
+        self.read_fd, self.write_fd = os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            os.set_blocking(fd, False)
+
+    def poke(self) -> None:
+        """Wake the loop (from any thread); a full pipe already will."""
+        try:
+            os.write(self.write_fd, b"\0")
+        except OSError:
+            pass
+
+    def wait(self, timeout: float) -> None:
+        """Wait until poked or ``timeout`` seconds passed (0 at least), then empty the pipe."""
+        readable, _, _ = select.select([self.read_fd], [], [], max(0.0, timeout))
+        if readable:
+            try:
+                while os.read(self.read_fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        """Close both ends (once nothing writes to it any more)."""
+        os.close(self.read_fd)
+        os.close(self.write_fd)
 
 
 class FlowMonitor:
@@ -119,22 +160,31 @@ class FlowMonitor:
 
 
 class Watcher:
-    """One host kept converged: the fabric file, the wake-up queue, the retry state."""
+    """One host kept converged: the fabric file, the wake-ups, the retry state."""
 
     def __init__(self, config: str, host: str | None, db: str | None, timeout: float,
                  log: Log, verbose: bool = False) -> None:
-        """Loads the fabric and picks the host; raises FabricError or UsageError."""
+        """Loads the fabric and picks the host; raises FabricError or UsageError.
+
+        ``timeout``: seconds ovs-vswitchd has to apply a run's transaction; ``log``
+        takes one message.
+        """
         self.config = Path(config)
-        self.db, self.timeout, self.log, self.verbose = db, timeout, log, verbose
+        self.db, self.timeout, self.log = db, timeout, log
+        self.verbose = verbose
         self.fabric = fabric.load(self.config)
         self.mtime = self._mtime()
         self.host = surveys.select_host(self.fabric, host)
-        self.events: queue.Queue[str] = queue.Queue()
-        self.stopping = threading.Event()
+        self.reasons: deque[str] = deque()  # appended by the threads, taken by the loop
+        self.wakeup = Wakeup()
+        # Set by the signal handlers only, read by the loop: plain attributes, no lock.
+        self.stop_requested = False
+        self.run_requested = False
+        self.stopping = threading.Event()  # tells the threads; set by the loop only
+        self.flows: FlowMonitor | None = None
         self.failures = 0
         self.retry_at: float | None = None
         self.waiting_for: dict[str, str] = {}
-        self.flows: FlowMonitor | None = None
 
     def _mtime(self) -> float | None:
         try:
@@ -143,23 +193,29 @@ class Watcher:
             return None
 
     def wake(self, reason: str) -> None:
-        """Ask for a run, for ``reason`` (safe from any thread)."""
-        self.events.put(reason)
+        """Ask for a run, for ``reason`` (from any thread; not from a signal handler)."""
+        self.reasons.append(reason)
+        self.wakeup.poke()
 
-    def stop(self, *_: Any) -> None:
-        """Stop watching (a signal handler)."""
-        self.stopping.set()
-        self.events.put("stop")
+    def on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        """The SIGTERM and SIGINT handler: asks the loop to stop, and does nothing else
+        (the signal itself writes to the wake-up pipe)."""
+        self.stop_requested = True
+
+    def on_run_signal(self, signum: int, frame: FrameType | None) -> None:
+        """The SIGHUP handler: asks for a run now, and does nothing else."""
+        self.run_requested = True
 
     def run(self) -> None:
-        """Converge at start, then on every wake-up, until stopped."""
+        """Converge at start, then on every wake-up, until a stop signal."""
         self.log(f"watching host {self.host} of fabric {self.fabric.name!r} "
                  f"({self.config}, {self.db or ovsdb.default_remote()})")
         stop_ovsdb = ovsdb.watch(self.db or ovsdb.default_remote(), self.wake, self.timeout)
         self.flows = FlowMonitor(self.fabric.overlay.bridge, self.wake, self.stopping)
         self.flows.start()
         try:
-            self._converge(["start"])
+            if not self.stop_requested:
+                self._converge(["start"])
             self._loop()
         finally:
             self.stopping.set()
@@ -169,31 +225,39 @@ class Watcher:
 
     def _loop(self) -> None:
         next_file_check = time.monotonic() + FILE_CHECK
-        while not self.stopping.is_set():
-            wait = next_file_check - time.monotonic()
+        while not self.stop_requested:
+            deadline = next_file_check
             if self.retry_at is not None:
-                wait = min(wait, self.retry_at - time.monotonic())
-            reasons = []
-            try:
-                reasons.append(self.events.get(timeout=max(0.0, wait)))
-            except queue.Empty:
-                pass
-            if self.stopping.is_set():
+                deadline = min(deadline, self.retry_at)
+            self.wakeup.wait(deadline - time.monotonic())
+            if self.stop_requested:
                 return
-            if time.monotonic() >= next_file_check:
-                next_file_check = time.monotonic() + FILE_CHECK
+            reasons = self._take()
+            now = time.monotonic()
+            if now >= next_file_check:
+                next_file_check = now + FILE_CHECK
                 if self._reload():
                     reasons.append("the fabric file changed")
-            if self.retry_at is not None and time.monotonic() >= self.retry_at:
+            if self.retry_at is not None and now >= self.retry_at:
                 reasons.append("retry")
             if not reasons:
                 continue
-            time.sleep(SETTLE)
-            while not self.events.empty():
-                reasons.append(self.events.get_nowait())
-            if "stop" in reasons:
+            end = time.monotonic() + SETTLE
+            while not self.stop_requested and time.monotonic() < end:
+                self.wakeup.wait(end - time.monotonic())
+            if self.stop_requested:
                 return
-            self._converge(reasons)
+            self._converge(reasons + self._take())
+
+    def _take(self) -> list[str]:
+        """Every reason given so far (the loop alone takes them)."""
+        reasons = []
+        while self.reasons:
+            reasons.append(self.reasons.popleft())
+        if self.run_requested:
+            self.run_requested = False
+            reasons.append("SIGHUP")
+        return reasons
 
     def _reload(self) -> bool:
         mtime = self._mtime()
@@ -247,13 +311,24 @@ class Watcher:
 
 def run(config: str, host: str | None, db: str | None, timeout: float, log: Log,
         verbose: bool = False) -> None:
-    """Watch until SIGTERM or SIGINT."""
-    import signal
+    """Watch until SIGTERM or SIGINT; SIGHUP asks for a run now.
 
+    Call it from the main thread (it installs the signal handlers, and puts the
+    previous ones back at the end).  Raises FabricError or UsageError for a bad
+    fabric or host at start, SystemFailure when the database cannot be monitored.
+    """
     watcher = Watcher(config, host, db, timeout, log, verbose)
-    signal.signal(signal.SIGTERM, watcher.stop)
-    signal.signal(signal.SIGINT, watcher.stop)
-    signal.signal(signal.SIGHUP, lambda *_: watcher.wake("SIGHUP"))
-    watcher.run()
-
-
+    handlers = {signal.SIGTERM: watcher.on_stop_signal, signal.SIGINT: watcher.on_stop_signal,
+                signal.SIGHUP: watcher.on_run_signal}
+    previous = {number: signal.getsignal(number) for number in handlers}
+    previous_fd = signal.set_wakeup_fd(watcher.wakeup.write_fd, warn_on_full_buffer=False)
+    try:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        watcher.run()
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if watcher.flows is None or not watcher.flows.thread.is_alive():
+            watcher.wakeup.close()  # nothing writes to it any more

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from fabrics import TWO_HOSTS
 from ovsenv import sh, wait_for
 
+from ovsnvgre import watch as watching
 from ovsnvgre.desired import desired_host
 from ovsnvgre.fabric import load
 from ovsnvgre.pipeline import desired_flows, table_of
@@ -170,4 +172,42 @@ def test_watch_follows_a_renamed_integration_bridge(host1, tmp_path):
         repair = next(line for line in log.read_text()[seen:].splitlines()
                       if f"flows in table classify of br-vm: +{wanted}" in line)
         assert "(flows of br-vm changed" in repair
+        stop(process, log)
+
+
+def test_the_signal_handlers_only_set_a_flag(tmp_path):
+    """A handler runs between two bytecodes of the main thread, maybe while that holds a
+    lock: one that takes a lock (queue.Queue.put, threading.Event.set) can deadlock."""
+    fabric = tmp_path / "fabric.yaml"
+    fabric.write_text(TWO_HOSTS)
+    watcher = watching.Watcher(str(fabric), "host1", None, 30.0, print)
+    calls: list[str] = []
+
+    def profile(frame, event, arg):
+        if event == "c_call":
+            calls.append(getattr(arg, "__qualname__", repr(arg)))
+
+    sys.setprofile(profile)
+    try:
+        watcher.on_stop_signal(signal.SIGTERM, None)
+        watcher.on_run_signal(signal.SIGHUP, None)
+    finally:
+        sys.setprofile(None)
+    assert [call for call in calls if call != "setprofile"] == []
+    assert watcher.stop_requested and watcher.run_requested
+
+
+def test_a_storm_of_signals_neither_kills_nor_blocks_watch(host1, tmp_path):
+    fabric = tmp_path / "host1.yaml"
+    fabric.write_text(TWO_HOSTS)
+    log = tmp_path / "watch.log"
+    with watch_process(host1, watch_command(fabric), log) as process:
+        wait_for(lambda: "repaired (start)" in log.read_text(), 60, "the first run")
+        sent, end = 0, time.monotonic() + 4
+        while time.monotonic() < end and process.poll() is None:
+            os.kill(process.pid, signal.SIGHUP)
+            sent += 1
+            time.sleep(0.0002)
+        print(f"sent {sent} SIGHUP")
+        assert process.poll() is None, "watch died"
         stop(process, log)
