@@ -145,7 +145,8 @@ def watch(config: str, host: str | None, db: str | None, timeout: float,
         click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ovsnvgre watch: {message}",
                    err=True)
 
-    watching.run(config, host, db, timeout, log, verbose)
+    debug = click.get_current_context().find_root().params.get("debug", False)
+    watching.run(config, host, db, timeout, log, verbose, debug)
 
 
 @click.command()

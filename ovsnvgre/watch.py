@@ -15,7 +15,8 @@ A thread puts its reason in a deque and writes a byte to a pipe; the main loop
 waits on that pipe with a bounded timeout.  Signal handlers only set a flag
 (SIGTERM and SIGINT: stop; SIGHUP: run now) and ``signal.set_wakeup_fd`` makes
 the signal write to the same pipe: a handler takes no lock, so it cannot deadlock
-against the loop it interrupts.
+against the loop it interrupts.  Any failure of a run is logged in one line and
+retried after RETRY seconds; the traceback is logged only with --debug.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +42,13 @@ FILE_CHECK = 1.0    # seconds between looks at the fabric file
 RETRY = (1, 2, 5, 10, 30)  # seconds before trying again after a failed run
 MONITOR_RESTART = 0.5  # seconds between two starts of the flow monitor
 Log = Callable[[str], None]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure in one line: an OvsnvgreError's message, else its type and message."""
+    if isinstance(exc, OvsnvgreError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
 
 
 class Wakeup:
@@ -163,15 +172,15 @@ class Watcher:
     """One host kept converged: the fabric file, the wake-ups, the retry state."""
 
     def __init__(self, config: str, host: str | None, db: str | None, timeout: float,
-                 log: Log, verbose: bool = False) -> None:
+                 log: Log, verbose: bool = False, debug: bool = False) -> None:
         """Loads the fabric and picks the host; raises FabricError or UsageError.
 
         ``timeout``: seconds ovs-vswitchd has to apply a run's transaction; ``log``
-        takes one message.
+        takes one message (the traceback of a failure too, with ``debug``).
         """
         self.config = Path(config)
         self.db, self.timeout, self.log = db, timeout, log
-        self.verbose = verbose
+        self.verbose, self.debug = verbose, debug
         self.fabric = fabric.load(self.config)
         self.mtime = self._mtime()
         self.host = surveys.select_host(self.fabric, host)
@@ -182,9 +191,11 @@ class Watcher:
         self.run_requested = False
         self.stopping = threading.Event()  # tells the threads; set by the loop only
         self.flows: FlowMonitor | None = None
+        self.stop_ovsdb: Callable[[], None] | None = None
         self.failures = 0
         self.retry_at: float | None = None
         self.waiting_for: dict[str, str] = {}
+        self.notes: tuple[str, ...] = ()
 
     def _mtime(self) -> float | None:
         try:
@@ -210,7 +221,6 @@ class Watcher:
         """Converge at start, then on every wake-up, until a stop signal."""
         self.log(f"watching host {self.host} of fabric {self.fabric.name!r} "
                  f"({self.config}, {self.db or ovsdb.default_remote()})")
-        stop_ovsdb = ovsdb.watch(self.db or ovsdb.default_remote(), self.wake, self.timeout)
         self.flows = FlowMonitor(self.fabric.overlay.bridge, self.wake, self.stopping)
         self.flows.start()
         try:
@@ -220,7 +230,8 @@ class Watcher:
         finally:
             self.stopping.set()
             self.flows.stop()
-            stop_ovsdb()
+            if self.stop_ovsdb is not None:
+                self.stop_ovsdb()
         self.log("stopped")
 
     def _loop(self) -> None:
@@ -269,6 +280,11 @@ class Watcher:
         except FabricError as exc:
             self.log(f"ignoring the changed fabric file, keeping the last good one: {exc}")
             return False
+        except Exception as exc:  # noqa: BLE001 - the daemon keeps the last good fabric
+            self.log("ignoring the changed fabric file, keeping the last good one: "
+                     f"{describe_failure(exc)}")
+            self._traceback(exc)
+            return False
         if self.host not in new.hosts:
             self.log(f"ignoring the changed fabric file, keeping the last good one: it has "
                      f"no host {self.host!r}")
@@ -281,10 +297,18 @@ class Watcher:
             self.flows.follow(new.overlay.bridge)
         return True
 
+    def _traceback(self, exc: BaseException) -> None:
+        if self.debug:
+            self.log("".join(traceback.format_exception(exc)).rstrip())
+
     def _converge(self, reasons: list[str]) -> None:
         why = ", ".join(dict.fromkeys(reasons))
         self.retry_at = None
         try:
+            if self.stop_ovsdb is None:
+                # Started here, so that a database that is not there yet is retried.
+                self.stop_ovsdb = ovsdb.watch(self.db or ovsdb.default_remote(), self.wake,
+                                              self.timeout)
             result = engine.up(self.fabric, self.host, self.db, self.timeout)
         except engine.RefusedPorts as exc:
             # A VM that is not running yet: its port's device appears later, and
@@ -292,11 +316,13 @@ class Watcher:
             result = exc.result
             if result.refused != self.waiting_for:
                 self.log(f"waiting for ports ovs-vswitchd cannot open yet: {exc}")
-        except OvsnvgreError as exc:
+        except Exception as exc:  # noqa: BLE001 - a daemon retries whatever failed
             delay = RETRY[min(self.failures, len(RETRY) - 1)]
             self.failures += 1
             self.retry_at = time.monotonic() + delay
-            self.log(f"could not converge ({why}): {exc}; trying again in {delay} s")
+            self.log(f"could not converge ({why}): {describe_failure(exc)}; "
+                     f"trying again in {delay} s")
+            self._traceback(exc)
             return
         self.failures = 0
         if not result.refused and self.waiting_for:
@@ -307,17 +333,21 @@ class Watcher:
             self.log(f"repaired ({why}): {changes}")
         elif self.verbose:
             self.log(f"checked ({why}): no drift")
+        for note in result.plan.notes:
+            if note not in self.notes:
+                self.log(f"note: {note}")
+        self.notes = result.plan.notes
 
 
 def run(config: str, host: str | None, db: str | None, timeout: float, log: Log,
-        verbose: bool = False) -> None:
+        verbose: bool = False, debug: bool = False) -> None:
     """Watch until SIGTERM or SIGINT; SIGHUP asks for a run now.
 
     Call it from the main thread (it installs the signal handlers, and puts the
     previous ones back at the end).  Raises FabricError or UsageError for a bad
-    fabric or host at start, SystemFailure when the database cannot be monitored.
+    fabric or host at start; every later failure is logged and retried.
     """
-    watcher = Watcher(config, host, db, timeout, log, verbose)
+    watcher = Watcher(config, host, db, timeout, log, verbose, debug)
     handlers = {signal.SIGTERM: watcher.on_stop_signal, signal.SIGINT: watcher.on_stop_signal,
                 signal.SIGHUP: watcher.on_run_signal}
     previous = {number: signal.getsignal(number) for number in handlers}

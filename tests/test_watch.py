@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from fabrics import TWO_HOSTS
 from ovsenv import sh, wait_for
 
@@ -173,6 +175,68 @@ def test_watch_follows_a_renamed_integration_bridge(host1, tmp_path):
                       if f"flows in table classify of br-vm: +{wanted}" in line)
         assert "(flows of br-vm changed" in repair
         stop(process, log)
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_watch_waits_for_a_switch_that_is_not_there_yet(lab, tmp_path, debug):
+    """As at boot, before Open vSwitch: each failure is one line and retried with the
+    backoff; --debug adds the traceback."""
+    host1 = lab.host("host1", "198.51.100.11/24", "198.51.100.1", start=False)
+    fabric = tmp_path / "host1.yaml"
+    fabric.write_text(TWO_HOSTS)
+    log = tmp_path / "watch.log"
+    with watch_process(host1, watch_command(fabric, debug=debug), log) as process:
+        wait_for(lambda: "trying again in 2 s" in log.read_text(), 30, "two failures")
+        text = log.read_text()
+        assert "could not converge (start): cannot reach ovsdb-server" in text
+        assert "trying again in 1 s" in text
+        assert ("Traceback (most recent call last)" in text) is debug
+        host1.switch.start()
+        wait_for(lambda: "repaired (retry)" in log.read_text(), 60,
+                 "the run once the switch is there")
+        stop(process, log)
+
+
+FLAKY = """
+import sys
+from ovsnvgre import engine, watch
+
+real_up, calls = engine.up, []
+
+
+def up(*args, **kwargs):
+    calls.append(1)
+    if len(calls) <= 2:
+        raise RuntimeError("injected failure")
+    return real_up(*args, **kwargs)
+
+
+engine.up = up
+watch.run(sys.argv[1], "host1", None, 30.0, lambda m: print(m, flush=True),
+          debug=sys.argv[2] == "debug")
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["plain", "debug"])
+def test_watch_retries_an_unexpected_exception(host1, tmp_path, mode):
+    """Not only OvsnvgreError: a bug's exception (injected into a real run) is retried too."""
+    fabric = tmp_path / "host1.yaml"
+    fabric.write_text(TWO_HOSTS)
+    log = tmp_path / "watch.log"
+    command = [sys.executable, "-c", FLAKY, str(fabric), mode]
+    with watch_process(host1, command, log) as process:
+        wait_for(lambda: "repaired (retry)" in log.read_text(), 30, "the third run")
+        text = log.read_text()
+        assert ("could not converge (start): internal error: RuntimeError: injected "
+                "failure; trying again in 1 s") in text
+        # The second run: woken by the retry or by an OVSDB event, whichever comes first.
+        assert re.search(r"could not converge \([^)]*\): internal error: RuntimeError: "
+                         r"injected failure; trying again in 2 s", text)
+        assert ("Traceback (most recent call last)" in text) is (mode == "debug")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        assert log.read_text().rstrip().endswith("stopped")
 
 
 def test_the_signal_handlers_only_set_a_flag(tmp_path):
