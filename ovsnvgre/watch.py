@@ -2,7 +2,9 @@
 
 Three sources wake it, each from its own thread:
 - OVSDB row events (ovsdbapp RowEvents on the tables and columns a run reads):
-  an owned row edited, a VM port appearing or getting its OpenFlow number;
+  an owned row edited, a VM port appearing or getting its OpenFlow number, a VM's
+  device deleted and made again (its Interface's ``link_state`` and ``ifindex``
+  change; the run then finds the stale handle and attaches the port again);
 - an `ovs-ofctl monitor` on the integration bridge the fabric names now (a reloaded
   fabric that renames it moves the monitor): a flow changed, or the OpenFlow
   connection dropped and came back (ovs-vswitchd restarted, flows lost);

@@ -136,6 +136,34 @@ def test_watch_keeps_the_host_converged(lab, tmp_path):
         print(log.read_text())
 
 
+def test_watch_attaches_a_recreated_vm_device_again(lab, tmp_path):
+    host1 = lab.host("host1", "198.51.100.11/24", "198.51.100.1")
+    host2 = lab.host("host2", "203.0.113.11/24", "203.0.113.1")
+    red_a = lab.vm(host1, "vnet0", "02:00:00:00:50:01", "10.0.0.1/24")
+    red_b = lab.vm(host2, "vnet0", "02:00:00:00:50:02", "10.0.0.2/24")
+    lab.vm(host1, "vnet1", "02:00:00:00:60:01", "10.0.0.1/24")
+    assert host2.ovsnvgre("up").returncode == 0
+    fabric = tmp_path / "host1.yaml"
+    fabric.write_text(TWO_HOSTS)
+    log = tmp_path / "watch.log"
+    with watch_process(host1, watch_command(fabric), log) as process:
+        wait_for(lambda: "repaired (start)" in log.read_text(), 60, "the first run")
+        assert red_a.ping("10.0.0.2")
+        seen = len(log.read_text())
+        # The VM restarts: its device is deleted and made again under the same name.
+        lab.replug(host1, "vnet0", red_a)
+        began = time.monotonic()
+        wait_for(lambda: red_a.ping("10.0.0.2", count=1), 30, "red-a to reach red-b again")
+        print(f"red-a reached red-b {time.monotonic() - began:.1f} s after its device was "
+              "made again")
+        assert red_a.tcp(red_b)
+        repair = next(line for line in log.read_text()[seen:].splitlines()
+                      if "to attach it again" in line)
+        # What woke it: the Interface row's link_state and ifindex change in OVSDB.
+        assert "Interface vnet0 update" in repair, repair
+        stop(process, log)
+
+
 def test_watch_follows_a_renamed_integration_bridge(host1, tmp_path):
     fabric = tmp_path / "host1.yaml"
     fabric.write_text(TWO_HOSTS)
