@@ -118,8 +118,8 @@ class FlowMonitor:
                 bridge = self.bridge
                 try:
                     # The flow events come on its stderr, the first reply on stdout.
-                    self.process = process = subprocess.Popen(
-                        ["ovs-ofctl", "monitor", bridge, "watch:!initial"],
+                    self.process = process = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell, no user-supplied program
+                        ["ovs-ofctl", "monitor", bridge, "watch:!initial"],  # noqa: S607 - OVS tools are found on PATH, as OVS's own scripts find them
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 except FileNotFoundError:
                     self.wake("ovs-ofctl not found: flows are not watched")
@@ -137,7 +137,7 @@ class FlowMonitor:
               ) -> str | None:
         """Wake on each event of one monitor until it ends; returns the bridge it connected
         to (or ``connected_to`` when it never connected)."""
-        assert process.stdout is not None
+        assert process.stdout is not None  # noqa: S101 - an invariant the code above guarantees, not input checking
         connected = False
         for line in process.stdout:
             if not connected and line.startswith("NXST_FLOW_MONITOR reply"):
@@ -319,14 +319,27 @@ class Watcher:
             if result.refused != self.waiting_for:
                 self.log(f"waiting for ports ovs-vswitchd cannot open yet: {exc}")
         except Exception as exc:  # noqa: BLE001 - a daemon retries whatever failed
-            delay = RETRY[min(self.failures, len(RETRY) - 1)]
-            self.failures += 1
-            self.retry_at = time.monotonic() + delay
-            self.log(f"could not converge ({why}): {describe_failure(exc)}; "
-                     f"trying again in {delay} s")
-            self._traceback(exc)
+            self._failed(why, exc)
             return
         self.failures = 0
+        self._report(why, result)
+
+    def _failed(self, why: str, exc: Exception) -> None:
+        """A run failed: log it in one line, and try again after the next RETRY delay."""
+        if self.stop_requested:
+            # SIGTERM or SIGINT ended the run (which put the host back as it was).
+            self.log(f"stopping: the run ({why}) ended: {describe_failure(exc)}")
+            self._traceback(exc)
+            return
+        delay = RETRY[min(self.failures, len(RETRY) - 1)]
+        self.failures += 1
+        self.retry_at = time.monotonic() + delay
+        self.log(f"could not converge ({why}): {describe_failure(exc)}; "
+                 f"trying again in {delay} s")
+        self._traceback(exc)
+
+    def _report(self, why: str, result: engine.RunResult) -> None:
+        """A run ended: what it repaired, the ports it waits for, its new notes."""
         if not result.refused and self.waiting_for:
             self.log(f"ports open now: {', '.join(sorted(self.waiting_for))}")
         self.waiting_for = dict(result.refused)
@@ -339,7 +352,6 @@ class Watcher:
             if note not in self.notes:
                 self.log(f"note: {note}")
         self.notes = result.plan.notes
-
 
 def run(config: str, host: str | None, db: str | None, timeout: float, log: Log,
         verbose: bool = False, debug: bool = False) -> None:
