@@ -105,11 +105,17 @@ class LinkState:
 
 @dataclass(frozen=True)
 class ActualKernel:
-    """The links ovsnvgre cares about, by name; a link that does not exist is absent."""
+    """The links ovsnvgre cares about, by name; a link that does not exist is absent.
+
+    ``stale``: the VM ports whose device ovs-vswitchd no longer receives from (the
+    device was deleted and re-created under the same name; see handles.py), each
+    with the device's interface index now.
+    """
 
     links: dict[str, LinkState]
     # Every address configured on any link of this machine, with its link's name.
     everywhere: dict[Address, str] = field(default_factory=dict, compare=False)
+    stale: dict[str, int] = field(default_factory=dict)
 
     def get(self, name: str | None) -> LinkState | None:
         """The link called ``name``, or None (also for ``name`` None)."""

@@ -84,14 +84,22 @@ class PortUpdate:
 
 @dataclass(frozen=True)
 class PortDelete:
-    """An owned port removed from its bridge (``bridge`` None: a row no bridge holds)."""
+    """An owned port removed from its bridge (``bridge`` None: a row no bridge holds).
+
+    ``reattach`` (why, when set): a PortCreate of the same name follows, in a second
+    transaction, so that ovs-vswitchd opens the port's device afresh.
+    """
 
     name: str
     bridge: str | None
     role: str
+    reattach: str = ""
 
     def describe(self) -> str:
         where = f" from {self.bridge}" if self.bridge else ""
+        if self.reattach:
+            return f"remove {self.role} port {self.name}{where} to attach it again: " \
+                   f"{self.reattach}"
         return f"remove {self.role} port {self.name}{where}"
 
 

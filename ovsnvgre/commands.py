@@ -80,9 +80,10 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
     Reports the PA and where it sits, each tunnel (peer, VSID, key, port,
     state, BFD), each local VM (port, VSID, MAC, CA, link, MTU, packet
     counters), the flows per table, and warnings (MTU; a leased address back on
-    the uplink). Drift is every
-    difference between the switch and the fabric (missing, extra or changed
-    rows, flows, ports ovs-vswitchd refused). Changes nothing.
+    the uplink). Drift is every difference between the switch and the fabric
+    (missing, extra or changed rows, flows, ports ovs-vswitchd refused, VM
+    ports whose device was re-created while ovs-vswitchd holds the old one).
+    Changes nothing.
 
     Exit status: 0 converged, 3 drifted (for monitoring), 1 or 2 on failure.
     """
@@ -135,17 +136,21 @@ def watch(config: str, host: str | None, db: str | None, timeout: float,
     """Keep this host converged until stopped (SIGTERM or Ctrl-C).
 
     Runs `up` at start, then again whenever something changes: an OVSDB row
-    it reads (an owned row edited, a VM port appearing), the flows of the
-    integration bridge (or ovs-vswitchd restarting and losing them), or the
-    fabric file (a new valid file is taken; an invalid one is reported and
-    the last good one kept). Logs every repair with what drifted, one line
-    each, on stderr. examples/ovsnvgre-watch.service runs it under systemd.
+    it reads (an owned row edited, a VM port appearing, a VM's device made
+    again under the same name), the flows of the integration bridge (or
+    ovs-vswitchd restarting and losing them), or the fabric file (a new valid
+    file is taken; an invalid one is reported and the last good one kept).
+    SIGHUP runs it at once. Logs every repair with what drifted, one line
+    each, on stderr. Any failed run is logged in one line (and, with --debug,
+    its traceback) and tried again after 1, 2, 5, 10, then every 30 s.
+    examples/ovsnvgre-watch.service runs it under systemd.
     """
     def log(message: str) -> None:
         click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ovsnvgre watch: {message}",
                    err=True)
 
-    watching.run(config, host, db, timeout, log, verbose)
+    debug = click.get_current_context().find_root().params.get("debug", False)
+    watching.run(config, host, db, timeout, log, verbose, debug)
 
 
 @click.command()

@@ -115,6 +115,16 @@ def ipv4_addresses(link: str) -> list[ipaddress.IPv4Interface]:
                 for msg in ipr.get_addr(index=index, family=socket.AF_INET)]
 
 
+def link_indexes(names: Iterable[str]) -> dict[str, int]:
+    """The kernel's interface index of each link among ``names`` that exists (one dump)."""
+    wanted = set(names)
+    if not wanted:
+        return {}
+    with _ipr() as ipr:
+        return {link.get("ifname"): link["index"] for link in ipr.get_links()
+                if link.get("ifname") in wanted}
+
+
 def _index(ipr: Any, name: str) -> int | None:
     found = ipr.link_lookup(ifname=name)
     return found[0] if found else None

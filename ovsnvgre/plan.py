@@ -25,7 +25,15 @@ from ovsnvgre.changes import (
     PortRecord,
     PortUpdate,
 )
-from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, BridgeSpec, DesiredHost, PortSpec, Role
+from ovsnvgre.desired import (
+    OWNER_KEY,
+    ROLE_KEY,
+    VM_KEY,
+    BridgeSpec,
+    DesiredHost,
+    PortSpec,
+    Role,
+)
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.pipeline import Flow
 from ovsnvgre.preflight import preflight
@@ -211,6 +219,66 @@ def _foreign_hint(ids: dict[str, str], owner: str) -> str:
     return "ovsnvgre never changes what it did not create: remove it or choose another name"
 
 
+# --- VM ports whose device was re-created ----------------------------------------------
+
+USERSPACE = "netdev"
+SYSTEM_TYPES = ("", "system")
+
+
+def handle_candidates(desired: DesiredHost, actual: ActualSwitch) -> set[str]:
+    """The fabric's VM ports (owned or adopted) that ovs-vswitchd has open as system
+    devices on a userspace (netdev) bridge: those whose device it can hold a stale
+    handle on (handles.check), a packet socket of the userspace datapath.  (The kernel
+    datapath holds no such socket; it was not measured: no openvswitch module here.)"""
+    live = actual.interfaces.live()
+    names = set()
+    for name, spec in desired.ports.items():
+        have = actual.ports.get(name)
+        if spec.role != Role.VM or have is None or have.bridge is None or name not in live:
+            continue
+        bridge = actual.bridges.get(have.bridge)
+        if bridge is not None and bridge.datapath_type == USERSPACE \
+                and have.iface_type in SYSTEM_TYPES:
+            names.add(name)
+    return names
+
+
+def stale_text(name: str, index: int) -> str:
+    """Why VM port ``name`` is dead: its device now has interface index ``index``."""
+    return (f"its device {name} was deleted and re-created (now ifindex {index}) and "
+            "ovs-vswitchd still holds the deleted one: no traffic passes")
+
+
+def reattach(desired: DesiredHost, actual: ActualSwitch, kernel: ActualKernel,
+             changes: list[OvsdbChange]) -> tuple[list[OvsdbChange], list[str]]:
+    """``changes`` with each owned stale VM port (``kernel.stale``) removed and added
+    again, and a note for each stale VM port ovsnvgre did not create (left alone).
+
+    The removal carries ``reattach``: the port is created again in a second
+    transaction, as ovs-vswitchd re-opens a device only when a transaction it
+    applies no longer has the port.  A port another change already removes or
+    creates is left to that change.
+    """
+    touched = {c.name for c in changes if isinstance(c, PortDelete)}
+    touched |= {c.spec.name for c in changes if isinstance(c, PortCreate)}
+    notes: list[str] = []
+    for name, index in sorted(kernel.stale.items()):
+        spec, have = desired.ports.get(name), actual.ports.get(name)
+        if spec is None or have is None or name in touched:
+            continue
+        if not is_owned(have.external_ids, desired.owner):
+            vm = spec.external_ids.get(VM_KEY, "?")
+            notes.append(f"VM port {name} ({vm}) is dead: {stale_text(name, index)}; "
+                         "ovsnvgre did not create this Port row and does not re-create it: "
+                         f"its owner must attach it again (`ovs-vsctl del-port {have.bridge} "
+                         f"{name}`, then add it as the hypervisor does)")
+            continue
+        changes = [c for c in changes if not (isinstance(c, PortUpdate) and c.spec.name == name)]
+        changes.append(PortDelete(name, have.bridge, spec.role, reattach=stale_text(name, index)))
+        changes.append(PortCreate(spec, _saved_ids(have)))
+    return changes, notes
+
+
 # --- flows ---------------------------------------------------------------------------
 
 
@@ -251,6 +319,9 @@ def make_plan(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel,
     ovsdb_changes, notes = diff_switch(desired, switch, removing)
     if not removing:
         notes = [*warnings, *notes]
+    if not removing and kernel.stale:
+        ovsdb_changes, stale_notes = reattach(desired, switch, kernel, ovsdb_changes)
+        notes += stale_notes
     kernel_changes: list[KernelChange] = []
     on_tep: list[KernelChange] = []
     if not removing:

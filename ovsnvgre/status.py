@@ -12,9 +12,10 @@ from typing import Any
 from ovsnvgre import fabric as fabrics
 from ovsnvgre import nvgre, pipeline
 from ovsnvgre.actual import ActualKernel
-from ovsnvgre.changes import Plan
+from ovsnvgre.changes import Plan, PortDelete
 from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, Role
 from ovsnvgre.pipeline import Flow
+from ovsnvgre.plan import stale_text
 
 Details = dict[str, dict[str, Any]]
 
@@ -88,8 +89,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
                  installed: set[Flow], plan: Plan, refused: dict[str, str]) -> Report:
     """The report from what survey.status read: interface ``details`` (ofport, error,
-    link_state, mtu, statistics, bfd_status by name), the links, the owned flows, the
-    plan (its lines are the drift) and the ports ovs-vswitchd refused."""
+    link_state, mtu, statistics, bfd_status by name), the links and the stale VM
+    ports, the owned flows, the plan (its lines are the drift) and the ports
+    ovs-vswitchd refused."""
     fabric = desired.fabric
     pa_on = next((name for name, link in sorted(kernel.links.items())
                   if desired.pa in link.addresses), None)
@@ -130,7 +132,8 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
         mtu = info.get("mtu")
         vms.append({"name": vm.name, "port": vm.port, "vsid": fabric.vsid_of(vm),
                     "mac": vm.mac, "ca": str(vm.ca), "ofport": _ofport(info),
-                    "state": _state(info, vm.port in details), "mtu": mtu,
+                    "state": ("stale: device re-created" if vm.port in kernel.stale
+                              else _state(info, vm.port in details)), "mtu": mtu,
                     "rx_packets": stats.get("rx_packets", 0),
                     "tx_packets": stats.get("tx_packets", 0)})
         if limit is not None and mtu and mtu > limit:
@@ -154,6 +157,12 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
     drift = [f"blocked: {blocker}" for blocker in plan.blockers] + plan.lines()
     drift += [f"port {name} refused by ovs-vswitchd: {reason}"
               for name, reason in sorted(refused.items())]
+    # A stale VM port ovsnvgre owns is in the plan (attached again); one it did not
+    # create is broken all the same.
+    reattached = {c.name for c in plan.ovsdb if isinstance(c, PortDelete) and c.reattach}
+    drift += [f"VM port {name} is dead: {stale_text(name, index)} (not ovsnvgre's Port row: "
+              "`up` leaves it to its owner)"
+              for name, index in sorted(kernel.stale.items()) if name not in reattached]
     return Report(host, tunnels, vms, flows, warnings, drift, list(plan.notes))
 
 

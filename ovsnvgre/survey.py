@@ -9,7 +9,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from ovsnvgre import netlink, openflow
+from ovsnvgre import handles, netlink, openflow
 from ovsnvgre import trace as traces
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
 from ovsnvgre.changes import Plan
@@ -18,7 +18,7 @@ from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
 from ovsnvgre.ovsdb import Switch
 from ovsnvgre.pipeline import Flow, desired_flows
-from ovsnvgre.plan import diff_flows, is_owned, make_plan, with_flows
+from ovsnvgre.plan import diff_flows, handle_candidates, is_owned, make_plan, with_flows
 from ovsnvgre.safe import journal
 from ovsnvgre.status import Report, build_report
 from ovsnvgre.underlay import links_to_read
@@ -83,7 +83,8 @@ def integration_bridge(desired: DesiredHost,
 def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
            flows: bool = True, prior: dict[str, ActualPort] | None = None) -> Survey:
     """Everything that differs from the fabric (or, removing, all ovsnvgre made),
-    changing nothing.
+    changing nothing.  A VM port whose device ovs-vswitchd holds a stale handle on
+    (handles.py) differs too: the plan attaches it again.
 
     With ``flows`` the plan includes the flow changes, for the ports that exist or
     that the plan creates (ports ovs-vswitchd refuses now get no flows).  Raises
@@ -96,7 +97,15 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         prior = pending.snapshot.ports if pending is not None else None
     actual = switch.read()
     kernel = netlink.read(links_to_read(desired, actual, prior))
+    unknown = None
+    if not removing:
+        handle_check = handles.check(handle_candidates(desired, actual), switch.remote)
+        kernel = replace(kernel, stale=handle_check.stale)
+        unknown = handle_check.unknown
     the_plan = make_plan(desired, actual, kernel, removing=removing, prior=prior)
+    if unknown:
+        the_plan = replace(the_plan, notes=(*the_plan.notes, "could not check whether "
+                           f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
     refused = actual.interfaces.only(set(desired.ports)).refused()
     bridge = integration_bridge(desired, actual.bridge_external_ids())
     installed = openflow.dump(bridge) if bridge else set()

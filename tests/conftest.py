@@ -142,6 +142,22 @@ class Lab:
         ns.exec("ethtool", "-K", "eth0", "tx", "off")
         return Vm(ns, mac, ca.split("/")[0])
 
+    def replug(self, host: Host, port: str, vm: Vm, mtu: int = 1400) -> None:
+        """A VM restart with a fixed device name: the host's ``port`` device is deleted
+        (its VM end goes with it) and made again under the same name, the new VM end
+        configured as before (its CA a /24, as in the tests' fabrics).  ovs-vswitchd is
+        not told."""
+        host.netns.exec("ip", "link", "delete", port)
+        peer = f"vm{host.vm_ports.index(port)}"
+        host.netns.exec("ip", "link", "add", port, "type", "veth", "peer", "name", peer)
+        host.netns.exec("ip", "link", "set", port, "up")
+        host.netns.exec("ip", "link", "set", peer, "netns", vm.netns.name)
+        vm.netns.exec("ip", "link", "set", peer, "name", "eth0")
+        vm.netns.exec("ip", "link", "set", "eth0", "address", vm.mac, "mtu", str(mtu))
+        vm.netns.exec("ip", "addr", "add", f"{vm.ca}/24", "dev", "eth0")
+        vm.netns.exec("ip", "link", "set", "eth0", "up")
+        vm.netns.exec("ethtool", "-K", "eth0", "tx", "off")
+
     def close(self) -> None:
         for switch in self.switches:
             switch.close()

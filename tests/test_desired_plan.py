@@ -6,7 +6,14 @@ import pytest
 from fabrics import TWO_HOSTS
 
 from ovsnvgre import fabric
-from ovsnvgre.actual import ActualBridge, ActualKernel, ActualPort, ActualSwitch, LinkState
+from ovsnvgre.actual import (
+    ActualBridge,
+    ActualKernel,
+    ActualPort,
+    ActualSwitch,
+    LinkState,
+    PortStatus,
+)
 from ovsnvgre.changes import (
     AddressChange,
     BridgeCreate,
@@ -18,7 +25,7 @@ from ovsnvgre.changes import (
 )
 from ovsnvgre.desired import OWNER_KEY, RouteSpec, desired_host
 from ovsnvgre.errors import SystemFailure
-from ovsnvgre.plan import diff_switch, make_plan
+from ovsnvgre.plan import diff_switch, handle_candidates, make_plan, reattach
 from ovsnvgre.underlay import decode_saved, encode_tep, tep_contents
 
 FAB = fabric.loads(TWO_HOSTS, "f.yaml")
@@ -235,3 +242,46 @@ def test_down_keeps_a_bridge_that_holds_foreign_ports():
     assert removed == {"vnet0", "vnet1", "gcb00710b001389", "gcb00710b001771",
                        "gre-cb00710b"}
     assert "foreign0" in notes[0]
+
+
+def with_ofports(actual: ActualSwitch) -> ActualSwitch:
+    """``actual`` with every port open in ovs-vswitchd, except vnet1 (its VM is off)."""
+    status = PortStatus({name: (number, None) for number, name in enumerate(actual.ports, 1)})
+    status["vnet1"] = (-1, "could not open network device vnet1 (No such device)")
+    return ActualSwitch(actual.bridges, actual.ports, status)
+
+
+def test_only_open_vm_ports_on_userspace_bridges_can_hold_a_stale_device():
+    desired = desired_host(FAB, "host1")
+    assert handle_candidates(desired, with_ofports(converged(desired))) == {"vnet0"}
+    kernel_dp = desired_host(fabric.loads(TWO_HOSTS.replace("datapath_type: netdev",
+                                                            "datapath_type: system"), "f.yaml"),
+                             "host1")
+    assert handle_candidates(kernel_dp, with_ofports(converged(kernel_dp))) == set()
+
+
+def test_an_owned_stale_vm_port_is_removed_and_added_again():
+    desired = desired_host(FAB, "host1")
+    actual = converged(desired)
+    tep = LinkState("tep0", True, frozenset({desired.pa}), frozenset(desired.peer_routes))
+    uplink = LinkState("eth1", True, frozenset(), frozenset())
+    kernel = ActualKernel({"eth1": uplink, "tep0": tep}, stale={"vnet0": 11})
+    plan = make_plan(desired, actual, kernel)
+    assert not plan.kernel
+    delete, create = plan.ovsdb
+    assert delete == PortDelete("vnet0", "br-int", "vm", reattach=delete.reattach)
+    assert "re-created (now ifindex 11)" in delete.reattach
+    assert create == PortCreate(desired.ports["vnet0"])
+    assert delete.describe().startswith("remove vm port vnet0 from br-int to attach it again")
+
+
+def test_a_stale_vm_port_the_hypervisor_made_is_only_reported():
+    desired = desired_host(FAB, "host1")
+    actual = converged(desired)
+    libvirt_port = ActualPort("vnet0", "br-int", "", {}, {"iface-id": "abc"}, {})
+    ports = {**actual.ports, "vnet0": libvirt_port}
+    changes, notes = reattach(desired, ActualSwitch(actual.bridges, ports),
+                              ActualKernel({}, stale={"vnet0": 11}), [])
+    assert changes == []
+    assert notes[0].startswith("VM port vnet0 (red-a) is dead: its device vnet0 was deleted")
+    assert "does not re-create it" in notes[0]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ovsnvgre.actual import ActualBridge, ActualPort, ActualSwitch, PortStatus
-from ovsnvgre.changes import OvsdbChange, PortDelete, PortRecord, PortUpdate
+from ovsnvgre.changes import OvsdbChange, PortCreate, PortDelete, PortRecord, PortUpdate
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.ovsdb.commands import ChangeCommand, root_row
 from ovsnvgre.ovsdb.remote import (
@@ -176,11 +176,15 @@ class Switch:
     def apply(self, changes: Iterable[OvsdbChange]) -> int:
         """All changes in one transaction, which waits for ovs-vswitchd to apply it.
 
-        Returns the number of changes; raises SystemFailure when the transaction
+        Except one thing: a port removed to be attached again (PortDelete with
+        ``reattach``) is created again in a second transaction once ovs-vswitchd has
+        applied the first.  Within one transaction ovs-vswitchd sees the same port
+        name before and after and keeps the device it holds; a stale handle on a
+        re-created device (handles.py) is only dropped when the port is gone.
+
+        Returns the number of changes; raises SystemFailure when a transaction
         fails or ovs-vswitchd does not apply it within the timeout.
         """
-        from ovsdbapp import exceptions
-
         changes = list(changes)
         if not changes:
             return 0
@@ -191,8 +195,24 @@ class Switch:
             # A second transaction (a rollback) that changes other rows in place.
             self.api.ovsdb_connection.stop(timeout=5)
             self.api = None
-        api = self._connect_api(in_place | self.watched)
-        commands = [ChangeCommand(api, change) for change in changes]
+        self._connect_api(in_place | self.watched)
+        again = {change.name for change in changes
+                 if isinstance(change, PortDelete) and change.reattach}
+        later = [change for change in changes
+                 if isinstance(change, PortCreate) and change.spec.name in again]
+        self._transact([change for change in changes
+                        if not any(change is create for create in later)])
+        if later:
+            log.debug("OVSDB: a second transaction attaches again %s",
+                      ", ".join(sorted(change.spec.name for change in later)))
+            self._transact(later)
+        return len(changes)
+
+    def _transact(self, changes: list[OvsdbChange]) -> None:
+        """One transaction, applied by ovs-vswitchd; raises SystemFailure."""
+        from ovsdbapp import exceptions
+
+        commands = [ChangeCommand(self.api, change) for change in changes]
         for change in changes:
             log.debug("OVSDB: %s", change.describe())
         try:
@@ -210,4 +230,3 @@ class Switch:
             root = root_row(self.api)
             if root.cur_cfg < root.next_cfg:
                 raise self._not_applied()
-        return len(commands)
