@@ -359,8 +359,11 @@ def run(config: str, host: str | None, db: str | None, timeout: float, log: Log,
 
     Call it from the main thread (it installs the signal handlers, and puts the
     previous ones back at the end).  Raises FabricError or UsageError for a bad
-    fabric or host at start; every later failure is logged and retried.
+    fabric or host, or a --db that is not this machine's switch, at start; every later
+    failure is logged and retried.
     """
+    # Refused at once, not retried for ever: watch's runs change this machine.
+    engine.require_local(ovsdb.remote.absolute(db or ovsdb.default_remote()))
     watcher = Watcher(config, host, db, timeout, log, verbose, debug)
     handlers = {signal.SIGTERM: watcher.on_stop_signal, signal.SIGINT: watcher.on_stop_signal,
                 signal.SIGHUP: watcher.on_run_signal}

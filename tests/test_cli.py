@@ -211,7 +211,7 @@ def test_help_imports_no_command():
 
 def test_changing_commands_refuse_another_machines_switch(runner, fabric_file):
     """`up` would move this machine's uplink while writing rows to another switch."""
-    for command in ("up", "down"):
+    for command in ("up", "down", "watch"):
         result = runner.invoke(main, [command, "-c", str(fabric_file), "--host", "host1",
                                       "--db", "tcp:192.0.2.7:6640"])
         assert result.exit_code == 2, result.output
