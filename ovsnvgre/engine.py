@@ -37,6 +37,7 @@ from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
 from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
+from ovsnvgre.ovsdb.switch import NotApplied
 from ovsnvgre.pipeline import desired_flows
 from ovsnvgre.plan import diff_flows, with_flows
 from ovsnvgre.safe import journal, snapshot
@@ -377,6 +378,13 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
             if run.record is None or isinstance(exc, UnderlayLost) or not run.path.exists():
                 raise
             what = exc if isinstance(exc, SystemFailure) else "interrupted by SIGINT"
+            if isinstance(exc, NotApplied):
+                # A restore is one more transaction for the same absent ovs-vswitchd: it
+                # would wait the whole timeout again and fail the same way.
+                raise SystemFailure(f"host {host}: {what}; the state before the run was not "
+                                    f"restored (ovs-vswitchd applies nothing): it is kept in "
+                                    f"{run.path} - the next `ovsnvgre up` takes it over, "
+                                    "`ovsnvgre rollback` restores it") from exc
             raise run.roll_back(f"host {host}: {what}") from exc
     result = run.result()
     if result.refused:

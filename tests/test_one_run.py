@@ -127,7 +127,9 @@ def test_a_down_killed_before_the_uplink_got_its_addresses_back_is_finished(host
     original = host_state(host1)
     assert host1.ovsnvgre("up").returncode == 0
     assert kill_at(host1, "address, route and link changes", command="down")
-    assert "198.51.100.11" not in host1.ip("addr", "show", "eth1")
+    # The uplink's row is gone (the killed run's transaction deleted it); its addresses
+    # may or may not be back, depending on where exactly the kill landed.
+    assert "eth1" not in host1.switch.vsctl("list-ports", "br0", check=False).split()
     result = host1.ovsnvgre("down")
     assert result.returncode == 0, result.stderr
     assert_restored(host1, original)

@@ -24,6 +24,11 @@ from ovsnvgre.ovsdb.select import RawClient, as_map, interface_status, values
 log = logging.getLogger(__name__)
 
 
+class NotApplied(SystemFailure):
+    """ovs-vswitchd did not apply a transaction in time: the database holds it, and any
+    further transaction (a restore) would wait just as long."""
+
+
 class Switch:
     """One switch's database, used as a context manager.
 
@@ -168,8 +173,8 @@ class Switch:
 
     # --- writing ----------------------------------------------------------------
 
-    def _not_applied(self) -> SystemFailure:
-        return SystemFailure(f"ovs-vswitchd did not apply the change within {self.timeout:g} s "
+    def _not_applied(self) -> NotApplied:
+        return NotApplied(f"ovs-vswitchd did not apply the change within {self.timeout:g} s "
                              f"(is ovs-vswitchd running for {self.remote}?); the database "
                              "holds it and ovs-vswitchd applies it when it starts")
 
