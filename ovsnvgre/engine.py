@@ -24,7 +24,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from subprocess import Popen
 from typing import Any
@@ -40,6 +40,7 @@ from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
 from ovsnvgre.ovsdb.switch import NotApplied
 from ovsnvgre.pipeline import desired_flows
 from ovsnvgre.plan import diff_flows, with_flows
+from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
 from ovsnvgre.safe.restore import restore
@@ -47,12 +48,8 @@ from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
 from ovsnvgre.survey import integration_bridge, survey
 
-Progress = Callable[[str], None]
 DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
 
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -307,7 +304,7 @@ class Converge:
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-       progress: Progress = _quiet, verify: bool = True, confirm: float | None = None,
+       progress: Progress = quiet, verify: bool = True, confirm: float | None = None,
        wait: float = DEFAULT_WAIT) -> RunResult:
     """Make ``host`` match the fabric.
 
@@ -322,7 +319,7 @@ def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAUL
 
 
 def down(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-         progress: Progress = _quiet, verify: bool = True, confirm: float | None = None,
+         progress: Progress = quiet, verify: bool = True, confirm: float | None = None,
          wait: float = DEFAULT_WAIT) -> RunResult:
     """Remove every row and flow ovsnvgre owns on this switch, and give the uplink back
     its addresses; the arguments and errors are those of ``up``."""

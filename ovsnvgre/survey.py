@@ -6,7 +6,7 @@ starts with the same survey.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ovsnvgre import handles, netlink, openflow
@@ -19,15 +19,10 @@ from ovsnvgre.model import Fabric
 from ovsnvgre.ovsdb import Switch
 from ovsnvgre.pipeline import Flow, desired_flows
 from ovsnvgre.plan import diff_flows, handle_candidates, is_owned, make_plan, with_flows
+from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal
 from ovsnvgre.status import Report, build_report
 from ovsnvgre.underlay import links_to_read
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def select_host(fabric: Fabric, requested: str | None) -> str:
@@ -134,7 +129,7 @@ def _pending_note(remote: str) -> str | None:
 
 
 def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = False,
-         progress: Progress = _quiet) -> Plan:
+         progress: Progress = quiet) -> Plan:
     """What `up` (or, removing, `down`) would change on ``host``; changes nothing.
 
     Raises SystemFailure when the switch cannot be read or a foreign row is in the way.
@@ -146,7 +141,7 @@ def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = Fals
 
 
 def status(fabric: Fabric, host: str, db: str | None = None,
-           progress: Progress = _quiet) -> Report:
+           progress: Progress = quiet) -> Report:
     """The host as it runs, and how it differs from the fabric; changes nothing."""
     desired = desired_host(fabric, host)
     with Switch(db) as switch:

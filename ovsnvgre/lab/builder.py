@@ -12,20 +12,19 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.lab import proc
 from ovsnvgre.lab.topology import VM_IFNAME, LabHost, LabVm, Topology
 from ovsnvgre.model import Fabric
+from ovsnvgre.progress import Progress
 
 LAB_ROOT = Path(os.environ.get("OVSNVGRE_LAB_DIR", "/run/ovsnvgre-lab"))
 SCHEMAS = ("/usr/share/openvswitch/vswitch.ovsschema",
            "/usr/local/share/openvswitch/vswitch.ovsschema")
 DAEMONS = ("ovs-vswitchd", "ovsdb-server")  # stopped in this order
 
-Progress = Callable[[str], None]
 
 
 def lab_dir(prefix: str) -> Path:

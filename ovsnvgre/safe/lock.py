@@ -15,21 +15,17 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ovsnvgre.errors import SystemFailure
+from ovsnvgre.progress import Progress, quiet
 
 LOCK_NAME = "ovsnvgre.lock"
 DEFAULT_WAIT = 60.0  # seconds a run waits for another one to finish
 POLL = 0.1           # seconds between attempts while waiting
 
-Progress = Callable[[str], None]
 
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -70,20 +66,6 @@ def read_holder(fd: int) -> Holder | None:
         return None
 
 
-def holder(path: Path) -> Holder | None:
-    """The live holder of the lock at ``path``, or None when nobody holds it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if _try(fd, fcntl.LOCK_SH):
-            return None
-        return read_holder(fd) or Holder(0, "(unknown)", 0.0)
-    finally:
-        os.close(fd)
-
-
 class HostLock:
     """The host's run lock, as a context manager.
 
@@ -93,7 +75,7 @@ class HostLock:
     """
 
     def __init__(self, directory: Path, command: str, wait: float = DEFAULT_WAIT,
-                 progress: Progress = _quiet) -> None:
+                 progress: Progress = quiet) -> None:
         self.path = directory / LOCK_NAME
         self.command, self.wait, self.progress = command, wait, progress
         self.fd: int | None = None

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ovsnvgre import netlink, openflow
 from ovsnvgre.ovsdb import Switch
 from ovsnvgre.plan import is_owned
+from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import snapshot
 
-Progress = Callable[[str], None]
 
-
-def _quiet(_: str) -> None:
-    pass
-
-
-def restore(switch: Switch, snap: snapshot.Snapshot, progress: Progress = _quiet) -> int:
+def restore(switch: Switch, snap: snapshot.Snapshot, progress: Progress = quiet) -> int:
     """Put the owned rows, the links and the owned flows back as ``snap`` holds them.
 
     Rows go back in one OVSDB transaction, then (once ovs-vswitchd has made the

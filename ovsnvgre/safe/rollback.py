@@ -13,22 +13,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.ovsdb import Switch, default_remote
+from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock, Liveness
 from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.timer import CONFIRMED, ROLLED_BACK
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def start_timer(path: Path, record: journal.Record, seconds: float) -> subprocess.Popen:
@@ -123,7 +117,7 @@ def _ask_timer(path: Path, record: journal.Record, timer: int, progress: Progres
     return f"rolled back {record.title()}"
 
 
-def rollback(db: str | None = None, progress: Progress = _quiet,
+def rollback(db: str | None = None, progress: Progress = quiet,
              wait: float = DEFAULT_WAIT) -> str:
     """Return the host to the state saved before the last unfinished or unconfirmed run
     (also one whose own rollback died half-way).
