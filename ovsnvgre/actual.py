@@ -101,6 +101,7 @@ class LinkState:
     leased: frozenset[Address] = field(default_factory=frozenset, compare=False)
     dynamic_routes: frozenset[RouteSpec] = field(default_factory=frozenset, compare=False)
     ipv6: dict[str, str] = field(default_factory=dict, compare=False)
+    loopback: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAIN_TABLE = 254
 IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
 RT_SCOPE_UNIVERSE = 0
 # Routes the kernel makes by itself (connected subnets) or learns from router
 # advertisements follow their address or link; only the others are moved.
@@ -193,7 +194,7 @@ def _read_link(ipr: Any, link: Any, every: dict[int, Any]) -> LinkState | None: 
                      mtu=link.get("mtu") or 0, mac=link.get("IFLA_ADDRESS") or "",
                      master=master, master_kind=master_kind, uppers=uppers,
                      leased=frozenset(leased), dynamic_routes=frozenset(dynamic),
-                     ipv6=_ipv6_sysctls(name))
+                     ipv6=_ipv6_sysctls(name), loopback=bool(link["flags"] & IFF_LOOPBACK))
 
 
 def apply(changes: Iterable[KernelChange], wait_for: Iterable[str] = ()) -> int:

@@ -32,6 +32,9 @@ def preflight(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel
         if link is None:
             blockers.append(f"the uplink {uplink_name} ({where}) does not exist on this "
                             "machine: name the NIC that carries the PA")
+        elif link.loopback:
+            blockers.append(f"the uplink {uplink_name} ({where}) is the loopback device: name "
+                            "the NIC that carries the PA")
         else:
             blockers += _foreign_master(desired, switch, link)
             found_blockers, found_warnings = _uppers(desired, link)

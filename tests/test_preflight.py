@@ -102,3 +102,10 @@ def test_the_tep_port_takes_the_uplinks_mac():
     plan = make_plan(HOST1, EMPTY, kernel())
     tep = next(c for c in plan.ovsdb if getattr(c, "spec", None) and c.spec.name == "tep0")
     assert tep.spec.mac == "02:00:00:00:00:11"
+
+
+def test_the_loopback_is_no_uplink():
+    lo = LinkState("eth1", True, frozenset(), frozenset(), loopback=True)
+    blockers, _ = preflight(HOST1, EMPTY, kernel(lo, everywhere={}))
+    assert blockers == ["the uplink eth1 (hosts.host1.uplink) is the loopback device: name the "
+                        "NIC that carries the PA"]

@@ -230,3 +230,13 @@ def test_status_warns_when_a_leased_address_comes_back_on_the_uplink(host1):
     report = json.loads(host1.ovsnvgre("status", "--json").stdout)
     assert any(w.startswith("the uplink eth1 holds a leased address again "
                             "(198.51.100.11/24)") for w in report["warnings"]), report
+
+
+def test_the_loopback_as_uplink_is_refused_before_any_change(host1, tmp_path):
+    """Found by a fresh rebuild of issue 15's case 5: an uplink that exists but cannot
+    carry the PA (here with the PA on no link at all) was changed, then rolled back."""
+    host1.ip("addr", "del", "198.51.100.11/24", "dev", "eth1")
+    fabric = tmp_path / "lo.yaml"
+    fabric.write_text(host1.fabric.read_text().replace("uplink: eth1", "uplink: lo", 1))
+    host1.fabric = fabric
+    refused(host1, "the uplink lo (hosts.host1.uplink) is the loopback device")
