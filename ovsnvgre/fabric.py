@@ -110,6 +110,12 @@ def _build(doc: LineMap, check: Checker) -> Fabric:
     if len(reserved) < 3:
         raise check.fail("underlay.tep_port", f"{underlay.tep_port!r} is also a bridge name",
                          _line_of(doc, "underlay"))
+    if overlay.tunnel_ports == TunnelPorts.FLOW:
+        if nvgre.FLOW_PORT in reserved:
+            where = reserved[nvgre.FLOW_PORT]
+            raise check.fail(where, f"{nvgre.FLOW_PORT!r} is the name of the GRE port of "
+                             "tunnel_ports: flow", _line_of(doc, where.split(".")[0]))
+        reserved[nvgre.FLOW_PORT] = "the GRE port of tunnel_ports: flow"
     hosts = _hosts(doc, check, reserved)
     subnets = _subnets(doc, check)
     vms = _vms(doc, check, hosts, subnets, reserved)
@@ -172,7 +178,7 @@ def _overlay(doc: LineMap, check: Checker) -> Overlay:
     check.keys(section, "overlay", {"bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu"},
                set())
     default = Overlay()
-    return Overlay(
+    overlay = Overlay(
         bfd=check.boolean(section, "bfd", "overlay", default.bfd),
         vm_mtu=check.integer(section, "vm_mtu", "overlay", nvgre.MIN_VM_MTU,
                              nvgre.MAX_MTU - nvgre.OVERHEAD, None),
@@ -183,6 +189,13 @@ def _overlay(doc: LineMap, check: Checker) -> Overlay:
         tunnel_ports=check.choice(section, "tunnel_ports", "overlay", TunnelPorts,
                                   default.tunnel_ports),
     )
+    if overlay.bfd and overlay.tunnel_ports == TunnelPorts.FLOW:
+        # BFD runs on an Interface towards one remote_ip (ovs-vswitchd.conf.db(5), BFD);
+        # the flow port has remote_ip=flow, so no session could tell one peer from another.
+        raise check.fail("overlay.bfd", "BFD needs a GRE port per peer, and tunnel_ports: "
+                         "flow has one port for every peer; use tunnel_ports: per-peer or "
+                         "per-vsid for BFD, or bfd: false", section.key_lines["bfd"])
+    return overlay
 
 
 def _hosts(doc: LineMap, check: Checker, reserved: dict[str, str]) -> dict[str, Host]:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ovsnvgre import nvgre
-from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, PortSpec, Role
+from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, PortSpec, Role, peers_sharing
 from ovsnvgre.model import Fabric, TunnelPorts, Vm
 
 
@@ -17,6 +17,8 @@ class Context:
     ``tables`` maps each stage name to its table number (from the stage order);
     ``tunnels`` every live GRE port frames arrive on (receive-only ports
     included), ``tunnel_vsids[port]`` the VSIDs each carries;
+    ``tunnel_sources[port]``, for a port that takes frames from every peer (the
+    flow port, ``remote_ip=flow``), the VSIDs of each peer by its PA (``tun_src``);
     ``tunnel_out[(peer, vsid)]`` holds the actions that send a frame of ``vsid``
     to ``peer`` and ``peers_of[vsid]`` those peers, sorted; ``local_of[vsid]`` the
     live local VMs of each VSID of this host; ``members_of[vsid]`` every VM of the
@@ -30,6 +32,7 @@ class Context:
     tunnels: list[PortSpec]
     tunnel_out: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     tunnel_vsids: dict[str, list[int]] = field(default_factory=dict)
+    tunnel_sources: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     peers_of: dict[int, list[str]] = field(default_factory=dict)
     local_of: dict[int, list[Vm]] = field(default_factory=dict)
     members_of: dict[int, tuple[Vm, ...]] = field(default_factory=dict)
@@ -48,24 +51,22 @@ class Context:
               ) -> Context:
         """The shared facts for the ports that are on the switch now (``live_ports``)."""
         fabric = desired.fabric
-        layout = fabric.overlay.key_layout
-        per_peer = fabric.overlay.tunnel_ports == TunnelPorts.PER_PEER
         local_vms = [vm for vm in fabric.vms_on(desired.host.name) if vm.port in live_ports]
         tunnels = [p for p in desired.ports.values()
-                   if p.role in (Role.TUNNEL, Role.TUNNEL_RECEIVE) and p.name in live_ports]
+                   if p.role in (Role.TUNNEL, Role.TUNNEL_RECEIVE, Role.TUNNEL_FLOW)
+                   and p.name in live_ports]
         context = cls(desired, tables, local_vms, tunnels)
         for port in tunnels:
+            if port.role == Role.TUNNEL_FLOW:
+                context._add_flow_port(port)
+                continue
             peer = port.external_ids[PEER_KEY]
             vsids = _tunnel_vsids(desired, port)
             context.tunnel_vsids[port.name] = vsids
             if port.role == Role.TUNNEL_RECEIVE:
                 continue
             for vsid in vsids:
-                key = nvgre.tunnel_key(vsid, layout)
-                context.tunnel_out[peer, vsid] = (
-                    [f"set_field:{key:#x}->tun_id", f"output:{port.name}"] if per_peer
-                    else [f"output:{port.name}"])
-                context.peers_of.setdefault(vsid, []).append(peer)
+                context._add_out(peer, vsid, port.name)
         for peers in context.peers_of.values():
             peers.sort()
         for vm in local_vms:
@@ -73,6 +74,40 @@ class Context:
         for vsid in fabric.vsids_on(desired.host.name):
             context.members_of[vsid] = fabric.vms_in(vsid)
         return context
+
+    def _add_flow_port(self, port: PortSpec) -> None:
+        """The flow port: every peer that shares a VSID with this host sends and
+        receives through it, told apart by its PA (tun_src in, tun_dst out)."""
+        fabric = self.fabric
+        shared = peers_sharing(fabric, self.desired.host)
+        sources: dict[str, list[int]] = {}
+        for peer, vsids in sorted(shared.items()):
+            sources[str(fabric.hosts[peer].pa.ip)] = sorted(vsids)
+            for vsid in sorted(vsids):
+                self._add_out(peer, vsid, port.name)
+        self.tunnel_sources[port.name] = sources
+        self.tunnel_vsids[port.name] = sorted(set().union(*shared.values()))
+
+    def _add_out(self, peer: str, vsid: int, port: str) -> None:
+        fabric = self.fabric
+        key = nvgre.tunnel_key(vsid, fabric.overlay.key_layout)
+        self.tunnel_out[peer, vsid] = tunnel_send(fabric.overlay.tunnel_ports, port, key,
+                                                  str(fabric.hosts[peer].pa.ip))
+        self.peers_of.setdefault(vsid, []).append(peer)
+
+
+def tunnel_send(mode: TunnelPorts, port: str, key: int, peer_pa: str) -> list[str]:
+    """The actions that send a frame to one peer under one 32-bit GRE ``key``.
+
+    ``per-vsid``: the port's fixed key and remote_ip say it all; ``per-peer``: the
+    port takes the key from the flow (``tun_id``); ``flow``: the port takes the
+    peer's PA (``tun_dst``) and the key from the flow (ovs-vswitchd.conf.db(5),
+    Interface options remote_ip and key "flow"; ovs-fields(7), tun_dst, tun_id).
+    """
+    if mode == TunnelPorts.PER_VSID:
+        return [f"output:{port}"]
+    to_peer = [f"set_field:{peer_pa}->tun_dst"] if mode == TunnelPorts.FLOW else []
+    return [*to_peer, f"set_field:{key:#x}->tun_id", f"output:{port}"]
 
 
 def keyed_by_flow(port: PortSpec) -> bool:
