@@ -52,7 +52,7 @@ class Report:
                  + (f", gateway {h['gateway']}" if h["gateway"] else "")]
         lines.append(f"tunnels ({len(self.tunnels)}):")
         lines += _table(["PEER", "PA", "VSID", "KEY", "PORT", "OFPORT", "STATE", "BFD"], [
-            [t["peer"], t["remote_ip"], t["vsid"] or "all", t["key"], t["port"],
+            [t["peer"] or "-", t["remote_ip"], t["vsid"] or "all", t["key"], t["port"],
              t["ofport"] or "-", t["state"], _bfd_text(t["bfd"])] for t in self.tunnels])
         lines.append(f"vms ({len(self.vms)}):")
         lines += _table(["VM", "PORT", "VSID", "MAC", "CA", "LINK", "MTU", "RX", "TX"], [
@@ -105,6 +105,9 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
 
     tunnels = []
     for name, spec in sorted(desired.ports.items()):
+        if spec.role == Role.TUNNEL_FLOW:
+            tunnels += _flow_port_rows(desired, name, details, installed)
+            continue
         if spec.role not in (Role.TUNNEL, Role.TUNNEL_RECEIVE):
             continue
         info = details.get(name, {})
@@ -164,6 +167,53 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
               "`up` leaves it to its owner)"
               for name, index in sorted(kernel.stale.items()) if name not in reattached]
     return Report(host, tunnels, vms, flows, warnings, drift, list(plan.notes))
+
+
+def _flow_port_rows(desired: DesiredHost, port: str, details: Details,
+                    installed: set[Flow]) -> list[dict[str, Any]]:
+    """The flow port's tunnels, one per (peer, VSID), read from the installed flows:
+    the port names no peer, the flows do.  A peer's frames are taken by the classify
+    flows that match its PA (tun_src) and key, and sent by the actions that set its
+    PA (tun_dst) and key before output to the port.  With no such flow at all, one
+    row for the port itself, so that its state shows."""
+    layout = desired.fabric.overlay.key_layout
+    classify = pipeline.table_of("classify")
+    directions: dict[tuple[str, int], set[str]] = {}  # (PA, VSID) -> receive, send
+    for flow in installed:
+        if flow.table == classify and f"in_port={port}" in flow.match:
+            fields = dict(token.split("=", 1) for token in flow.match if "=" in token)
+            if "tun_src" in fields and "tun_id" in fields:
+                vsid = nvgre.vsid_of_key(int(fields["tun_id"].split("/")[0], 16), layout)
+                directions.setdefault((fields["tun_src"], vsid), set()).add("receive")
+        if f"output:{port}" in flow.actions:
+            for pa, key in _sent_to(flow.actions, port):
+                directions.setdefault((pa, nvgre.vsid_of_key(key, layout)), set()).add("send")
+    info = details.get(port, {})
+    state = _state(info, port in details)
+    peer_of = {str(host.pa.ip): name for name, host in desired.fabric.hosts.items()}
+    rows = []
+    for (pa, vsid), seen in directions.items():
+        alone = "" if len(seen) == 2 else f" ({next(iter(seen))} only)"
+        rows.append({"port": port, "peer": peer_of.get(pa), "remote_ip": pa, "vsid": vsid,
+                     "key": f"{nvgre.tunnel_key(vsid, layout):#x}",
+                     "ofport": _ofport(info), "state": state + alone, "bfd": None})
+    rows.sort(key=lambda row: (row["peer"] or "", row["remote_ip"], row["vsid"]))
+    return rows or [{"port": port, "peer": None, "remote_ip": "flow", "vsid": None,
+                     "key": "flow", "ofport": _ofport(info), "state": state, "bfd": None}]
+
+
+def _sent_to(actions: str, port: str) -> list[tuple[str, int]]:
+    """(tun_dst, tun_id) at each output to ``port`` in an action list, in order."""
+    sent = []
+    tun_dst, tun_id = None, None
+    for action in actions.split(","):
+        if action.startswith("set_field:") and action.endswith("->tun_dst"):
+            tun_dst = action[len("set_field:"):-len("->tun_dst")]
+        elif action.startswith("set_field:") and action.endswith("->tun_id"):
+            tun_id = int(action[len("set_field:"):-len("->tun_id")], 16)
+        elif action == f"output:{port}" and tun_dst is not None and tun_id is not None:
+            sent.append((tun_dst, tun_id))
+    return sent
 
 
 def _key_text(key: str) -> str:

@@ -119,3 +119,35 @@ def test_mtu_warning_is_the_case_where_big_frames_are_lost(lab, tmp_path):
     vm = next(v for v in report["vms"] if v["name"] == "red-a")
     assert vm["mtu"] == 1458
     assert not [w for w in report["warnings"] if "vnet0" in w]
+
+
+def test_flow_mode_shows_the_peers_from_the_flows(host1, tmp_path):
+    """One GRE port serves every peer: status reads the peers and their VSIDs from the
+    installed flows (classify by tun_src, forward by tun_dst), not from ports."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(TWO_HOSTS.replace("tunnel_ports: per-vsid", "tunnel_ports: flow"))
+    assert host1.ovsnvgre("up", fabric=flow).returncode == 0
+    result = host1.ovsnvgre("status", "--json", fabric=flow)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tunnels = json.loads(result.stdout)["tunnels"]
+    ofport = tunnels[0]["ofport"]
+    assert isinstance(ofport, int)
+    assert tunnels == [
+        {"port": "gre-flow", "peer": "host2", "remote_ip": "203.0.113.11", "vsid": vsid,
+         "key": f"{vsid << 8:#x}", "ofport": ofport, "state": "up", "bfd": None}
+        for vsid in (5001, 6001)]
+    # Without the flows that send to host2 in Blue, the row says what is left.
+    sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-int",
+       "cookie=0x6f76736e76677265/-1,table=20,reg0=0x1771", env=host1.switch.env)
+    result = host1.ovsnvgre("status", "--json", fabric=flow)
+    assert result.returncode == DRIFTED
+    blue = next(t for t in json.loads(result.stdout)["tunnels"] if t["vsid"] == 6001)
+    assert blue["state"] == "up (receive only)"
+    # Without any of its flows, the port itself is listed.
+    sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-int",
+       "cookie=0x6f76736e76677265/-1", env=host1.switch.env)
+    tunnels = json.loads(host1.ovsnvgre("status", "--json", fabric=flow).stdout)["tunnels"]
+    assert [(t["port"], t["peer"], t["remote_ip"], t["key"]) for t in tunnels] == [
+        ("gre-flow", None, "flow", "flow")]
+    text = host1.ovsnvgre("status", fabric=flow).stdout
+    assert "gre-flow" in text and "drifted" in text
