@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -318,6 +319,17 @@ def test_vagrant_fabric_validates():
     vagrantfile = (EXAMPLES.parent / "Vagrantfile").read_text()
     for host in fab.hosts.values():
         assert f'"{host.name}" => "{host.pa.ip}"' in vagrantfile
+    # make vagrant-test moves the lab to flow mode with this second file: the same
+    # fabric but for its tunnel ports.
+    flow = fabric.load(EXAMPLES / "vagrant-flow.yaml")
+    assert flow.overlay.tunnel_ports == "flow"
+    assert replace(flow, overlay=fab.overlay, source=fab.source) == fab
+
+    def body(name: str) -> list[str]:
+        return [line for line in (EXAMPLES / name).read_text().splitlines()
+                if not line.startswith("#") and not line.startswith("overlay:")]
+
+    assert body("vagrant-flow.yaml") == body("vagrant.yaml")
 
 
 def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
