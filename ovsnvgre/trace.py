@@ -76,7 +76,8 @@ def probe(fabric: Fabric, source_name: str, target: str, proto: str = "icmp") ->
     if name not in kinds or (name == "icmp") == bool(port) or (port and not port.isdigit()) \
             or (port and not 0 < int(port) < 65536):
         raise UsageError(f"--proto {proto!r}: expected one of {', '.join(PROTOCOLS)}")
-    l4 = f",tp_dst={port}" if port else ""
+    # tp_dst is tcp_dst to ofproto/trace's parser ("prerequisites not met" for UDP).
+    l4 = f",{name}_dst={port}" if port else ""
     return Probe(source, target, destination, proto,
                  f"{head},dl_dst={dst_mac},{kinds[name]},{l3}{l4}")
 
