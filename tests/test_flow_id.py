@@ -111,7 +111,9 @@ def _pcap(path: Path, keys: list[int]) -> Path:
 
 def test_the_labs_wire_check_reads_the_vsid_bits_of_a_hashed_key(tmp_path):
     capture = _pcap(tmp_path / "gre.pcap", [RED << 8 | 0x76, RED << 8 | 0x03])
-    assert _wire({RED << 8}, [capture], ignored=0xFF).problems == []
+    hashed = _wire({RED << 8}, [capture], ignored=0xFF)
+    assert hashed.problems == [] and hashed.keys_seen == ["0x138900"]
+    assert hashed.flow_ids_seen == 2
     # Without the mask (flow_id: zero) the same packets carry no key of the fabric.
     assert "key 0x138976 is no VSID key of the fabric" in _wire({RED << 8}, [capture]).problems[0]
     wrong = _pcap(tmp_path / "wrong.pcap", [BLUE << 8 | 0x76])

@@ -94,6 +94,9 @@ class WireResult:
     keys_seen: list[str] = field(default_factory=list)
     keys_expected: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # With overlay.flow_id: hash, how many FlowIDs the keys carried (the VSID bits
+    # are what keys_seen lists then).
+    flow_ids_seen: int = 0
 
     @property
     def ok(self) -> bool:
@@ -210,6 +213,7 @@ def _wire(expected: set[int], paths: list[Path], ignored: int = 0) -> WireResult
     the ``ignored`` bits (0xFF: the FlowID, when it is a hash)."""
     result = WireResult(keys_expected=[f"{k:#x}" for k in sorted(expected)])
     seen: set[int] = set()
+    flow_ids: set[int] = set()
     for path in paths:
         for packet in gre_packets(path):
             result.packets += 1
@@ -226,6 +230,7 @@ def _wire(expected: set[int], paths: list[Path], ignored: int = 0) -> WireResult
                 flags.append(f"protocol {packet.protocol:#06x}")
             if packet.key is not None:
                 seen.add(packet.key & ~ignored)
+                flow_ids.add(packet.key & ignored)
                 if (packet.key & ~ignored) not in expected:
                     flags.append(f"key {packet.key:#x} is no VSID key of the fabric")
             if flags:
@@ -233,6 +238,7 @@ def _wire(expected: set[int], paths: list[Path], ignored: int = 0) -> WireResult
                 if problem not in result.problems:
                     result.problems.append(problem)
     result.keys_seen = [f"{k:#x}" for k in sorted(seen)]
+    result.flow_ids_seen = len(flow_ids) if ignored else 0
     for key in sorted(expected - seen):
         result.problems.append(f"no GRE packet with key {key:#x} crossed the underlay")
     return result
@@ -253,9 +259,10 @@ def table(result: CheckResult) -> list[str]:
              for row in rows]
     wire = result.wire
     lines.append("")
+    hashed = f" + {wire.flow_ids_seen} hashed FlowIDs" if wire.flow_ids_seen else ""
     lines.append(f"underlay: {wire.packets} GRE packets; keys seen {', '.join(wire.keys_seen)}"
-                 f" (expected {', '.join(wire.keys_expected)}); K=1 C=0 S=0 protocol 0x6558: "
-                 f"{'ok' if wire.ok else 'MISMATCH'}")
+                 f"{hashed} (expected {', '.join(wire.keys_expected)}); K=1 C=0 S=0 protocol "
+                 f"0x6558: {'ok' if wire.ok else 'MISMATCH'}")
     lines += [f"  {problem}" for problem in wire.problems]
     failed = sum(not p.ok for p in result.probes)
     lines.append(f"{len(result.probes)} probes, {failed} mismatches: "
