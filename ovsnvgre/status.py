@@ -14,6 +14,7 @@ from ovsnvgre import nvgre, pipeline
 from ovsnvgre.actual import ActualKernel
 from ovsnvgre.changes import Plan, PortDelete
 from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, Role
+from ovsnvgre.model import FlowId
 from ovsnvgre.pipeline import Flow
 from ovsnvgre.plan import stale_text
 
@@ -117,8 +118,8 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
             "port": name, "peer": spec.external_ids.get(PEER_KEY),
             "remote_ip": spec.options.get("remote_ip"),
             "vsid": int(vsid) if vsid else None,
-            "key": (_key_text(spec.options.get("key", "")) if spec.role == Role.TUNNEL
-                    else "flow (receive only)"),
+            "key": (_key_text(spec.options.get("key", ""), fabric.overlay.flow_id)
+                    if spec.role == Role.TUNNEL else "flow (receive only)"),
             "ofport": _ofport(info), "state": _state(info, name in details),
             "bfd": ({"state": bfd_status.get("state", "unknown"),
                      "forwarding": bfd_status.get("forwarding") == "true",
@@ -191,11 +192,13 @@ def _flow_port_rows(desired: DesiredHost, port: str, details: Details,
     info = details.get(port, {})
     state = _state(info, port in details)
     peer_of = {str(host.pa.ip): name for name, host in desired.fabric.hosts.items()}
+    # With flow_id: hash each inner flow gets its own FlowID: the key's VSID part shows.
+    hashed = " + FlowID hash" if desired.fabric.overlay.flow_id == FlowId.HASH else ""
     rows = []
     for (pa, vsid), seen in directions.items():
         alone = "" if len(seen) == 2 else f" ({next(iter(seen))} only)"
         rows.append({"port": port, "peer": peer_of.get(pa), "remote_ip": pa, "vsid": vsid,
-                     "key": f"{nvgre.tunnel_key(vsid, layout):#x}",
+                     "key": f"{nvgre.tunnel_key(vsid, layout):#x}{hashed}",
                      "ofport": _ofport(info), "state": state + alone, "bfd": None})
     rows.sort(key=lambda row: (row["peer"] or "", row["remote_ip"], row["vsid"]))
     return rows or [{"port": port, "peer": None, "remote_ip": "flow", "vsid": None,
@@ -216,8 +219,13 @@ def _sent_to(actions: str, port: str) -> list[tuple[str, int]]:
     return sent
 
 
-def _key_text(key: str) -> str:
-    return f"{int(key):#x}" if key.isdigit() else key
+def _key_text(key: str, flow_id: FlowId) -> str:
+    if key.isdigit():
+        return f"{int(key):#x}"
+    if key == "flow" and flow_id == FlowId.HASH:
+        # The pipeline writes the VSID, then a hash of each inner flow as the FlowID.
+        return "flow + FlowID hash"
+    return key
 
 
 def _ofport(info: dict[str, Any]) -> int | None:

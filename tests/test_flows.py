@@ -124,6 +124,20 @@ def test_flow_mode_takes_a_vsid_only_from_the_peers_that_share_it():
                                "set_field:192.0.2.13->tun_dst,output:gre-flow")
 
 
+def test_flow_mode_hashes_the_flow_id_after_setting_the_peer_and_key():
+    text = THREE_HOSTS.replace("tunnel_ports: flow", "tunnel_ports: flow, flow_id: hash")
+    state = desired_host(fabric.loads(text, "f.yaml"), "host1")
+    forward = texts(desired_flows(state, set(state.ports)), FORWARD)
+    hashed = "multipath(symmetric_l3l4+udp,0,modulo_n,256,0,NXM_NX_TUN_ID[0..7])"
+    assert ("forward priority=100 dl_dst=02:00:00:00:50:02,reg0=0x1389,reg1=0 actions="
+            f"set_field:203.0.113.11->tun_dst,set_field:0x138900->tun_id,{hashed},"
+            "output:gre-flow") in forward
+    # Head-end replication: the key and its hash once, then each peer's PA and output.
+    assert ("forward priority=50 reg0=0x1771,reg1=0 actions=output:vnet1,"
+            f"set_field:203.0.113.11->tun_dst,set_field:0x177100->tun_id,{hashed},"
+            "output:gre-flow,set_field:192.0.2.13->tun_dst,output:gre-flow") in forward
+
+
 def test_flow_mode_without_a_live_flow_port_sends_nowhere():
     flows = pipeline("flow", live={"vnet0", "vnet1"})
     assert not any("gre-flow" in describe(f) or "tun_" in describe(f) for f in flows)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from ovsnvgre import nvgre
 from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, PortSpec, Role, peers_sharing
-from ovsnvgre.model import Fabric, TunnelPorts, Vm
+from ovsnvgre.model import Fabric, FlowId, Overlay, TunnelPorts, Vm
+from ovsnvgre.pipeline.flow import FLOW_ID_HASH
 
 
 @dataclass(frozen=True)
@@ -90,24 +91,41 @@ class Context:
 
     def _add_out(self, peer: str, vsid: int, port: str) -> None:
         fabric = self.fabric
-        key = nvgre.tunnel_key(vsid, fabric.overlay.key_layout)
-        self.tunnel_out[peer, vsid] = tunnel_send(fabric.overlay.tunnel_ports, port, key,
+        self.tunnel_out[peer, vsid] = tunnel_send(fabric.overlay, port, vsid,
                                                   str(fabric.hosts[peer].pa.ip))
         self.peers_of.setdefault(vsid, []).append(peer)
 
 
-def tunnel_send(mode: TunnelPorts, port: str, key: int, peer_pa: str) -> list[str]:
-    """The actions that send a frame to one peer under one 32-bit GRE ``key``.
+def tunnel_send(overlay: Overlay, port: str, vsid: int, peer_pa: str) -> list[str]:
+    """The actions that send a frame of ``vsid`` to the peer whose PA is ``peer_pa``.
 
     ``per-vsid``: the port's fixed key and remote_ip say it all; ``per-peer``: the
-    port takes the key from the flow (``tun_id``); ``flow``: the port takes the
-    peer's PA (``tun_dst``) and the key from the flow (ovs-vswitchd.conf.db(5),
-    Interface options remote_ip and key "flow"; ovs-fields(7), tun_dst, tun_id).
+    port takes the key from the flow (``tun_id``, see set_key); ``flow``: the port
+    takes the peer's PA (``tun_dst``) and the key from the flow
+    (ovs-vswitchd.conf.db(5), Interface options remote_ip and key "flow";
+    ovs-fields(7), tun_dst, tun_id).
     """
-    if mode == TunnelPorts.PER_VSID:
+    if overlay.tunnel_ports == TunnelPorts.PER_VSID:
         return [f"output:{port}"]
-    to_peer = [f"set_field:{peer_pa}->tun_dst"] if mode == TunnelPorts.FLOW else []
-    return [*to_peer, f"set_field:{key:#x}->tun_id", f"output:{port}"]
+    to_peer = ([f"set_field:{peer_pa}->tun_dst"] if overlay.tunnel_ports == TunnelPorts.FLOW
+               else [])
+    return [*to_peer, *set_key(overlay, vsid), f"output:{port}"]
+
+
+def set_key(overlay: Overlay, vsid: int) -> list[str]:
+    """The actions that write the GRE key of a frame of ``vsid`` into ``tun_id``, for a
+    tunnel port that takes its key from the flow (``key=flow``).
+
+    The key is ``nvgre.tunnel_key`` (RFC 7637 section 3.2: VSID in the top 24 bits);
+    with ``flow_id: hash`` the FlowID bits then get a hash of the inner flow
+    (flow.FLOW_ID_HASH), else they stay 0.  Every mode that sets the key in the
+    pipeline takes its key actions from here.
+    """
+    key = nvgre.tunnel_key(vsid, overlay.key_layout)
+    actions = [f"set_field:{key:#x}->tun_id"]
+    if overlay.flow_id == FlowId.HASH:
+        actions.append(FLOW_ID_HASH)
+    return actions
 
 
 def keyed_by_flow(port: PortSpec) -> bool:
