@@ -75,6 +75,10 @@ class Overlay:
     bfd: bool = False
     # mtu_request (bytes) on every VM port ovsnvgre creates; None leaves the MTU alone.
     vm_mtu: int | None = None
+    # The distributed router's MAC, one for the whole fabric (every host answers ARP for
+    # every gateway with it, as HNV's distributed router does); locally administered
+    # unicast.  The default is in 02:00:5e, the locally administered twin of IANA's block.
+    router_mac: str = "02:00:5e:00:01:01"
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,37 @@ class Host:
 
 
 @dataclass(frozen=True)
+class RoutingDomain:
+    """A tenant's routing domain (HNV's RDID): the virtual subnets a distributed router joins.
+
+    Between the subnets of one domain, traffic is routed on the source host; between
+    domains, never.  The subnets name their domain (``VirtualSubnet.routing_domain``).
+    """
+
+    name: str
+
+
+@dataclass(frozen=True)
 class VirtualSubnet:
-    """A tenant's virtual subnet and its VSID (RFC 7637 section 3.2: 4096-16777214)."""
+    """A tenant's virtual subnet and its VSID (RFC 7637 section 3.2: 4096-16777214).
+
+    ``prefix``: the subnet's IPv4 prefix (every VM's CA lies in it), None for an L2-only
+    subnet that declares none; ``routing_domain``: the name of the routing domain whose
+    distributed router has an interface in this subnet (it needs a prefix), or None.
+    """
 
     name: str
     vsid: int
+    prefix: ipaddress.IPv4Network | None = None
+    routing_domain: str | None = None
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address | None:
+        """The distributed router's address in this subnet: the prefix's first host address
+        (10.1.1.1 for 10.1.1.0/24, as in HNV); None without a prefix."""
+        if self.prefix is None:
+            return None
+        return self.prefix.network_address + 1
 
 
 @dataclass(frozen=True)
@@ -118,6 +148,7 @@ class Fabric:
     hosts: dict[str, Host]
     virtual_subnets: dict[str, VirtualSubnet]
     vms: dict[str, Vm]
+    routing_domains: dict[str, RoutingDomain] = field(default_factory=dict)
     source: str = field(default="<fabric>", compare=False)
 
     @cached_property
@@ -151,6 +182,14 @@ class Fabric:
         """The VSID of ``vm``'s virtual subnet."""
         return self.virtual_subnets[vm.virtual_subnet].vsid
 
+    def subnets_in(self, routing_domain: str) -> tuple[VirtualSubnet, ...]:
+        """The virtual subnets of ``routing_domain``, in file order (none for an unknown name)."""
+        return self.index.subnets_by_domain.get(routing_domain, ())
+
+    def routing_domain_of(self, vm: Vm) -> str | None:
+        """The routing domain of ``vm``'s virtual subnet, or None (an L2-only subnet)."""
+        return self.virtual_subnets[vm.virtual_subnet].routing_domain
+
 
 @dataclass(frozen=True)
 class FabricIndex:
@@ -160,6 +199,7 @@ class FabricIndex:
     vsids_by_host: dict[str, frozenset[int]]
     vms_by_vsid: dict[int, tuple[Vm, ...]]
     hosts_by_vsid: dict[int, tuple[str, ...]]
+    subnets_by_domain: dict[str, tuple[VirtualSubnet, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, fabric: Fabric) -> FabricIndex:
@@ -173,7 +213,12 @@ class FabricIndex:
             by_host.setdefault(vm.host, []).append(vm)
             by_vsid.setdefault(vsid, []).append(vm)
             hosts_by_vsid.setdefault(vsid, {})[vm.host] = None
+        by_domain: dict[str, list[VirtualSubnet]] = {}
+        for subnet in fabric.virtual_subnets.values():
+            if subnet.routing_domain is not None:
+                by_domain.setdefault(subnet.routing_domain, []).append(subnet)
         return cls(
+            subnets_by_domain={domain: tuple(subnets) for domain, subnets in by_domain.items()},
             vms_by_host={host: tuple(vms) for host, vms in by_host.items()},
             vsids_by_host={host: frozenset(vsid_of[vm.virtual_subnet] for vm in vms)
                            for host, vms in by_host.items()},
