@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ovsnvgre import nvgre
-from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, PortSpec, Role, peers_sharing
+from ovsnvgre.desired import (
+    PEER_KEY,
+    VSID_KEY,
+    DesiredHost,
+    PortSpec,
+    Role,
+    peers_sharing,
+    shared_vsids,
+)
 from ovsnvgre.model import Fabric, FlowId, Overlay, TunnelPorts, Vm
 from ovsnvgre.pipeline.flow import FLOW_ID_HASH
 
@@ -21,7 +30,8 @@ class Context:
     ``tunnel_sources[port]``, for a port that takes frames from every peer (the
     flow port, ``remote_ip=flow``), the VSIDs of each peer by its PA (``tun_src``);
     ``tunnel_out[(peer, vsid)]`` holds the actions that send a frame of ``vsid``
-    to ``peer`` and ``peers_of[vsid]`` those peers, sorted; ``local_of[vsid]`` the
+    to ``peer`` (routed frames too) and ``peers_of[vsid]`` those of these peers that
+    have a VM in ``vsid`` (where flooding goes), sorted; ``local_of[vsid]`` the
     live local VMs of each VSID of this host; ``members_of[vsid]`` every VM of the
     fabric in that VSID.  Built in time linear in what the host's flows name: no
     stage needs to scan the fabric or the other VSIDs' tunnels.
@@ -76,24 +86,42 @@ class Context:
             context.members_of[vsid] = fabric.vms_in(vsid)
         return context
 
+    @cached_property
+    def domain_numbers(self) -> dict[str, int]:
+        """The number each routing domain has in ``flow.REG_DOMAIN`` on this host: its
+        place in the fabric file, from 1 (0 is a frame of no routing domain)."""
+        return {name: number for number, name in enumerate(self.fabric.routing_domains, 1)}
+
+    @cached_property
+    def local_domains(self) -> list[str]:
+        """The routing domains of this host's live VMs, in file order: those whose
+        distributed router runs here."""
+        fabric = self.fabric
+        mine = {fabric.routing_domain_of(vm) for vm in self.local_vms}
+        return [name for name in fabric.routing_domains if name in mine]
+
     def _add_flow_port(self, port: PortSpec) -> None:
         """The flow port: every peer that shares a VSID with this host sends and
         receives through it, told apart by its PA (tun_src in, tun_dst out)."""
         fabric = self.fabric
-        shared = peers_sharing(fabric, self.desired.host)
+        host = self.desired.host.name
         sources: dict[str, list[int]] = {}
-        for peer, vsids in sorted(shared.items()):
-            sources[str(fabric.hosts[peer].pa.ip)] = sorted(vsids)
-            for vsid in sorted(vsids):
+        for peer in sorted(peers_sharing(fabric, self.desired.host)):
+            # The same VSIDs a per-peer port towards that peer carries.
+            vsids = sorted(shared_vsids(fabric, host, peer))
+            sources[str(fabric.hosts[peer].pa.ip)] = vsids
+            for vsid in vsids:
                 self._add_out(peer, vsid, port.name)
         self.tunnel_sources[port.name] = sources
-        self.tunnel_vsids[port.name] = sorted(set().union(*shared.values()))
+        self.tunnel_vsids[port.name] = sorted({v for vsids in sources.values() for v in vsids})
 
     def _add_out(self, peer: str, vsid: int, port: str) -> None:
         fabric = self.fabric
         self.tunnel_out[peer, vsid] = tunnel_send(fabric.overlay, port, vsid,
                                                   str(fabric.hosts[peer].pa.ip))
-        self.peers_of.setdefault(vsid, []).append(peer)
+        # Flooding goes only where the peer has VMs of the VSID (routed keys excepted).
+        if vsid in fabric.vsids_on(peer):
+            self.peers_of.setdefault(vsid, []).append(peer)
 
 
 def tunnel_send(overlay: Overlay, port: str, vsid: int, peer_pa: str) -> list[str]:
@@ -137,9 +165,8 @@ def keyed_by_flow(port: PortSpec) -> bool:
 def _tunnel_vsids(desired: DesiredHost, port: PortSpec) -> list[int]:
     if VSID_KEY in port.external_ids:
         return [int(port.external_ids[VSID_KEY])]
-    fabric = desired.fabric
     peer = port.external_ids[PEER_KEY]
-    return sorted(fabric.vsids_on(desired.host.name) & fabric.vsids_on(peer))
+    return sorted(shared_vsids(desired.fabric, desired.host.name, peer))
 
 
 @dataclass(frozen=True)
@@ -148,7 +175,8 @@ class Stage:
 
     ``decides`` is the stage's documentation (the README's pipeline table is made
     from it); ``drop_reason`` is what `trace` says of a packet this stage dropped,
-    with ``{source}`` (the VM) and ``{vsid}`` filled in.
+    with ``{source}`` (the VM), ``{vsid}``, ``{domain}`` (the source's routing domain
+    when the packet went to its router) and ``{address}`` (the destination) filled in.
     """
 
     name: str
