@@ -271,6 +271,7 @@ def test_trace_command_takes_udp(traced):
     # ofproto/trace reads tp_dst as tcp_dst: a UDP probe names udp_dst.
     _, mode, layout = traced
     key = 5001 << 8 if layout == "rfc7637" else 5001
-    port = RED_TUNNEL if mode == "per-vsid" else PEER_TUNNEL
+    port = RED_TUNNEL if mode == "per-vsid" else key_port(mode)
+    via = f" (tun_dst {HOST2_PA})" if mode == "flow" else ""
     assert verdict(traced, "--from", "red-a", "--to", "red-b", "--proto", "udp:53") == (
-        f"delivered to red-b via tunnel to host2 with key {key:#x} (port {port})")
+        f"delivered to red-b via tunnel to host2{via} with key {key:#x} (port {port})")
