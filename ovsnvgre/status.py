@@ -12,9 +12,9 @@ from typing import Any
 from ovsnvgre import fabric as fabrics
 from ovsnvgre import nvgre, pipeline
 from ovsnvgre.actual import ActualKernel
-from ovsnvgre.changes import Plan, PortDelete
+from ovsnvgre.changes import FlowChanges, Plan, PortDelete
 from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, Role
-from ovsnvgre.model import Fabric, FlowId
+from ovsnvgre.model import Fabric, FlowId, KeyLayout
 from ovsnvgre.pipeline import Flow
 from ovsnvgre.plan import stale_text
 
@@ -135,7 +135,7 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
     tunnels = []
     for name, spec in sorted(desired.ports.items()):
         if spec.role == Role.TUNNEL_FLOW:
-            tunnels += _flow_port_rows(desired, name, details, installed)
+            tunnels += _flow_port_rows(desired, name, details, installed, plan.flows)
             continue
         if spec.role not in (Role.TUNNEL, Role.TUNNEL_RECEIVE):
             continue
@@ -200,16 +200,48 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
 
 
 def _flow_port_rows(desired: DesiredHost, port: str, details: Details,
-                    installed: set[Flow]) -> list[dict[str, Any]]:
+                    installed: set[Flow], changes: FlowChanges | None
+                    ) -> list[dict[str, Any]]:
     """The flow port's tunnels, one per (peer, VSID), read from the installed flows:
     the port names no peer, the flows do.  A peer's frames are taken by the classify
     flows that match its PA (tun_src) and key, and sent by the actions that set its
-    PA (tun_dst) and key before output to the port.  With no such flow at all, one
-    row for the port itself, so that its state shows."""
+    PA (tun_dst) and key before output to the port.  A direction the fabric wants and
+    the switch lacks is named in the state; one the fabric does not want (a routed
+    VSID is often received only) is not.  With no such flow at all, one row for the
+    port itself, so that its state shows."""
     layout = desired.fabric.overlay.key_layout
+    seen = _directions(installed, port, layout)
+    wanted = seen
+    if changes:
+        wanted = _directions((installed - set(changes.delete)) | set(changes.add), port, layout)
+    info = details.get(port, {})
+    state = _state(info, port in details)
+    peer_of = {str(host.pa.ip): name for name, host in desired.fabric.hosts.items()}
+    # With flow_id: hash each inner flow gets its own FlowID: the key's VSID part shows.
+    hashed = " + FlowID hash" if desired.fabric.overlay.flow_id == FlowId.HASH else ""
+    rows = []
+    for pa, vsid in seen.keys() | wanted.keys():
+        missing = sorted(wanted.get((pa, vsid), set()) - seen.get((pa, vsid), set()))
+        extra = sorted(seen.get((pa, vsid), set()) - wanted.get((pa, vsid), set()))
+        notes = [f"{direction} flows missing" for direction in missing]
+        notes += [f"{direction} flows not in the fabric" for direction in extra]
+        rows.append({"port": port, "peer": peer_of.get(pa), "remote_ip": pa, "vsid": vsid,
+                     "key": f"{nvgre.tunnel_key(vsid, layout):#x}{hashed}",
+                     "ofport": _ofport(info),
+                     "state": state + (f" ({', '.join(notes)})" if notes else ""),
+                     "bfd": None})
+    rows.sort(key=lambda row: (row["peer"] or "", row["remote_ip"], row["vsid"]))
+    return rows or [{"port": port, "peer": None, "remote_ip": "flow", "vsid": None,
+                     "key": "flow", "ofport": _ofport(info), "state": state, "bfd": None}]
+
+
+def _directions(flows: set[Flow], port: str, layout: KeyLayout
+                ) -> dict[tuple[str, int], set[str]]:
+    """(PA, VSID) -> the directions ("receive", "send") that ``flows`` carry through
+    the flow port ``port``."""
     classify = pipeline.table_of("classify")
-    directions: dict[tuple[str, int], set[str]] = {}  # (PA, VSID) -> receive, send
-    for flow in installed:
+    directions: dict[tuple[str, int], set[str]] = {}
+    for flow in flows:
         if flow.table == classify and f"in_port={port}" in flow.match:
             fields = dict(token.split("=", 1) for token in flow.match if "=" in token)
             if "tun_src" in fields and "tun_id" in fields:
@@ -218,20 +250,7 @@ def _flow_port_rows(desired: DesiredHost, port: str, details: Details,
         if f"output:{port}" in flow.actions:
             for pa, key in _sent_to(flow.actions, port):
                 directions.setdefault((pa, nvgre.vsid_of_key(key, layout)), set()).add("send")
-    info = details.get(port, {})
-    state = _state(info, port in details)
-    peer_of = {str(host.pa.ip): name for name, host in desired.fabric.hosts.items()}
-    # With flow_id: hash each inner flow gets its own FlowID: the key's VSID part shows.
-    hashed = " + FlowID hash" if desired.fabric.overlay.flow_id == FlowId.HASH else ""
-    rows = []
-    for (pa, vsid), seen in directions.items():
-        alone = "" if len(seen) == 2 else f" ({next(iter(seen))} only)"
-        rows.append({"port": port, "peer": peer_of.get(pa), "remote_ip": pa, "vsid": vsid,
-                     "key": f"{nvgre.tunnel_key(vsid, layout):#x}{hashed}",
-                     "ofport": _ofport(info), "state": state + alone, "bfd": None})
-    rows.sort(key=lambda row: (row["peer"] or "", row["remote_ip"], row["vsid"]))
-    return rows or [{"port": port, "peer": None, "remote_ip": "flow", "vsid": None,
-                     "key": "flow", "ofport": _ofport(info), "state": state, "bfd": None}]
+    return directions
 
 
 def _sent_to(actions: str, port: str) -> list[tuple[str, int]]:

@@ -257,7 +257,7 @@ def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[di
              if vm.host == out["peer"] and str(vm.ca.ip) == the_probe.address), "?")
         via = f" (tun_dst {out['tun_dst']})" if out.get("tun_dst") else ""
         how = (f"on port {out['port']}" if out["kind"] == "vm"
-               else f"via tunnel to {out['peer']}{via} with key {out['key']}")
+               else f"via tunnel to {out['peer']}{via} with key {_key_words(out)}")
         text = f"routed by {router} to {reached} ({the_probe.address}) {how}"
         if destination is not None and destination.name != reached:
             text += f"; {destination.name} {_other_domain(fabric, destination, domain)}"

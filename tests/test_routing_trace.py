@@ -8,6 +8,7 @@ vnet1), other-a (fabrikam other, vnet2), flat-a (L2-only, vnet3, at 10.1.1.1).
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -244,3 +245,19 @@ def test_status_shows_the_routing_domains_of_the_host(traced):
     assert any(line.split()[:5] == ["contoso", "db", "5002", "10.1.2.0/24", "10.1.2.1"]
                for line in text.splitlines())
     assert "route 7" in text and "gateway 14" in text  # flows per table
+
+
+def test_trace_command_says_a_routed_packets_flowid_is_hashed(tmp_path):
+    """With flow_id: hash the routed verdict gives the destination VSID's key and this
+    packet's FlowID apart, as the bridged verdict does."""
+    with running_lab(tmp_path) as lab:
+        lab.fabric.write_text(ROUTED.replace("tunnel_ports: per-vsid",
+                                             "tunnel_ports: per-peer, flow_id: hash"))
+        host = lab.host("host1", "198.51.100.11/24", "198.51.100.1",
+                        vm_ports=("vnet0", "vnet1", "vnet2", "vnet3"))
+        assert host.ovsnvgre("up").returncode == 0
+        text = verdict((Tracer(host), "per-peer", "rfc7637"),
+                       "--from", "web-a", "--to", "10.1.2.20", "--proto", "tcp:5555")
+    assert re.fullmatch(r"routed by contoso's distributed router to db-b \(10\.1\.2\.20\) via "
+                        r"tunnel to host2 with key 0x138a00 \+ FlowID hash \(0x[0-9a-f]{1,2} "
+                        r"for this packet\)", text), text
