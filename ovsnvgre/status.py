@@ -56,7 +56,7 @@ class Report:
                  + (f", gateway {h['gateway']}" if h["gateway"] else "")]
         lines.append(f"tunnels ({len(self.tunnels)}):")
         lines += _table(["PEER", "PA", "VSID", "KEY", "PORT", "OFPORT", "STATE", "BFD"], [
-            [t["peer"] or "-", t["remote_ip"], t["vsid"] or "all", t["key"], t["port"],
+            [t["peer"] or "-", t["remote_ip"], t["vsid"] or "all", _key_column(t), t["port"],
              t["ofport"] or "-", t["state"], _bfd_text(t["bfd"])] for t in self.tunnels])
         lines.append(f"vms ({len(self.vms)}):")
         lines += _table(["VM", "PORT", "VSID", "MAC", "CA", "LINK", "MTU", "RX", "TX"], [
@@ -146,8 +146,9 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
             "port": name, "peer": spec.external_ids.get(PEER_KEY),
             "remote_ip": spec.options.get("remote_ip"),
             "vsid": int(vsid) if vsid else None,
-            "key": (_key_text(spec.options.get("key", ""), fabric.overlay.flow_id)
+            "key": (_key_text(spec.options.get("key", ""))
                     if spec.role == Role.TUNNEL else "flow (receive only)"),
+            "flow_id": fabric.overlay.flow_id.value,
             "ofport": _ofport(info), "state": _state(info, name in details),
             "bfd": ({"state": bfd_status.get("state", "unknown"),
                      "forwarding": bfd_status.get("forwarding") == "true",
@@ -217,8 +218,7 @@ def _flow_port_rows(desired: DesiredHost, port: str, details: Details,
     info = details.get(port, {})
     state = _state(info, port in details)
     peer_of = {str(host.pa.ip): name for name, host in desired.fabric.hosts.items()}
-    # With flow_id: hash each inner flow gets its own FlowID: the key's VSID part shows.
-    hashed = " + FlowID hash" if desired.fabric.overlay.flow_id == FlowId.HASH else ""
+    flow_id = desired.fabric.overlay.flow_id.value
     rows = []
     for pa, vsid in seen.keys() | wanted.keys():
         missing = sorted(wanted.get((pa, vsid), set()) - seen.get((pa, vsid), set()))
@@ -226,13 +226,14 @@ def _flow_port_rows(desired: DesiredHost, port: str, details: Details,
         notes = [f"{direction} flows missing" for direction in missing]
         notes += [f"{direction} flows not in the fabric" for direction in extra]
         rows.append({"port": port, "peer": peer_of.get(pa), "remote_ip": pa, "vsid": vsid,
-                     "key": f"{nvgre.tunnel_key(vsid, layout):#x}{hashed}",
+                     "key": f"{nvgre.tunnel_key(vsid, layout):#x}", "flow_id": flow_id,
                      "ofport": _ofport(info),
                      "state": state + (f" ({', '.join(notes)})" if notes else ""),
                      "bfd": None})
     rows.sort(key=lambda row: (row["peer"] or "", row["remote_ip"], row["vsid"]))
     return rows or [{"port": port, "peer": None, "remote_ip": "flow", "vsid": None,
-                     "key": "flow", "ofport": _ofport(info), "state": state, "bfd": None}]
+                     "key": "flow", "flow_id": flow_id, "ofport": _ofport(info),
+                     "state": state, "bfd": None}]
 
 
 def _directions(flows: set[Flow], port: str, layout: KeyLayout
@@ -267,13 +268,16 @@ def _sent_to(actions: str, port: str) -> list[tuple[str, int]]:
     return sent
 
 
-def _key_text(key: str, flow_id: FlowId) -> str:
-    if key.isdigit():
-        return f"{int(key):#x}"
-    if key == "flow" and flow_id == FlowId.HASH:
-        # The pipeline writes the VSID, then a hash of each inner flow as the FlowID.
-        return "flow + FlowID hash"
-    return key
+def _key_text(key: str) -> str:
+    return f"{int(key):#x}" if key.isdigit() else key
+
+
+def _key_column(tunnel: dict[str, Any]) -> str:
+    """The KEY column: the key, and that the pipeline hashes each inner flow into its
+    FlowID (overlay.flow_id: hash) where it sends with this key."""
+    receive_only = tunnel["key"].startswith("flow (")
+    hashed = tunnel["flow_id"] == FlowId.HASH.value and not receive_only
+    return tunnel["key"] + (" + FlowID hash" if hashed else "")
 
 
 def _ofport(info: dict[str, Any]) -> int | None:

@@ -206,7 +206,8 @@ def test_trace_status_and_validate_say_the_flow_id_is_hashed(hashing):
                                 "flow_id": "hash"}]
     status = host.ovsnvgre("status", "--json")
     tunnels = json.loads(status.stdout)["tunnels"]
-    assert [t["key"] for t in tunnels] == ["flow + FlowID hash"]
+    assert [(t["key"], t["flow_id"]) for t in tunnels] == [("flow", "hash")]
+    assert "flow + FlowID hash" in host.ovsnvgre("status").stdout
     valid = host.ovsnvgre("validate", host=None)
     assert "(netdev datapath, rfc7637 keys + FlowID hash, per-peer tunnel ports)" in valid.stdout
 
@@ -232,8 +233,9 @@ def test_the_flow_port_carries_the_hash_too(tmp_path):
             "delivered to red-b via tunnel to host2 (tun_dst 203.0.113.11) with key "
             f"0x138900 + FlowID hash ({flow_id:#x} for this packet) (port gre-flow)")
         tunnels = json.loads(host.ovsnvgre("status", "--json").stdout)["tunnels"]
-        assert [(t["peer"], t["key"], t["state"]) for t in tunnels] == [
-            ("host2", "0x138900 + FlowID hash", "up"), ("host2", "0x177100 + FlowID hash", "up")]
+        assert [(t["peer"], t["key"], t["flow_id"], t["state"]) for t in tunnels] == [
+            ("host2", "0x138900", "hash", "up"), ("host2", "0x177100", "hash", "up")]
+        assert "0x138900 + FlowID hash" in host.ovsnvgre("status").stdout
 
 
 # --- packets on the wire: 16 TCP connections between the same two VMs -----------------

@@ -134,7 +134,7 @@ def test_flow_mode_shows_the_peers_from_the_flows(host1, tmp_path):
     assert isinstance(ofport, int)
     assert tunnels == [
         {"port": "gre-flow", "peer": "host2", "remote_ip": "203.0.113.11", "vsid": vsid,
-         "key": f"{vsid << 8:#x}", "ofport": ofport, "state": "up", "bfd": None}
+         "key": f"{vsid << 8:#x}", "flow_id": "zero", "ofport": ofport, "state": "up", "bfd": None}
         for vsid in (5001, 6001)]
     # Without the flows that send to host2 in Blue, the row says what is left.
     sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-int",
