@@ -16,7 +16,7 @@ from conftest import needs_switch
 
 from ovsnvgre import fabric
 from ovsnvgre.errors import FabricError
-from ovsnvgre.lab import builder, topology
+from ovsnvgre.lab import builder, expect, topology
 from ovsnvgre.lab.commands import default_fabric
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -35,7 +35,7 @@ def test_topology_of_the_hnv_fabric():
     assert {h.netns for h in topo.hosts} == {f"{topo.prefix}-h-host1", f"{topo.prefix}-h-host2"}
     assert all(vm.mtu == 1458 for vm in topo.vms)
     assert all(ns.startswith(topo.prefix + "-") for ns in topo.namespaces)
-    probes = topology.matrix(topo)
+    probes = expect.matrix(topo)
     assert len(probes) == 12
     assert {(p.source, p.target) for p in probes if p.expected} == {
         ("red-a", "red-b"), ("red-b", "red-a"), ("blue-a", "blue-b"), ("blue-b", "blue-a")}
