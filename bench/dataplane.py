@@ -2,11 +2,19 @@
 
     sudo python3 bench/dataplane.py [--seconds 5]
 
-VM to VM TCP throughput (iperf3) and ping latency, Red on host1 to Red on host2:
-  1. across the tunnel with ovsnvgre's pipeline,
-  2. across the same tunnel with a bare NORMAL pipeline on both integration bridges,
-  3. two VMs on one bridge (NORMAL), no tunnel.
-Ratios are taken against (2), measured in the same run.  Needs iperf3.
+VM to VM TCP throughput (iperf3) and ping latency, in two labs run one after the other.
+
+examples/routing.yaml (issue 18), web-a on host1 to host2, both with ovsnvgre's pipeline:
+  1. bridged: to web-b, in web's VSID,
+  2. routed: to db-b, another subnet of the routing domain: the distributed router on
+     host1 routes (TTL, MACs) and sends it with db's key to the same peer host.
+The ratio is routed against bridged, measured in the same lab (target: >= 0.9x).
+
+The HNV two-host lab, Red on host1 to Red on host2:
+  3. across the tunnel with ovsnvgre's pipeline,
+  4. across the same tunnel with a bare NORMAL pipeline on both integration bridges,
+  5. two VMs on one bridge (NORMAL), no tunnel.
+Ratios are taken against (4), measured in the same run.  Needs iperf3.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from ovsnvgre import fabric  # noqa: E402
 from ovsnvgre.lab import builder, topology  # noqa: E402
 from ovsnvgre.lab.commands import default_fabric  # noqa: E402
+
+ROUTING = Path(__file__).parent.parent / "examples" / "routing.yaml"
 
 
 def sh(*args: str, netns: str | None = None, env: dict | None = None,
@@ -72,14 +82,53 @@ def measure(client: str, server: str, address: str, seconds: int, runs: int) -> 
     return throughput, latency(client, address)
 
 
+def routed_vs_bridged(seconds: int, runs: int) -> dict[str, tuple[float, float]]:
+    """Bridged and routed TCP from web-a (host1) to host2 in examples/routing.yaml's lab."""
+    with tempfile.TemporaryDirectory(prefix="ovsnvgre-dp-") as tmp:
+        path = Path(tmp) / "fabric.yaml"
+        path.write_text(ROUTING.read_text().replace("fabric: routing",
+                                                    f"fabric: dr{os.getpid()}"))
+        fab = fabric.load(path)
+        topo = topology.build(fab)
+        builder.preflight(fab)
+        try:
+            builder.up(topo, str(path), lambda _: None)
+            vm = {v.name: v for v in topo.vms}
+            results = {}
+            # Alternated, so that a slower minute of the machine touches both alike.
+            for _ in range(runs):
+                for name, target in (("bridged", "web-b"), ("routed", "db-b")):
+                    results.setdefault(name, []).append(
+                        iperf(vm["web-a"].netns, vm[target].netns, str(vm[target].ca.ip),
+                              seconds))
+            return {name: (statistics.median(values),
+                           latency(vm["web-a"].netns, str(vm[target].ca.ip)))
+                    for (name, values), target in zip(results.items(), ("web-b", "db-b"),
+                                                      strict=True)}
+        finally:
+            builder.down(topo.prefix, lambda _: None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--routing-only", action="store_true",
+                        help="only the routed against bridged comparison (1, 2)")
     args = parser.parse_args()
     if shutil.which("iperf3") is None:
         raise SystemExit("iperf3 not found: apt-get install iperf3")
+    routing = routed_vs_bridged(args.seconds, args.runs)
+    bridged = routing["bridged"][0]
+    print(f"routing domains, {args.runs} x {args.seconds} s iperf3 (median, alternated), "
+          "50 pings; netdev datapath in namespaces; web-a on host1 to host2")
+    print(f"{'path':12} {'Gbit/s':>7} {'vs bridged':>10} {'rtt ms':>7}")
+    for name, (gbits, rtt) in routing.items():
+        print(f"{name:12} {gbits:7.2f} {gbits / bridged:9.2f}x {rtt:7.3f}")
+    if args.routing_only:
+        return
+    print()
     with tempfile.TemporaryDirectory(prefix="ovsnvgre-dp-") as tmp:
         path = Path(tmp) / "fabric.yaml"
         path.write_text(Path(default_fabric()).read_text().replace("fabric: hnv",

@@ -250,6 +250,6 @@ def _expected(p: ProbeResult) -> str:
 def _observed(p: ProbeResult) -> str:
     if not p.replied:
         return "no reply"
-    who = p.answered_by or "unidentified"
+    who = f"answered by {p.answered_by}" if p.answered_by else "answered (unidentified)"
     ttl = f", ttl {'/'.join(map(str, sorted(set(p.ttl))))}" if p.ttl else ""
-    return f"{'reached' if p.observed else 'answered by ' + who}{ttl}"
+    return f"{'reached' if p.observed else who}{ttl}"
