@@ -282,6 +282,29 @@ def test_the_routing_example(tmp_path):
     assert run.leftovers() == []
 
 
+def test_the_routing_example_with_per_peer_ports_and_plain_keys(tmp_path):
+    """The other tunnel mode and key layout: one port per peer, the key set by the flow
+    (the destination's VSID), and key = VSID on the wire."""
+    needs_switch()
+    source = tmp_path / "routing-per-peer.yaml"
+    source.write_text((EXAMPLES / "routing.yaml").read_text()
+                      .replace("tunnel_ports: per-vsid", "tunnel_ports: per-peer")
+                      .replace("key_layout: rfc7637", "key_layout: plain"))
+    run = LabRun(tmp_path, source, f"p{os.getpid()}")
+    try:
+        assert run("up").returncode == 0
+        check = run("check", "--json")
+        assert check.returncode == 0, check.stdout + check.stderr
+        report = json.loads(check.stdout)
+        assert report["wire"]["keys_seen"] == ["0x1389", "0x138a", "0x1771", "0x1772",
+                                               "0x1b59"]
+        routed = [p for p in report["probes"] if p["outcome"] == "routed"]
+        assert len(routed) == 16 and all(p["observed"] and p["tcp"] for p in routed)
+    finally:
+        assert run("down").returncode == 0
+    assert run.leftovers() == []
+
+
 DROP_ROOT_THEN_RUN = """
 import os, sys
 import ovsnvgre.cli, ovsnvgre.lab.cli, ovsnvgre.lab.commands  # imported while readable
