@@ -63,7 +63,6 @@ STAGE = Stage(
             "the tunnel to its host with the **destination** VSID's key; the receiving host "
             "delivers it as ordinary traffic of that VSID. Any other address (another routing "
             "domain's, or in no subnet of the domain) is dropped on the source host.",
-    drop_reason="no VM of {source}'s routing domain {domain} has that address (it is in "
-                "another routing domain, or in no subnet of {domain})",
+    drop_reason="no subnet of {source}'s routing domain {domain} holds {address}",
     flows=_flows,
 )

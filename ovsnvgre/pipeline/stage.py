@@ -111,7 +111,8 @@ class Stage:
 
     ``decides`` is the stage's documentation (the README's pipeline table is made
     from it); ``drop_reason`` is what `trace` says of a packet this stage dropped,
-    with ``{source}`` (the VM) and ``{vsid}`` filled in.
+    with ``{source}`` (the VM), ``{vsid}``, ``{domain}`` (the source's routing domain
+    when the packet went to its router) and ``{address}`` (the destination) filled in.
     """
 
     name: str
