@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,8 +53,9 @@ def iperf(client: str, server: str, address: str, seconds: int, tries: int = 3) 
     """Gbit/s received, one TCP stream; a run that fails to connect is tried again (a
     loaded machine may leave the first SYN or the control connection unanswered)."""
     for attempt in range(tries):
-        daemon = subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-B",
-                                   address], stdout=subprocess.PIPE,
+        # --forceflush: iperf3 buffers its output into a pipe, "listening" included.
+        daemon = subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1",
+                                   "--forceflush", "-B", address], stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, text=True)
         try:
             assert daemon.stdout is not None
@@ -128,6 +130,8 @@ def main() -> None:
     parser.add_argument("--routing-only", action="store_true",
                         help="only the routed against bridged comparison (1, 2)")
     args = parser.parse_args()
+    # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the labs are taken down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("iperf3") is None:
         raise SystemExit("iperf3 not found: apt-get install iperf3")
     routing = routed_vs_bridged(args.seconds, args.runs)
