@@ -160,13 +160,17 @@ def main() -> None:
                                            args.runs)}
             for host in host_ns:  # the same Red tunnel, a bare NORMAL pipeline
                 # Two tunnels between the same two bridges would be an L2 loop under
-                # NORMAL: the Blue tunnel goes.
-                blue = sh("ovs-vsctl", "--bare", "--columns=name", "find", "interface",
-                          f"options:key={6001 << 8}", netns=host_ns[host],
-                          env=host_env[host]).split()
-                for port in blue:
-                    sh("ovs-vsctl", "del-port", "br-int", port, netns=host_ns[host],
-                       env=host_env[host])
+                # NORMAL: every GRE port but Red's goes (Blue's, and the per-peer port
+                # with in_key=flow that receives any FlowID).
+                red = str(5001 << 8)
+                tunnels = sh("ovs-vsctl", "--bare", "--columns=name,options", "find",
+                             "interface", "type=gre", netns=host_ns[host],
+                             env=host_env[host]).split("\n\n")
+                for record in tunnels:
+                    words = record.split()
+                    if words and f'key="{red}"' not in record and f"key={red}" not in record:
+                        sh("ovs-vsctl", "del-port", "br-int", words[0], netns=host_ns[host],
+                           env=host_env[host])
                 sh("ovs-ofctl", "del-flows", "br-int", netns=host_ns[host], env=host_env[host])
                 sh("ovs-ofctl", "add-flow", "br-int", "priority=0,actions=NORMAL",
                    netns=host_ns[host], env=host_env[host])
