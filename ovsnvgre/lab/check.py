@@ -145,15 +145,15 @@ class _Capture:
             self.process.wait()
 
 
-def _asks(source: LabVm, mine: list[Probe], local: set[str]) -> dict[str, bool]:
-    """The addresses ``source`` asks who they are, True where a TCP echo is wanted too:
-    every VM address but those the router answers (the router runs no TCP service), the
-    echo with every target it must reach that runs a whoami service."""
+def _asks(mine: list[Probe], local: set[str]) -> dict[str, bool]:
+    """The addresses a VM asks who they are (``mine``: its probes): every VM address
+    but those the router answers (it runs no TCP service); True where a TCP echo is
+    wanted too: a target it must reach that runs a whoami service (``local``)."""
     asks: dict[str, bool] = {}
     for probe in mine:
         if probe.outcome is Outcome.GATEWAY or probe.responder == ROUTER:
             continue
-        echo = probe.expected and probe.target in local and probe.target != source.name
+        echo = probe.expected and probe.target in local
         asks[probe.address] = asks.get(probe.address, False) or echo
     return asks
 
@@ -174,7 +174,7 @@ def _identify(answer: probes.Answer, source: LabVm, topology: Topology) -> str |
 
 def _from(source: LabVm, mine: list[Probe], topology: Topology,
           local: set[str]) -> list[ProbeResult]:
-    asks = _asks(source, mine, local)
+    asks = _asks(mine, local)
     answers = probes.from_vm(source, list(dict.fromkeys(p.address for p in mine)), asks)
     results = []
     for probe in mine:
