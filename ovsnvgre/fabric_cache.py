@@ -34,6 +34,7 @@ from ovsnvgre import __version__
 from ovsnvgre.model import (
     DatapathType,
     Fabric,
+    FlowId,
     Host,
     KeyLayout,
     Overlay,
@@ -56,7 +57,8 @@ FIELDS: dict[type, tuple[str, ...]] = {
              "vms", "routing_domains",
              "source"),  # source is not written: it is the file given to load()
     Underlay: ("bridge", "tep_port", "probe", "mtu"),
-    Overlay: ("bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu", "router_mac"),
+    Overlay: ("bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu", "flow_id",
+              "router_mac"),
     Host: ("name", "pa", "uplink", "gateway"),
     RoutingDomain: ("name",),
     VirtualSubnet: ("name", "vsid", "prefix", "routing_domain"),
@@ -204,7 +206,7 @@ def encode(fabric: Fabric) -> list[Any]:
         fabric.name, fabric.datapath_type.value,
         [underlay.bridge, underlay.tep_port, [int(p) for p in underlay.probe], underlay.mtu],
         [overlay.bridge, overlay.key_layout.value, overlay.tunnel_ports.value, overlay.bfd,
-         overlay.vm_mtu, overlay.router_mac],
+         overlay.vm_mtu, overlay.flow_id.value, overlay.router_mac],
         [[h.name, int(h.pa.ip), h.pa.network.prefixlen, h.uplink,
           None if h.gateway is None else int(h.gateway)] for h in fabric.hosts.values()],
         [[s.name, s.vsid, None if s.prefix is None else int(s.prefix.network_address),
@@ -225,7 +227,7 @@ def decode(values: list[Any]) -> Fabric:
         underlay=Underlay(underlay[0], underlay[1], tuple(v4(p) for p in underlay[2]),
                           underlay[3]),
         overlay=Overlay(overlay[0], KeyLayout(overlay[1]), TunnelPorts(overlay[2]),
-                        overlay[3], overlay[4], overlay[5]),
+                        overlay[3], overlay[4], FlowId(overlay[5]), overlay[6]),
         hosts={h[0]: Host(h[0], ipaddress.IPv4Interface((h[1], h[2])), h[3],
                           None if h[4] is None else v4(h[4])) for h in hosts},
         virtual_subnets={s[0]: VirtualSubnet(s[0], s[1], None if s[2] is None else

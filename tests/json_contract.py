@@ -28,7 +28,7 @@ ROUTING_DOMAINS = {"type": "array", "items": obj({
 
 VALIDATE = obj({"fabric": STR, "file": STR, "valid": BOOL, "hosts": INT,
                 "virtual_subnets": INT, "vms": INT, "datapath_type": STR, "key_layout": STR,
-                "tunnel_ports": STR, "warnings": STRS, "router_mac": STR,
+                "tunnel_ports": STR, "flow_id": STR, "warnings": STRS, "router_mac": STR,
                 "routing_domains": ROUTING_DOMAINS})
 
 PLAN = obj({"host": STR, "changes": STRS, "notes": STRS, "blockers": STRS,

@@ -229,8 +229,10 @@ def table(result: CheckResult) -> list[str]:
              for row in rows]
     checked = result.wire
     lines.append("")
+    hashed = f" + {checked.flow_ids_seen} hashed FlowIDs" if checked.flow_ids_seen else ""
     lines.append(f"underlay: {checked.packets} GRE packets; keys seen "
-                 f"{', '.join(checked.keys_seen)} (expected {', '.join(checked.keys_expected)})"
+                 f"{', '.join(checked.keys_seen)}{hashed} "
+                 f"(expected {', '.join(checked.keys_expected)})"
                  f"; every key its destination's VSID, K=1 C=0 S=0 protocol 0x6558: "
                  f"{'ok' if checked.ok else 'MISMATCH'}")
     lines += [f"  {problem}" for problem in checked.problems]

@@ -19,7 +19,7 @@ from ovsnvgre import nvgre
 from ovsnvgre.lab.expect import Outcome, matrix
 from ovsnvgre.lab.pcap import GreHeader, gre_packets
 from ovsnvgre.lab.topology import Topology
-from ovsnvgre.model import Fabric, KeyLayout
+from ovsnvgre.model import Fabric, FlowId, KeyLayout
 
 ETH_IPV4, ETH_ARP, ETH_VLAN = 0x0800, 0x0806, 0x8100
 
@@ -32,6 +32,9 @@ class WireResult:
     keys_seen: list[str] = field(default_factory=list)
     keys_expected: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # With overlay.flow_id: hash, how many FlowIDs the keys carried (the VSID bits
+    # are what keys_seen lists then).
+    flow_ids_seen: int = 0
 
     @property
     def ok(self) -> bool:
@@ -97,7 +100,12 @@ class _Judge:
 
     def __init__(self, fabric: Fabric, topology: Topology) -> None:
         self.layout: KeyLayout = fabric.overlay.key_layout
-        self.vsids = {s.vsid for s in fabric.virtual_subnets.values()}
+        self.keys = {nvgre.tunnel_key(s.vsid, self.layout)
+                     for s in fabric.virtual_subnets.values()}
+        # With a hashed FlowID the low 8 bits vary per flow: the VSID bits must be right;
+        # with FlowID zero the whole key must be (RFC 7637 section 3.2).
+        hashed = fabric.overlay.flow_id == FlowId.HASH and self.layout == KeyLayout.RFC7637
+        self.ignored = 0xFF if hashed else 0
         self.vms_by_mac: dict[str, list[tuple[str, int]]] = {}
         self.domain_of: dict[int, str | None] = {}
         for vm in topology.vms:
@@ -118,7 +126,7 @@ class _Judge:
             flags.append(f"version {packet.version}")
         if packet.protocol != 0x6558:
             flags.append(f"protocol {packet.protocol:#06x}")
-        if packet.key is not None and self.vsid(packet.key) not in self.vsids:
+        if packet.key is not None and packet.key & ~self.ignored not in self.keys:
             flags.append(f"key {packet.key:#x} is no VSID key of the fabric")
         found = [f"GRE packet with {', '.join(flags)}"] if flags else []
         frame = inner_frame(packet.inner) if packet.protocol == 0x6558 else None
@@ -129,8 +137,8 @@ class _Judge:
             self._gateway(packet.key, vsid, frame)
 
     def vsid(self, key: int) -> int:
-        """The VSID a receiver reads from ``key`` (any FlowID: RFC 7637 section 3.2)."""
-        return nvgre.vsid_of_key(key, self.layout)
+        """The VSID a receiver reads from ``key`` (whatever the FlowID: RFC 7637 3.2)."""
+        return nvgre.vsid_of_key(key & ~self.ignored, self.layout)
 
     def _destination(self, key: int, vsid: int, frame: InnerFrame) -> list[str]:
         if frame.flooded:
@@ -160,20 +168,20 @@ def judge(fabric: Fabric, topology: Topology, expected: set[int],
     judged; ``expected``: the keys that must have crossed (``expected_keys``)."""
     rules = _Judge(fabric, topology)
     result = WireResult(keys_expected=[f"{k:#x}" for k in sorted(expected)])
-    seen: set[int] = set()
-    crossed: set[int] = set()  # the FlowID-0 key of every VSID seen
+    seen: set[int] = set()  # without the FlowID when it is hashed
+    flow_ids: set[int] = set()
     for path in paths:
         for packet in gre_packets(path):
             result.packets += 1
             if packet.key is not None:
-                seen.add(packet.key)
-                if rules.vsid(packet.key) in rules.vsids:
-                    crossed.add(nvgre.tunnel_key(rules.vsid(packet.key), rules.layout))
+                seen.add(packet.key & ~rules.ignored)
+                flow_ids.add(packet.key & rules.ignored)
             for problem in rules.problems(packet):
                 line = f"{path.stem}: {problem}"
                 if line not in result.problems:
                     result.problems.append(line)
     result.keys_seen = [f"{k:#x}" for k in sorted(seen)]
-    for key in sorted(expected - crossed):
+    result.flow_ids_seen = len(flow_ids) if rules.ignored else 0
+    for key in sorted(expected - seen):
         result.problems.append(f"no GRE packet with key {key:#x} crossed the underlay")
     return result
