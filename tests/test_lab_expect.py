@@ -145,6 +145,9 @@ def test_an_isolated_pair_that_answers_fails(routing):
         "answered by an unknown host, expected no answer"]
     assert expect.problems(nobody, Seen(True, (64,), "flat-b")) == [
         "flat-b answered, but the fabric isolates it from web-a"]
+    # A leak to TCP (or ARP) only is a leak too.
+    assert expect.problems(across, Seen(False, (), "stock-b")) == [
+        "stock-b answered, but the fabric isolates it from web-a"]
 
 
 def test_a_gateway_must_be_answered_by_the_router(routing):

@@ -102,9 +102,8 @@ class ProbeResult:
         """The result of ``probe`` having seen ``seen``."""
         return cls(probe.source, probe.target, probe.address, str(probe.outcome),
                    probe.same_vsid, probe.expected, expect.reached(probe, seen),
-                   seen.answered_by if seen.replied else None, seen.replied, probe.ttl,
-                   list(seen.ttls),
-                   seen.tcp, expect.problems(probe, seen))
+                   seen.answered_by, seen.replied, probe.ttl, list(seen.ttls), seen.tcp,
+                   expect.problems(probe, seen))
 
 
 @dataclass
@@ -251,7 +250,8 @@ def _expected(p: ProbeResult) -> str:
 
 def _observed(p: ProbeResult) -> str:
     if not p.replied:
-        return "no reply"
+        return f"no reply (ARP or TCP answered by {p.answered_by})" if p.answered_by \
+            else "no reply"
     who = f"answered by {p.answered_by}" if p.answered_by else "answered (unidentified)"
     ttl = f", ttl {'/'.join(map(str, sorted(set(p.ttl))))}" if p.ttl else ""
     return f"{'reached' if p.observed else who}{ttl}"

@@ -141,7 +141,8 @@ class Seen:
     ``replied``: ping got at least one reply; ``ttls``: the TTL of each reply (ping's
     ``ttl=`` field); ``answered_by``: who answered when known (a VM's name from its
     whoami TCP service or from the neighbour entry's MAC, ``ROUTER`` for the router's
-    MAC), None when it cannot be told (a routed reply from a VM with no whoami service);
+    MAC), also when ping got no reply; None when it cannot be told (a routed reply from
+    a VM with no whoami service);
     ``tcp``: the 64 KiB TCP echo with the target, None when not tried.
     """
 
@@ -165,8 +166,8 @@ def problems(probe: Probe, seen: Seen) -> list[str]:
     """Every way ``seen`` differs from what the fabric says ``probe`` must see; empty: ok.
 
     Bridged, routed, gateway: answered, by the target, every reply with the probe's TTL,
-    TCP not failed.  Isolated: never answered by the target, and not answered at all
-    when nobody holds the address in the source's world.
+    TCP not failed.  Isolated: never answered by the target (to ping, ARP or TCP), and
+    not answered at all when nobody holds the address in the source's world.
     """
     found = []
     if probe.expected:
@@ -180,11 +181,11 @@ def problems(probe: Probe, seen: Seen) -> list[str]:
             found.append(f"reply TTL {', '.join(map(str, wrong))}, expected {probe.ttl}")
         if seen.tcp is False:
             found.append("TCP failed")
+    elif seen.answered_by == probe.target:  # to ping, or only to ARP or TCP: a leak too
+        found.append(f"{probe.target} answered, but the fabric isolates it from "
+                     f"{probe.source}")
     elif seen.replied:
-        if seen.answered_by == probe.target:
-            found.append(f"{probe.target} answered, but the fabric isolates it from "
-                         f"{probe.source}")
-        elif probe.responder is None:
+        if probe.responder is None:
             found.append(f"answered by {seen.answered_by or 'an unknown host'}, expected "
                          "no answer")
         elif seen.answered_by is not None and seen.answered_by != probe.responder:
