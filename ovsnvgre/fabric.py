@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,30 @@ MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 def _parse_pa(text: str) -> ipaddress.IPv4Interface:
     if "/" not in text:
         raise ValueError(text)
-    return ipaddress.IPv4Interface(text)
+    return _ipv4_interface(text) or ipaddress.IPv4Interface(text)
 
 
 def _parse_ca(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if "/" not in text:
         raise ValueError(text)
-    return ipaddress.ip_interface(text)
+    return _ipv4_interface(text) or ipaddress.ip_interface(text)
+
+
+def _ipv4_interface(text: str) -> ipaddress.IPv4Interface | None:
+    """IPv4Interface(text), a third of the time; None when ``text`` is not an IPv4
+    address, a slash and a prefix, for ipaddress to decide.
+
+    IPv4Interface(text) parses the address twice in Python (its network parses the
+    text again): half of validating a VM.  inet_pton(3) takes the very dotted quads
+    ipaddress takes (four decimal octets up to 255, no leading zeros: ipaddress
+    copies glibc's rule), tests/test_fabric.py holds them to each other; the prefix
+    (a length or a mask) is ipaddress's to read."""
+    address, _, prefix = text.partition("/")
+    try:
+        packed = socket.inet_pton(socket.AF_INET, address)
+        return ipaddress.IPv4Interface((int.from_bytes(packed, "big"), prefix))
+    except (OSError, ValueError):  # not a dotted quad (a NUL is a ValueError), a bad prefix
+        return None
 
 
 # --- the loader ---------------------------------------------------------------------
@@ -91,7 +109,8 @@ def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:
         raise check.fail("", "the file is empty; a fabric needs at least `fabric` and `hosts`")
     if not isinstance(document, LineMap):
         raise check.fail("", f"the document must be a mapping, not {describe(document)}", 1)
-    return _build(document, check)
+    with fabric_yaml.gc_paused():  # ~5 objects a VM, none in a cycle
+        return _build(document, check)
 
 
 def _build(doc: LineMap, check: Checker) -> Fabric:
@@ -294,11 +313,14 @@ def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - o
         seen_mac[subnet, mac] = vm_name
         ca = check.parsed(entry, "ca", path, _parse_ca,
                           "an address with a prefix length (like 10.0.0.1/24)")
-        if (subnet, ca.ip) in seen_ca:
+        # The address's bytes (4 for IPv4, 16 for IPv6: the families never meet), not
+        # ca.ip, a new object with a slow hash for every VM.
+        ca_key = (subnet, ca.packed)
+        if ca_key in seen_ca:
             raise check.fail(join(path, "ca"), f"{ca.ip} is already used by VM "
-                             f"{seen_ca[subnet, ca.ip]!r} in virtual subnet {subnet!r}",
+                             f"{seen_ca[ca_key]!r} in virtual subnet {subnet!r}",
                              entry.key_lines["ca"])
-        seen_ca[subnet, ca.ip] = vm_name
+        seen_ca[ca_key] = vm_name
         vms[vm_name] = Vm(name=vm_name, host=host, virtual_subnet=subnet, port=port, mac=mac,
                           ca=ca)
     return vms

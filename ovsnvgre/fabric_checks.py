@@ -58,6 +58,8 @@ class Checker:
 
     def keys(self, mapping: LineMap, path: str, allowed: set[str], required: set[str]) -> None:
         """Raises FabricError for the first unknown or missing key."""
+        if allowed >= mapping.keys() >= required:  # the usual entry: one set comparison
+            return
         for key in mapping:
             if key not in allowed:
                 hint = ", ".join(sorted(allowed))
@@ -88,6 +90,9 @@ class Checker:
         if key not in mapping:
             return default
         value = mapping[key]
+        if isinstance(value, str) and value and (max_len is None or len(value) <= max_len) \
+                and pattern.match(value):  # the usual name (a string has no text)
+            return value
         where = join(path, key)
         line = mapping.key_lines[key]
         text = mapping.texts.get(key)

@@ -144,3 +144,29 @@ def test_missing_file(tmp_path):
 def test_overlapping_cas_across_subnets_are_the_point():
     fab = load(TWO_HOSTS)
     assert fab.vms["red-a"].ca == fab.vms["blue-a"].ca
+
+
+ADDRESSES = ["10.0.0.1", "0.0.0.0", "255.255.255.255", "256.0.0.1", "01.2.3.4", "1.2.3.04",
+             "1.2.3.00", "0.0.0.00", "001.2.3.4", "1.2.3.1234", "1.2.3", "1.2.3.4.5", "1..3.4",
+             ".1.2.3", "1.2.3.", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\n", "1.2.3.4\x00",
+             "\u0661.\u0662.\u0663.\u0664", "1.2.3.0x4", "1.2.3.+4", "1.2.3.-4", "0x0a.0.0.1",
+             "1e1.0.0.1", "", "2001:db8::1", "::ffff:10.0.0.1", "1.2.3.4%eth0", "fe80::1%eth0"]
+PREFIXES = ["24", "8", "32", "0", "33", "08", "+8", " 8", "255.255.255.0", "0.0.0.255",
+            "255.0.255.0", "", "x", "24/5", "64", "128"]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_cas_and_pas_are_read_exactly_as_ipaddress_reads_them(address):
+    """The fast reading of an IPv4 CA or PA (inet_pton, then the prefix) takes what
+    ipaddress.ip_interface takes, as the same value, and refuses what it refuses."""
+    def outcome(parse, text):
+        try:
+            value = parse(text)
+        except ValueError:
+            return None
+        return type(value), value, value.network, value.ip.packed
+
+    for prefix in PREFIXES:
+        text = f"{address}/{prefix}"
+        assert outcome(fabric._parse_ca, text) == outcome(ipaddress.ip_interface, text), text
+        assert outcome(fabric._parse_pa, text) == outcome(ipaddress.IPv4Interface, text), text
