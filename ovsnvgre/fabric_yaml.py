@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-from collections.abc import Iterator
+import types
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -34,24 +35,42 @@ class LineMap(dict):
     always a name), and ``readings`` holds what YAML 1.1 made of each of them.
     """
 
-    line: int = 0
+    # Slots, and one shared empty texts and readings until a key needs its own: a
+    # mapping per VM is 2 objects for the garbage collector to count, not 5.
+    __slots__ = ("line", "key_lines", "texts", "readings")
+    line: int
     key_lines: dict[str, int]
-    texts: dict[str, str]
-    readings: dict[str, Any]
+    texts: Mapping[str, str]
+    readings: Mapping[str, Any]
 
     @classmethod
     def empty(cls, line: int = 0) -> LineMap:
         """A mapping with no keys, placed at ``line``."""
         mapping = cls()
-        mapping.line = line
-        mapping.key_lines, mapping.texts, mapping.readings = {}, {}, {}
+        mapping.line, mapping.key_lines, mapping.texts, mapping.readings = line, {}, _NONE, _NONE
         return mapping
+
+    def text(self, key: str, text: str) -> None:
+        """Record that the plain scalar under ``key`` was written ``text``."""
+        if self.texts is _NONE:
+            self.texts = {}
+        self.texts[key] = text  # type: ignore[index]
+
+    def reading(self, text: str, value: Any) -> None:
+        """Record that YAML 1.1 reads the key written ``text`` as ``value``."""
+        if self.readings is _NONE:
+            self.readings = {}
+        self.readings[text] = value  # type: ignore[index]
+
+
+_NONE: Mapping[str, Any] = types.MappingProxyType({})
 
 
 class LineList(list):
     """A YAML sequence; ``texts[i]`` is item i's text as written when YAML 1.1 read
     that plain scalar as something else than a string, else None."""
 
+    __slots__ = ("texts",)
     texts: list[str | None]
 
 
@@ -79,7 +98,7 @@ def _construct_mapping(loader: Any, node: Any) -> LineMap:
         line = key_node.start_mark.line + 1
         text = _written(key_node, key)
         if text is not None:
-            result.readings[text] = key
+            result.reading(text, key)
             key = text
         elif not isinstance(key, str):
             raise DocumentError(line, f"key {key!r} must be a string")
@@ -90,7 +109,7 @@ def _construct_mapping(loader: Any, node: Any) -> LineMap:
         result.key_lines[key] = line
         text = _written(value_node, value)
         if text is not None:
-            result.texts[key] = text
+            result.text(key, text)
     return result
 
 
@@ -139,6 +158,22 @@ def _resolvers() -> dict[str, tuple[tuple[str, Any], ...]]:
     return {first: tuple(found) for first, found in _loader().yaml_implicit_resolvers.items()}
 
 
+@functools.cache
+def _candidates() -> dict[str, Any]:
+    """By first character, one pattern that matches where any of its resolvers' does:
+    the resolvers' own patterns as alternatives (or, should their flags differ, one
+    that matches anything).  A plain scalar it does not match is a string; one it
+    matches goes through Resolver's order, in _Builder._resolve."""
+    import re
+
+    candidates = {}
+    for first, found in _resolvers().items():
+        flags = {pattern.flags for _, pattern in found}
+        candidates[first] = re.compile("|".join(f"(?:{pattern.pattern})" for _, pattern in found),
+                                       flags.pop()) if len(flags) == 1 else re.compile("")
+    return candidates
+
+
 class _Builder:
     """LineMaps and LineLists straight from libyaml's events, as _construct_mapping and
     _construct_sequence build them from PyYAML's nodes (same values, texts, readings,
@@ -150,9 +185,9 @@ class _Builder:
         self._resolvers = _resolvers()
         if None in self._resolvers:  # a resolver for any first character: not SafeLoader's
             raise _Fallback
-        # A plain scalar whose first character starts no resolver is a string: the
-        # usual name, so only these are matched against the patterns.
-        self._implicit = frozenset(self._resolvers)
+        # A plain scalar that no resolver's pattern matches is a string: the usual
+        # name (whose first character starts no resolver), an address.
+        self._candidates = _candidates()
         self._loader = _loader()(text)
         self._next = self._loader.get_event
         self._scalar_event = yaml.ScalarEvent
@@ -201,12 +236,12 @@ class _Builder:
                 return tag
         return None
 
-    def _key(self, event: Any, readings: dict[str, Any]) -> str:
-        """A key's text; what YAML 1.1 made of it goes to ``readings``."""
+    def _key(self, event: Any, mapping: LineMap) -> str:
+        """A key's text; what YAML 1.1 made of it goes to the mapping's readings."""
         key, text = self._scalar(event)
         if text is None:
             return key
-        readings[text] = key
+        mapping.reading(text, key)
         return text
 
     def _node(self, event: Any) -> Any:
@@ -219,9 +254,9 @@ class _Builder:
 
     def _mapping(self, start: Any) -> LineMap:
         result = LineMap.empty(start.start_mark.line + 1)
-        key_lines, texts, readings = result.key_lines, result.texts, result.readings
-        get, scalar_event, ends, implicit = self._next, self._scalar_event, self._ends, \
-            self._implicit
+        key_lines = result.key_lines
+        get, scalar_event, ends, candidates = self._next, self._scalar_event, self._ends, \
+            self._candidates
         while True:
             event = get()
             if type(event) is scalar_event:
@@ -230,8 +265,9 @@ class _Builder:
                 # The usual key, a plain name YAML 1.1 cannot read as anything else, is
                 # taken as written: no call, no pattern.
                 if event.tag is not None or event.anchor is not None or (
-                        not event.style and key[:1] in implicit):
-                    key = self._key(event, readings)
+                        not event.style and key[:1] in candidates
+                        and candidates[key[:1]].match(key)):
+                    key = self._key(event, result)
             elif isinstance(event, ends):
                 return result
             else:
@@ -243,7 +279,8 @@ class _Builder:
             if type(event) is not scalar_event:
                 value = self._node(event)
             elif event.tag is None and event.anchor is None and (
-                    event.style or event.value[:1] not in implicit):
+                    event.style or (value := event.value)[:1] not in candidates
+                    or not candidates[value[:1]].match(value)):
                 value = event.value  # a quoted scalar, or a plain one YAML 1.1 keeps a string
             else:
                 value, text = self._scalar(event)
@@ -255,7 +292,7 @@ class _Builder:
             result[key] = value
             key_lines[key] = line
             if text is not None:
-                texts[key] = text
+                result.text(key, text)
 
     def _sequence(self, start: Any) -> LineList:
         result = LineList()
