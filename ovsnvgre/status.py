@@ -14,6 +14,7 @@ from ovsnvgre import nvgre, pipeline
 from ovsnvgre.actual import ActualKernel
 from ovsnvgre.changes import Plan, PortDelete
 from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, Role
+from ovsnvgre.model import FlowId
 from ovsnvgre.pipeline import Flow
 from ovsnvgre.plan import stale_text
 
@@ -114,8 +115,8 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
             "port": name, "peer": spec.external_ids.get(PEER_KEY),
             "remote_ip": spec.options.get("remote_ip"),
             "vsid": int(vsid) if vsid else None,
-            "key": (_key_text(spec.options.get("key", "")) if spec.role == Role.TUNNEL
-                    else "flow (receive only)"),
+            "key": (_key_text(spec.options.get("key", ""), fabric.overlay.flow_id)
+                    if spec.role == Role.TUNNEL else "flow (receive only)"),
             "ofport": _ofport(info), "state": _state(info, name in details),
             "bfd": ({"state": bfd_status.get("state", "unknown"),
                      "forwarding": bfd_status.get("forwarding") == "true",
@@ -166,8 +167,13 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
     return Report(host, tunnels, vms, flows, warnings, drift, list(plan.notes))
 
 
-def _key_text(key: str) -> str:
-    return f"{int(key):#x}" if key.isdigit() else key
+def _key_text(key: str, flow_id: FlowId) -> str:
+    if key.isdigit():
+        return f"{int(key):#x}"
+    if key == "flow" and flow_id == FlowId.HASH:
+        # The pipeline writes the VSID, then a hash of each inner flow as the FlowID.
+        return "flow + FlowID hash"
+    return key
 
 
 def _ofport(info: dict[str, Any]) -> int | None:

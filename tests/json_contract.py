@@ -22,7 +22,7 @@ STRS = {"type": "array", "items": STR}
 
 VALIDATE = obj({"fabric": STR, "file": STR, "valid": BOOL, "hosts": INT,
                 "virtual_subnets": INT, "vms": INT, "datapath_type": STR, "key_layout": STR,
-                "tunnel_ports": STR, "warnings": STRS})
+                "tunnel_ports": STR, "flow_id": STR, "warnings": STRS})
 
 PLAN = obj({"host": STR, "changes": STRS, "notes": STRS, "blockers": STRS,
             "ovsdb_changes": INT, "kernel_changes": INT,
