@@ -82,11 +82,12 @@ def load(path: str | Path) -> Fabric:
         raise FabricError(f"{source}: is a directory, not a fabric file") from None
     except OSError as exc:
         raise FabricError(f"{source}: cannot read: {exc.strerror}") from None
-    cached = fabric_cache.get(data)
-    if isinstance(cached, Fabric):
-        return replace(cached, source=source)
-    fabric = loads(data, source)
-    fabric_cache.put(data, fabric)
+    with fabric_yaml.gc_paused():  # as in loads: reading a cached fabric back, 2x faster
+        cached = fabric_cache.get(data)
+        if isinstance(cached, Fabric):
+            return replace(cached, source=source)
+        fabric = loads(data, source)
+        fabric_cache.put(data, fabric)
     return fabric
 
 

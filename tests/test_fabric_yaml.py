@@ -287,8 +287,7 @@ def _outcome(text: str, events: bool):
         return ("error", error.line, error.message)
 
 
-def _documents():
-    yield from EDGE_DOCUMENTS
+def _fabrics():
     yield TWO_HOSTS
     yield generate(6, vsids=3, local_vms=4, vms_per_peer=3, shared_per_peer=2)
     for path in sorted(ROOT.glob("examples/*.yaml")) + sorted(ROOT.glob("ovsnvgre/lab/*.yaml")):
@@ -300,7 +299,37 @@ def _documents():
 
 
 def test_the_event_builder_gives_what_the_constructor_gives():
-    documents = list(_documents())
+    documents = EDGE_DOCUMENTS + list(_fabrics())
     assert len(documents) > 400
     for text in documents:
         assert _outcome(text, events=True) == _outcome(text, events=False), text
+
+
+def test_fabric_files_are_built_from_events():
+    """Only tags, anchors, aliases, merge keys and second documents need PyYAML's
+    constructor: every fabric-shaped file, whatever YAML 1.1 makes of its words, is
+    built from the events (the fast path is the one taken)."""
+    for text in _fabrics():
+        try:
+            fabric_yaml._Builder(text).document()
+        except fabric_yaml.DocumentError:
+            pass
+        except fabric_yaml._Fallback:
+            pytest.fail(f"fell back to the constructor: {text}")
+    for text in ("a: &x 1\n", "a: *x\n", "a: !!str 1\n", "<<: {a: 1}\n", "a\n--- b\n"):
+        with pytest.raises(fabric_yaml._Fallback):
+            fabric_yaml._Builder(text).document()
+
+
+def test_an_error_deep_in_a_large_fabric_names_its_line():
+    text = generate(50, vsids=5, local_vms=10, vms_per_peer=20, shared_per_peer=3)
+    lines = text.splitlines()
+    number = len(lines) - 7  # a VM near the end
+    name = lines[number - 1].split(":")[0].strip()
+    lines[number - 1] = lines[number - 1].replace("mac: \"02:", "mac: \"03:")
+    message = refused("\n".join(lines) + "\n")
+    assert message.startswith(f"f.yaml:{number}: vms.{name}.mac: 03:") and "multicast" in message
+    lines[number - 1] = lines[number - 1] + "\n  " + name + ": {}"
+    message = refused("\n".join(lines) + "\n")
+    assert message.startswith(f"f.yaml:{number + 1}: duplicate key '{name}' (first on line "
+                              f"{number})"), message
