@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ovsnvgre import fabric_cache, fabric_yaml, nvgre
+from ovsnvgre import fabric_cache, fabric_routing, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
 from ovsnvgre.fabric_checks import Checker, describe, join
 from ovsnvgre.fabric_yaml import LineList, LineMap
@@ -24,6 +24,7 @@ from ovsnvgre.model import (
     Host,
     KeyLayout,
     Overlay,
+    RoutingDomain,
     TunnelPorts,
     Underlay,
     VirtualSubnet,
@@ -125,7 +126,7 @@ def _loads(data: bytes | str, source: str) -> Fabric:
 
 def _build(doc: LineMap, check: Checker) -> Fabric:
     check.keys(doc, "", {"fabric", "datapath_type", "underlay", "overlay", "hosts",
-                         "virtual_subnets", "vms"}, {"fabric", "hosts"})
+                         "virtual_subnets", "vms", "routing_domains"}, {"fabric", "hosts"})
     name = check.string(doc, "fabric", "")
     assert name is not None  # noqa: S101 - an invariant the code above guarantees, not input checking
     datapath_type = check.choice(doc, "datapath_type", "", DatapathType, DatapathType.SYSTEM)
@@ -140,10 +141,12 @@ def _build(doc: LineMap, check: Checker) -> Fabric:
         raise check.fail("underlay.tep_port", f"{underlay.tep_port!r} is also a bridge name",
                          _line_of(doc, "underlay"))
     hosts = _hosts(doc, check, reserved)
-    subnets = _subnets(doc, check)
-    vms = _vms(doc, check, hosts, subnets, reserved)
+    domains = fabric_routing.routing_domains(
+        _section(doc, "routing_domains", check, allow_missing=True), check)
+    subnets = _subnets(doc, check, domains)
+    vms = _vms(doc, check, hosts, subnets, reserved, overlay.router_mac)
     return Fabric(name=name, datapath_type=datapath_type, underlay=underlay, overlay=overlay,
-                  hosts=hosts, virtual_subnets=subnets, vms=vms,
+                  hosts=hosts, virtual_subnets=subnets, vms=vms, routing_domains=domains,
                   source=check.source)
 
 
@@ -199,9 +202,10 @@ def _probes(section: LineMap, check: Checker) -> tuple[ipaddress.IPv4Address, ..
 def _overlay(doc: LineMap, check: Checker) -> Overlay:
     section = _section(doc, "overlay", check, allow_missing=True)
     check.keys(section, "overlay", {"bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu",
-                                    "flow_id"}, set())
+                                    "flow_id", "router_mac"}, set())
     default = Overlay()
     overlay = Overlay(
+        router_mac=_router_mac(section, check, default.router_mac),
         bfd=check.boolean(section, "bfd", "overlay", default.bfd),
         vm_mtu=check.integer(section, "vm_mtu", "overlay", nvgre.MIN_VM_MTU,
                              nvgre.MAX_MTU - nvgre.OVERHEAD, None),
@@ -231,6 +235,19 @@ def _check_flow_id(overlay: Overlay, section: LineMap, check: Checker) -> None:
         raise check.fail("overlay.flow_id", "hash needs tunnel ports that take the key from "
                          f"the flow (tunnel_ports: {others}), but tunnel_ports is per-vsid: "
                          "its ports send one fixed key each, FlowID 0", line)
+
+
+def _router_mac(section: LineMap, check: Checker, default: str) -> str:
+    """``overlay.router_mac``: a locally administered unicast MAC (IEEE 802: the first
+    octet's lowest bit clear, the next one set), so it never clashes with a NIC's."""
+    if "router_mac" not in section:
+        return default
+    mac = check.parsed(section, "router_mac", "overlay", _parse_mac,
+                       "a MAC address (six hex pairs like 02:00:5e:00:01:01)")
+    if int(mac[:2], 16) & 0b11 != 0b10:
+        raise check.fail("overlay.router_mac", f"{mac} is not a locally administered unicast "
+                         "MAC (like 02:00:5e:00:01:01)", section.key_lines["router_mac"])
+    return mac
 
 
 def _hosts(doc: LineMap, check: Checker, reserved: dict[str, str]) -> dict[str, Host]:
@@ -269,11 +286,14 @@ def _hosts(doc: LineMap, check: Checker, reserved: dict[str, str]) -> dict[str, 
     return hosts
 
 
-def _subnets(doc: LineMap, check: Checker) -> dict[str, VirtualSubnet]:
+def _subnets(doc: LineMap, check: Checker, domains: dict[str, RoutingDomain]
+             ) -> dict[str, VirtualSubnet]:
     section = _section(doc, "virtual_subnets", check, allow_missing=True)
     subnets: dict[str, VirtualSubnet] = {}
     vsid_owner: dict[int, str] = {}
-    for subnet_name, path, entry in check.entries(section, "virtual_subnets", {"vsid"},
+    prefix_lines: dict[str, int] = {}
+    for subnet_name, path, entry in check.entries(section, "virtual_subnets",
+                                                  {"vsid", *fabric_routing.SUBNET_KEYS},
                                                   {"vsid"}):
         vsid = check.whole(entry, "vsid", path)
         vsid_line = entry.key_lines["vsid"]
@@ -285,7 +305,12 @@ def _subnets(doc: LineMap, check: Checker) -> dict[str, VirtualSubnet]:
             raise check.fail(join(path, "vsid"), f"VSID {vsid} is already used by subnet "
                              f"{vsid_owner[vsid]!r}", vsid_line)
         vsid_owner[vsid] = subnet_name
-        subnets[subnet_name] = VirtualSubnet(name=subnet_name, vsid=vsid)
+        prefix = fabric_routing.prefix(entry, path, check)
+        domain = fabric_routing.routing_domain(entry, path, check, domains, prefix)
+        prefix_lines[subnet_name] = entry.key_lines.get("prefix", entry.line)
+        subnets[subnet_name] = VirtualSubnet(name=subnet_name, vsid=vsid, prefix=prefix,
+                                             routing_domain=domain)
+    fabric_routing.no_overlap(subnets, prefix_lines, check)
     return subnets
 
 
@@ -296,7 +321,8 @@ def _parse_mac(text: str) -> str:
 
 
 def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - one decision per branch, each documented; splitting would scatter it
-         subnets: dict[str, VirtualSubnet], reserved: dict[str, str]) -> dict[str, Vm]:
+         subnets: dict[str, VirtualSubnet], reserved: dict[str, str], router_mac: str
+         ) -> dict[str, Vm]:
     section = _section(doc, "vms", check, allow_missing=True)
     vms: dict[str, Vm] = {}
     seen_ca: dict[tuple[str, Any], str] = {}
@@ -339,6 +365,9 @@ def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - o
             raise check.fail(join(path, "mac"), f"{mac} is already used by VM "
                              f"{seen_mac[subnet, mac]!r} in virtual subnet {subnet!r}",
                              mac_line)
+        if mac == router_mac and subnets[subnet].routing_domain is not None:
+            raise check.fail(join(path, "mac"), f"{mac} is the distributed router's MAC "
+                             "(overlay.router_mac) in a routed subnet", mac_line)
         seen_mac[subnet, mac] = vm_name
         ca = check.parsed(entry, "ca", path, _parse_ca,
                           "an address with a prefix length (like 10.0.0.1/24)")
@@ -349,6 +378,8 @@ def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - o
             raise check.fail(join(path, "ca"), f"{ca.ip} is already used by VM "
                              f"{seen_ca[ca_key]!r} in virtual subnet {subnet!r}",
                              entry.key_lines["ca"])
+        fabric_routing.ca_in_prefix(check, join(path, "ca"), entry.key_lines["ca"], ca,
+                                    subnets[subnet])
         seen_ca[ca_key] = vm_name
         vms[vm_name] = Vm(name=vm_name, host=host, virtual_subnet=subnet, port=port, mac=mac,
                           ca=ca)
