@@ -194,18 +194,20 @@ class _Builder:
         self._node_type = yaml.ScalarNode
         self._kinds = {yaml.MappingStartEvent: self._mapping,
                        yaml.SequenceStartEvent: self._sequence}
-        self._ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent, yaml.StreamEndEvent)
+        self._ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+        self._stream_end = yaml.StreamEndEvent
         self._error: DocumentError | None = None
 
     def document(self) -> Any:
         """The stream's single document (None when it has none).  Raises
         DocumentError, yaml.YAMLError or _Fallback."""
         self._next()  # stream start
-        if isinstance(self._next(), self._ends):  # stream end: no document at all
+        if isinstance(self._next(), self._stream_end):  # no document at all
             return None
         root = self._node(self._next())
         self._next()  # document end
-        if not isinstance(self._next(), self._ends):  # another document: the composer's error
+        # Another document: PyYAML's composer refuses the stream, with its marks.
+        if not isinstance(self._next(), self._stream_end):
             raise _Fallback
         if self._error is not None:  # after the whole stream, as when composing first
             raise self._error
