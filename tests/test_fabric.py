@@ -1,3 +1,4 @@
+import gc
 import ipaddress
 
 import pytest
@@ -202,3 +203,25 @@ def test_cas_and_pas_are_read_exactly_as_ipaddress_reads_them(address):
         text = f"{address}/{prefix}"
         assert outcome(fabric._parse_ca, text) == outcome(ipaddress.ip_interface, text), text
         assert outcome(fabric._parse_pa, text) == outcome(ipaddress.IPv4Interface, text), text
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """Loading pauses the collector (for speed) and gives it back, even on a refusal: a
+    long-running `watch` reloads the fabric and must keep collecting its cycles."""
+    path = tmp_path / "f.yaml"
+    path.write_text(TWO_HOSTS)
+    assert gc.isenabled()
+    fabric.load(path)
+    fabric.load(path)  # from the cache
+    assert gc.isenabled()
+    with pytest.raises(FabricError):
+        load(TWO_HOSTS.replace("vsid: 5001", "vsid: 1"))
+    with pytest.raises(FabricError):
+        load("a: [unclosed\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load(TWO_HOSTS)
+        assert not gc.isenabled()  # a caller's own pause is kept
+    finally:
+        gc.enable()
