@@ -78,12 +78,13 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
     """Show this host as it runs, and how it drifted from the fabric.
 
     Reports the PA and where it sits, each tunnel (peer, VSID, key, port,
-    state, BFD), each local VM (port, VSID, MAC, CA, link, MTU, packet
-    counters), the flows per table, and warnings (MTU; a leased address back on
-    the uplink). Drift is every difference between the switch and the fabric
-    (missing, extra or changed rows, flows, ports ovs-vswitchd refused, VM
-    ports whose device was re-created while ovs-vswitchd holds the old one).
-    Changes nothing.
+    state, BFD; with `tunnel_ports: flow`, one row per peer and VSID read from
+    the installed flows, as the one flow port names no peer), each local VM
+    (port, VSID, MAC, CA, link, MTU, packet counters), the flows per table,
+    and warnings (MTU; a leased address back on the uplink). Drift is every
+    difference between the switch and the fabric (missing, extra or changed
+    rows, flows, ports ovs-vswitchd refused, VM ports whose device was
+    re-created while ovs-vswitchd holds the old one). Changes nothing.
 
     Exit status: 0 converged, 3 drifted (for monitoring), 1 or 2 on failure.
     """
@@ -120,9 +121,11 @@ def trace(config: str, source: str, target: str, proto: str, ttl: int, host: str
     destination's MAC when the fabric knows it, the distributed router's MAC
     off a routed subnet), runs `ovs-appctl ofproto/trace` on the integration
     bridge, and prints a verdict such as "delivered to red-b via tunnel to
-    host2 with key 0x138900", "routed by contoso's distributed router to db-b
-    (10.1.2.20) via tunnel to host2 with key 0x138a00", "answered by the ARP
-    responder" or "dropped: different virtual subnet". Changes nothing.
+    host2 with key 0x138900" (through the flow port: "via tunnel to host2
+    (tun_dst 192.168.2.11) with key 0x138900"), "routed by contoso's
+    distributed router to db-b (10.1.2.20) via tunnel to host2 with key
+    0x138a00", "answered by the ARP responder" or "dropped: different virtual
+    subnet". Changes nothing.
     """
     render.trace(surveys.trace(fabrics.load(config), source, target, proto, host, db, ttl),
                  raw, as_json)

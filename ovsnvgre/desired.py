@@ -32,6 +32,9 @@ class Role(Choice):
     # per-vsid + rfc7637: a GRE port towards a peer's PA with in_key=flow, that only
     # receives (no flow sends to it): the frames whose FlowID is not 0.
     TUNNEL_RECEIVE = "tunnel-receive"
+    # tunnel_ports: flow: the one GRE port towards every peer (remote_ip=flow, key=flow);
+    # the pipeline picks the peer (tun_dst) and the key per frame.
+    TUNNEL_FLOW = "tunnel-flow"
     VM = "vm"            # a VM's port on the integration bridge
 
 
@@ -199,11 +202,15 @@ def shared_vsids(fabric: Fabric, host: str, peer: str) -> set[int]:
 
 def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
     """The GRE ports of ``host``: one per peer (per-peer) or per (peer, shared VSID),
-    with remote_ip, local_ip, csum=false and the key (ovs-vswitchd.conf.db(5), options)."""
+    with remote_ip, local_ip, csum=false and the key (ovs-vswitchd.conf.db(5), options);
+    or, with ``tunnel_ports: flow``, the one flow port when any peer shares a VSID."""
     layout = fabric.overlay.key_layout
     bfd = {"enable": "true"} if fabric.overlay.bfd else {}
+    shared = peers_sharing(fabric, host)
+    if fabric.overlay.tunnel_ports == TunnelPorts.FLOW:
+        return [flow_port(fabric, host)] if shared else []
     ports = []
-    for peer_name, vsids in sorted(peers_sharing(fabric, host).items()):
+    for peer_name, vsids in sorted(shared.items()):
         peer = fabric.hosts[peer_name]
         base_options = {"remote_ip": str(peer.pa.ip), "local_ip": str(host.pa.ip),
                         "csum": "false"}
@@ -224,6 +231,25 @@ def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
                                        **{PEER_KEY: peer_name, VSID_KEY: str(vsid)}),
                 bfd=bfd))
     return ports
+
+
+def flow_port(fabric: Fabric, host: Host) -> PortSpec:
+    """The one GRE port of ``tunnel_ports: flow`` (nvgre.FLOW_PORT), towards every peer.
+
+    ``remote_ip=flow``: it takes frames from any remote tunnel endpoint, which
+    the classify stage tells apart by ``tun_src``, and sends wherever the flow
+    set ``tun_dst``; ``key=flow``: it takes every key (into ``tun_id``) and sends
+    the one the flow set (ovs-vswitchd.conf.db(5), Interface options remote_ip
+    and key).  ``local_ip`` is the host's PA, as on the ports of the other modes,
+    so it takes only frames sent to this host's PA.  It carries no BFD: a session
+    needs one remote (fabric.py refuses ``bfd: true`` with this mode).
+    """
+    return PortSpec(
+        name=nvgre.FLOW_PORT, bridge=fabric.overlay.bridge, role=Role.TUNNEL_FLOW,
+        iface_type="gre",
+        options={"remote_ip": "flow", "local_ip": str(host.pa.ip), "csum": "false",
+                 "key": "flow"},
+        external_ids=owner_ids(fabric, Role.TUNNEL_FLOW))
 
 
 def receive_port(fabric: Fabric, peer_name: str, base_options: dict[str, str]) -> PortSpec:

@@ -140,6 +140,12 @@ def _build(doc: LineMap, check: Checker) -> Fabric:
     if len(reserved) < 3:
         raise check.fail("underlay.tep_port", f"{underlay.tep_port!r} is also a bridge name",
                          _line_of(doc, "underlay"))
+    if overlay.tunnel_ports == TunnelPorts.FLOW:
+        if nvgre.FLOW_PORT in reserved:
+            where = reserved[nvgre.FLOW_PORT]
+            raise check.fail(where, f"{nvgre.FLOW_PORT!r} is the name of the GRE port of "
+                             "tunnel_ports: flow", _line_of(doc, where.split(".")[0]))
+        reserved[nvgre.FLOW_PORT] = "the GRE port of tunnel_ports: flow"
     hosts = _hosts(doc, check, reserved)
     domains = fabric_routing.routing_domains(
         _section(doc, "routing_domains", check, allow_missing=True), check)
@@ -217,6 +223,12 @@ def _overlay(doc: LineMap, check: Checker) -> Overlay:
                                   default.tunnel_ports),
         flow_id=check.choice(section, "flow_id", "overlay", FlowId, default.flow_id),
     )
+    if overlay.bfd and overlay.tunnel_ports == TunnelPorts.FLOW:
+        # BFD runs on an Interface towards one remote_ip (ovs-vswitchd.conf.db(5), BFD);
+        # the flow port has remote_ip=flow, so no session could tell one peer from another.
+        raise check.fail("overlay.bfd", "BFD needs a GRE port per peer, and tunnel_ports: "
+                         "flow has one port for every peer; use tunnel_ports: per-peer or "
+                         "per-vsid for BFD, or bfd: false", section.key_lines["bfd"])
     _check_flow_id(overlay, section, check)
     return overlay
 

@@ -42,6 +42,9 @@ class TunnelPorts(Choice):
 
     PER_VSID = "per-vsid"  # one port per (peer, VSID) with a fixed key
     PER_PEER = "per-peer"  # one port per peer, key=flow: the pipeline sets the key
+    # One port for every peer, remote_ip=flow and key=flow: the pipeline sets the peer's
+    # PA (tun_dst) and the key, as OVN and Antrea do to avoid N-1 ports per host.
+    FLOW = "flow"
 
 
 class FlowId(Choice):

@@ -45,6 +45,9 @@ class Parsed:
     final_flow: str
     last_table: int | None
     text: str = field(repr=False, default="")
+    # The tun_dst set when each output was sent (the peer's PA through the flow
+    # port), or None: one per output, in the same order.
+    tun_dsts: list[str | None] = field(default_factory=list)
 
     @property
     def ports(self) -> set[str]:
@@ -148,7 +151,9 @@ def parse(text: str, names: dict[int, str]) -> Parsed:
     first = text.split("\n", 1)[0]
     in_port = re.search(r"in_port=(\w[\w.-]*)", first)
     outputs: list[tuple[str, int | None]] = []
+    tun_dsts: list[str | None] = []
     tun_id = None
+    tun_dst = None
     last_table = None
     bridges = 0
     for line in text.splitlines():
@@ -161,19 +166,24 @@ def parse(text: str, names: dict[int, str]) -> Parsed:
             last_table = int(table.group(1))
         if stripped.startswith("set_field:") and stripped.endswith("->tun_id"):
             tun_id = int(stripped[len("set_field:"):-len("->tun_id")], 16)
+        elif stripped.startswith("set_field:") and stripped.endswith("->tun_dst"):
+            tun_dst = stripped[len("set_field:"):-len("->tun_dst")]
         elif stripped.startswith(_HASHED_FLOW_ID) and tun_id is not None:
             # The FlowID the hash gave this packet (overlay.flow_id: hash).
             tun_id = (tun_id & ~0xFF) | int(stripped[len(_HASHED_FLOW_ID):], 16)
         elif stripped.startswith("output:"):
             port = stripped[len("output:"):]
             outputs.append((names.get(int(port), port) if port.isdigit() else port, tun_id))
+            tun_dsts.append(tun_dst)
         elif "skipping output to input port" in stripped:
             outputs.pop()  # OVS never sends a frame back where it came from
+            tun_dsts.pop()
         elif stripped == "IN_PORT" and in_port:
             port = in_port.group(1)
             outputs.append((names.get(int(port), port) if port.isdigit() else port, tun_id))
+            tun_dsts.append(tun_dst)
     final = re.search(r"^Final flow: (.*)$", text, re.M)
-    return Parsed(outputs, final.group(1) if final else "", last_table, text)
+    return Parsed(outputs, final.group(1) if final else "", last_table, text, tun_dsts)
 
 
 def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str, list[dict]]:
@@ -181,7 +191,10 @@ def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str
     fabric = desired.fabric
     source, destination = the_probe.source, the_probe.destination
     vsid = fabric.vsid_of(source)
-    described = [_describe_output(desired, port, tun_id) for port, tun_id in parsed.outputs]
+    host_of_pa = {str(host.pa.ip): name for name, host in fabric.hosts.items()}
+    tun_dsts = parsed.tun_dsts or [None] * len(parsed.outputs)
+    described = [_describe_output(desired, port, tun_id, tun_dst, host_of_pa)
+                 for (port, tun_id), tun_dst in zip(parsed.outputs, tun_dsts, strict=True)]
     if the_probe.router is not None:
         return _routed(fabric, the_probe, parsed, described), described
     if the_probe.proto == "arp" and parsed.outputs == [(source.port, None)]:
@@ -204,8 +217,9 @@ def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str
         if out["kind"] == "vm" and out.get("vm") == destination.name:
             return f"delivered to {destination.name} on port {out['port']}", described
         if out["kind"] == "tunnel" and destination.host == out.get("peer"):
-            return (f"delivered to {destination.name} via tunnel to {out['peer']} with key "
-                    f"{_key_words(out)} (port {out['port']})", described)
+            via = f" (tun_dst {out['tun_dst']})" if out.get("tun_dst") else ""
+            return (f"delivered to {destination.name} via tunnel to {out['peer']}{via} with "
+                    f"key {_key_words(out)} (port {out['port']})", described)
     return f"flooded within VSID {vsid}: {_list(described)}", described
 
 
@@ -241,8 +255,9 @@ def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[di
         reached = out.get("vm") or next(
             (vm.name for vm in fabric.vms_in(out["vsid"])
              if vm.host == out["peer"] and str(vm.ca.ip) == the_probe.address), "?")
+        via = f" (tun_dst {out['tun_dst']})" if out.get("tun_dst") else ""
         how = (f"on port {out['port']}" if out["kind"] == "vm"
-               else f"via tunnel to {out['peer']} with key {out['key']}")
+               else f"via tunnel to {out['peer']}{via} with key {_key_words(out)}")
         text = f"routed by {router} to {reached} ({the_probe.address}) {how}"
         if destination is not None and destination.name != reached:
             text += f"; {destination.name} {_other_domain(fabric, destination, domain)}"
@@ -276,9 +291,20 @@ def _list(described: list[dict]) -> str:
     return ", ".join(o["text"] for o in described)
 
 
-def _describe_output(desired: DesiredHost, port: str, tun_id: int | None) -> dict[str, Any]:
+def _describe_output(desired: DesiredHost, port: str, tun_id: int | None,
+                     tun_dst: str | None, host_of_pa: dict[str, str]) -> dict[str, Any]:
     spec = desired.ports.get(port)
     layout = desired.fabric.overlay.key_layout
+    if spec is not None and spec.role == Role.TUNNEL_FLOW:
+        # One port for every peer: the peer is whose PA the flow put in tun_dst.
+        key = tun_id or 0
+        peer = host_of_pa.get(tun_dst or "")
+        out = {"kind": "tunnel", "port": port, "peer": peer, "tun_dst": tun_dst,
+               "key": f"{key:#x}", "vsid": nvgre.vsid_of_key(key, layout)}
+        if tun_id is not None and desired.fabric.overlay.flow_id == FlowId.HASH:
+            out["flow_id"] = "hash"
+        return {**out, "text": f"tunnel to {peer or 'no host of the fabric'} (tun_dst "
+                               f"{tun_dst}, key {_key_words(out)}, port {port})"}
     if spec is not None and spec.role == Role.TUNNEL:
         option = spec.options.get("key", "")
         key = tun_id if tun_id is not None else int(option) if option.isdigit() else 0

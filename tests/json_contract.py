@@ -50,7 +50,8 @@ STATUS = obj({
                  "gateway": OPT_STR, "underlay_mtu": OPT_INT}),
     "tunnels": {"type": "array", "items": obj({
         "port": STR, "peer": OPT_STR, "remote_ip": OPT_STR, "vsid": OPT_INT, "key": STR,
-        "ofport": OPT_INT, "state": STR, "bfd": {"type": ["object", "null"]}})},
+        "flow_id": {"enum": ["zero", "hash"]}, "ofport": OPT_INT, "state": STR,
+        "bfd": {"type": ["object", "null"]}})},
     "vms": {"type": "array", "items": obj({
         "name": STR, "port": STR, "vsid": INT, "mac": STR, "ca": STR, "ofport": OPT_INT,
         "state": STR, "mtu": OPT_INT, "rx_packets": INT, "tx_packets": INT})},

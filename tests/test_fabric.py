@@ -96,6 +96,8 @@ CASES = [
      ["duplicate key 'blue'", "line 10"]),
     ("uplink: eth1, gateway: 198.51.100.1", "uplink: vnet0, gateway: 198.51.100.1", 12,
      ["vms.red-a.port", "uplink"]),
+    ("tunnel_ports: per-vsid}", "tunnel_ports: flow, bfd: true}", 4,
+     ["overlay.bfd", "BFD needs a GRE port per peer", "tunnel_ports: flow"]),
 ]
 
 
@@ -106,6 +108,30 @@ def test_validation_refuses_with_file_line_and_entry(old, new, line, words):
     assert message.startswith(f"f.yaml:{line}:"), message
     for word in words:
         assert word in message, message
+
+
+def test_bfd_with_the_flow_port_is_refused_at_the_bfd_line():
+    text = TWO_HOSTS.replace("overlay: {bridge: br-int, key_layout: rfc7637, "
+                             "tunnel_ports: per-vsid}\n",
+                             "overlay:\n  tunnel_ports: flow\n  bfd: yes\n")
+    message = refuse(text)
+    assert message == ("f.yaml:6: overlay.bfd: BFD needs a GRE port per peer, and "
+                       "tunnel_ports: flow has one port for every peer; use tunnel_ports: "
+                       "per-peer or per-vsid for BFD, or bfd: false")
+    assert load(text.replace("bfd: yes", "bfd: no")).overlay.tunnel_ports == "flow"
+
+
+def test_the_flow_ports_name_is_taken_in_flow_mode_only():
+    text = TWO_HOSTS.replace('port: vnet0, mac: "02:00:00:00:50:01"',
+                             'port: gre-flow, mac: "02:00:00:00:50:01"')
+    assert load(text).vms["red-a"].port == "gre-flow"
+    message = refuse(text.replace("tunnel_ports: per-vsid", "tunnel_ports: flow"))
+    assert message == ("f.yaml:12: vms.red-a.port: 'gre-flow' is already the GRE port of "
+                       "tunnel_ports: flow")
+    message = refuse(TWO_HOSTS.replace("tunnel_ports: per-vsid", "tunnel_ports: flow")
+                     .replace("bridge: br-int", "bridge: gre-flow"))
+    assert message.startswith("f.yaml:4: overlay.bridge: 'gre-flow' is the name of the GRE "
+                              "port of tunnel_ports: flow"), message
 
 
 @pytest.mark.parametrize("text,words", [

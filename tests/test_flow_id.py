@@ -206,9 +206,36 @@ def test_trace_status_and_validate_say_the_flow_id_is_hashed(hashing):
                                 "flow_id": "hash"}]
     status = host.ovsnvgre("status", "--json")
     tunnels = json.loads(status.stdout)["tunnels"]
-    assert [t["key"] for t in tunnels] == ["flow + FlowID hash"]
+    assert [(t["key"], t["flow_id"]) for t in tunnels] == [("flow", "hash")]
+    assert "flow + FlowID hash" in host.ovsnvgre("status").stdout
     valid = host.ovsnvgre("validate", host=None)
     assert "(netdev datapath, rfc7637 keys + FlowID hash, per-peer tunnel ports)" in valid.stdout
+
+
+def test_the_flow_port_carries_the_hash_too(tmp_path):
+    """tunnel_ports: flow also takes the key from the flow: the peer's PA, the key, its
+    hashed FlowID, and what trace and status say of it, on a real switch."""
+    with running_lab(tmp_path) as lab:
+        lab.fabric.write_text(fabric_text("hash", "flow"))
+        host = lab.host("host1", "198.51.100.11/24", "198.51.100.1")
+        assert host.ovsnvgre("up").returncode == 0
+        again = host.ovsnvgre("up")
+        assert again.returncode == 0 and "no changes" in again.stdout, again.stdout
+        trace = Tracer(host)
+        keys = {trace(_tcp(port)).outputs[0] for port in range(40000, 40016)}
+        assert {port for port, _ in keys} == {"gre-flow"}
+        assert {key >> 8 for _, key in keys} == {RED} and len(keys) >= 4, keys
+        result = host.ovsnvgre("trace", "--from", "red-a", "--to", "red-b", "--proto",
+                               "tcp:80", "--json")
+        data = json.loads(result.stdout)
+        flow_id = int(data["outputs"][0]["key"], 16) & 0xFF
+        assert data["verdict"] == (
+            "delivered to red-b via tunnel to host2 (tun_dst 203.0.113.11) with key "
+            f"0x138900 + FlowID hash ({flow_id:#x} for this packet) (port gre-flow)")
+        tunnels = json.loads(host.ovsnvgre("status", "--json").stdout)["tunnels"]
+        assert [(t["peer"], t["key"], t["flow_id"], t["state"]) for t in tunnels] == [
+            ("host2", "0x138900", "hash", "up"), ("host2", "0x177100", "hash", "up")]
+        assert "0x138900 + FlowID hash" in host.ovsnvgre("status").stdout
 
 
 # --- packets on the wire: 16 TCP connections between the same two VMs -----------------

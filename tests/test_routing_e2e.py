@@ -30,7 +30,7 @@ VMS = {  # name: (host, port, MAC, CA, gateway)
 }
 
 
-@pytest.fixture(scope="module", params=["per-vsid", "per-peer"])
+@pytest.fixture(scope="module", params=["per-vsid", "per-peer", "flow"])
 def routed(request, tmp_path_factory):
     """Both hosts up with the routed fabric, in one tunnel mode."""
     with running_lab(tmp_path_factory.mktemp("routed")) as lab:

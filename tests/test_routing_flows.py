@@ -33,7 +33,7 @@ def texts(flows, table):
     return sorted(describe(f) for f in flows if f.table == table)
 
 
-@pytest.mark.parametrize("mode", ["per-vsid", "per-peer"])
+@pytest.mark.parametrize("mode", ["per-vsid", "per-peer", "flow"])
 @pytest.mark.parametrize("layout", ["rfc7637", "plain"])
 def test_one_flow_per_match_and_a_default_in_every_router_table(mode, layout):
     _, flows = routed(mode=mode, layout=layout)

@@ -8,6 +8,7 @@ vnet1), other-a (fabrikam other, vnet2), flat-a (L2-only, vnet3, at 10.1.1.1).
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -24,7 +25,7 @@ WEB_A, DB_A, OTHER_A, FLAT_A = ("02:00:00:00:51:01", "02:00:00:00:52:01", "02:00
 DB_B, APP_B, DATA_B = "02:00:00:00:52:02", "02:00:00:00:53:02", "02:00:00:00:62:02"
 PEER = "gre-cb00710b"  # host2's PA 203.0.113.11 in hex
 MODES = [("per-vsid", "rfc7637"), ("per-peer", "rfc7637"), ("per-vsid", "plain"),
-         ("per-peer", "plain")]
+         ("per-peer", "plain"), ("flow", "rfc7637")]
 
 
 @pytest.fixture(scope="module", params=MODES, ids=[f"{m}-{k}" for m, k in MODES])
@@ -52,11 +53,14 @@ def to_router(port: str, mac: str, src: str, dst: str, rest: str = "icmp,icmp_ty
 
 
 def tunnel_out(traced, vsid: int) -> tuple[str, int | None]:
-    """Where a frame of ``vsid`` to host2 goes: its fixed-key port, or the peer port with
-    the key set by the flow; the fixed port's key checked on the switch."""
+    """Where a frame of ``vsid`` to host2 goes: its fixed-key port, or the peer port (or
+    the flow port) with the key set by the flow; the fixed port's key checked on the
+    switch."""
     trace, mode, layout = traced
     if mode == "per-peer":
         return (PEER, key_of(vsid, layout))
+    if mode == "flow":
+        return ("gre-flow", key_of(vsid, layout))
     port = f"gcb00710b{vsid:06x}"
     key = trace.host.switch.vsctl("get", "interface", port, "options:key").strip().strip('"')
     assert int(key) == key_of(vsid, layout)
@@ -180,18 +184,20 @@ def verdict(traced, *args: str) -> str:
 
 
 def test_trace_command_says_routed_and_the_destination_key(traced):
-    _, _, layout = traced
+    _, mode, layout = traced
+    # The flow port serves every peer: the verdict names the PA the flow set.
+    via = " (tun_dst 203.0.113.11)" if mode == "flow" else ""
     assert verdict(traced, "--from", "web-a", "--to", "10.1.2.20") == (
-        "routed by contoso's distributed router to db-b (10.1.2.20) via tunnel to host2 "
+        f"routed by contoso's distributed router to db-b (10.1.2.20) via tunnel to host2{via} "
         f"with key {key_of(5002, layout):#x}")
     assert verdict(traced, "--from", "web-a", "--to", "db-a", "--proto", "tcp:5432") == (
         "routed by contoso's distributed router to db-a (10.1.2.10) on port vnet1")
     assert verdict(traced, "--from", "other-a", "--to", "10.1.2.20") == (
-        "routed by fabrikam's distributed router to data-b (10.1.2.20) via tunnel to host2 "
+        f"routed by fabrikam's distributed router to data-b (10.1.2.20) via tunnel to host2{via} "
         f"with key {key_of(6002, layout):#x}")
     # Named across domains: the address means contoso's VM to contoso's router.
     assert verdict(traced, "--from", "web-a", "--to", "data-b") == (
-        "routed by contoso's distributed router to db-b (10.1.2.20) via tunnel to host2 "
+        f"routed by contoso's distributed router to db-b (10.1.2.20) via tunnel to host2{via} "
         f"with key {key_of(5002, layout):#x}; data-b is in routing domain fabrikam, "
         "unreachable from contoso")
 
@@ -239,3 +245,19 @@ def test_status_shows_the_routing_domains_of_the_host(traced):
     assert any(line.split()[:5] == ["contoso", "db", "5002", "10.1.2.0/24", "10.1.2.1"]
                for line in text.splitlines())
     assert "route 7" in text and "gateway 14" in text  # flows per table
+
+
+def test_trace_command_says_a_routed_packets_flowid_is_hashed(tmp_path):
+    """With flow_id: hash the routed verdict gives the destination VSID's key and this
+    packet's FlowID apart, as the bridged verdict does."""
+    with running_lab(tmp_path) as lab:
+        lab.fabric.write_text(ROUTED.replace("tunnel_ports: per-vsid",
+                                             "tunnel_ports: per-peer, flow_id: hash"))
+        host = lab.host("host1", "198.51.100.11/24", "198.51.100.1",
+                        vm_ports=("vnet0", "vnet1", "vnet2", "vnet3"))
+        assert host.ovsnvgre("up").returncode == 0
+        text = verdict((Tracer(host), "per-peer", "rfc7637"),
+                       "--from", "web-a", "--to", "10.1.2.20", "--proto", "tcp:5555")
+    assert re.fullmatch(r"routed by contoso's distributed router to db-b \(10\.1\.2\.20\) via "
+                        r"tunnel to host2 with key 0x138a00 \+ FlowID hash \(0x[0-9a-f]{1,2} "
+                        r"for this packet\)", text), text

@@ -27,6 +27,9 @@ def _flows(context: Context, table: int) -> set[Flow]:
     flows = {make(table, PRIORITY_DEFAULT, [], [])}
     layout = context.fabric.overlay.key_layout
     for port in context.tunnels:
+        if port.name in context.tunnel_sources:
+            flows |= _from_every_peer(context, table, port.name)
+            continue
         by_key = keyed_by_flow(port)
         for vsid in context.tunnel_vsids[port.name]:
             match = [f"in_port={port.name}"]
@@ -37,6 +40,21 @@ def _flows(context: Context, table: int) -> set[Flow]:
                            [*set_vsid(vsid, True), context.goto("forward")]))
     for vm in context.local_vms:
         flows |= _classify_vm(context, table, vm)
+    return flows
+
+
+def _from_every_peer(context: Context, table: int, port: str) -> set[Flow]:
+    """A port that takes frames from any remote (remote_ip=flow): a frame belongs to
+    a VSID only when its outer source (``tun_src``) is the PA of a peer that shares
+    that VSID with this host, as a port per peer would have it; anything else,
+    a host of no fabric included, is dropped."""
+    layout = context.fabric.overlay.key_layout
+    flows = set()
+    for pa, vsids in context.tunnel_sources[port].items():
+        for vsid in vsids:
+            flows.add(make(table, PRIORITY_EXACT,
+                           [f"in_port={port}", f"tun_src={pa}", nvgre.key_match(vsid, layout)],
+                           [*set_vsid(vsid, True), context.goto("forward")]))
     return flows
 
 
@@ -97,7 +115,8 @@ STAGE = Stage(
             "(`gateway`) with its routing domain; a frame from a tunnel belongs to the VSID of its "
             "fixed-key port (per-vsid, FlowID 0) or of the top 24 bits of its key (per-peer, "
             "and per-vsid's receive-only port that takes every other FlowID: the FlowID is "
-            "ignored). Anything else is dropped.",
+            "ignored); on the flow port, only from the PA (`tun_src`) of a peer that shares "
+            "that VSID. Anything else is dropped.",
     drop_reason="it is not what the fabric allows from {source} (MAC, address or protocol)",
     flows=_flows,
 )
