@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ovsnvgre import fabric_cache, fabric_routing, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
-from ovsnvgre.fabric_checks import Checker, describe, join
+from ovsnvgre.fabric_checks import Checker, describe, ipv4_interface, join
 from ovsnvgre.fabric_yaml import LineList, LineMap
 from ovsnvgre.model import (
     DatapathType,
@@ -40,30 +39,13 @@ MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 def _parse_pa(text: str) -> ipaddress.IPv4Interface:
     if "/" not in text:
         raise ValueError(text)
-    return _ipv4_interface(text) or ipaddress.IPv4Interface(text)
+    return ipv4_interface(text) or ipaddress.IPv4Interface(text)
 
 
 def _parse_ca(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if "/" not in text:
         raise ValueError(text)
-    return _ipv4_interface(text) or ipaddress.ip_interface(text)
-
-
-def _ipv4_interface(text: str) -> ipaddress.IPv4Interface | None:
-    """IPv4Interface(text), a third of the time; None when ``text`` is not an IPv4
-    address, a slash and a prefix, for ipaddress to decide.
-
-    IPv4Interface(text) parses the address twice in Python (its network parses the
-    text again): half of validating a VM.  inet_pton(3) takes the very dotted quads
-    ipaddress takes (four decimal octets up to 255, no leading zeros: ipaddress
-    copies glibc's rule), tests/test_fabric.py holds them to each other; the prefix
-    (a length or a mask) is ipaddress's to read."""
-    address, _, prefix = text.partition("/")
-    try:
-        packed = socket.inet_pton(socket.AF_INET, address)
-        return ipaddress.IPv4Interface((int.from_bytes(packed, "big"), prefix))
-    except (OSError, ValueError):  # not a dotted quad (a NUL is a ValueError), a bad prefix
-        return None
+    return ipv4_interface(text) or ipaddress.ip_interface(text)
 
 
 # --- the loader ---------------------------------------------------------------------
