@@ -1,10 +1,11 @@
 """A cache of validated fabrics, keyed by the file's exact bytes and the code that built them.
 
-Parsing and validating a fabric of thousands of VMs costs ~0.2 s (3,000 VMs) to ~2.5 s
-(20,000), most of a converged run; an unchanged file is read back instead, from data
-only: the validated fabric as JSON, rebuilt into model.py's dataclasses without being
-validated again (bench/README.md, "Fabric cache", has the figures).  No pickle: reading
-an entry can build nothing but those dataclasses.
+Parsing and validating a fabric costs ~0.1 s of CPU at 3,000 VMs, ~0.6 s at 20,000 and
+~3 s at 100,000, most of a converged run; an unchanged file is read back instead, 5-10x
+faster, from data only: the validated fabric as JSON, rebuilt into model.py's
+dataclasses without being validated again (bench/README.md, "Fabric cache" and
+"`validate` at 100,000 VMs", has the figures).  No pickle: reading an entry can build
+nothing but those dataclasses.
 
 Trust (root may run with a user's XDG_CACHE_HOME or OVSNVGRE_CACHE_DIR): the cache
 directory is opened once with O_NOFOLLOW, and used only when it is a directory owned
