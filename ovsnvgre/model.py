@@ -92,14 +92,33 @@ class Host:
 
 
 @dataclass(frozen=True)
+class External:
+    """A routing domain's way out: its gateway host's NIC on the external network.
+
+    ``host``: the fabric host that NATs for the domain; ``nic``: that host's NIC on the
+    external network; ``address``: the domain's SNAT address with the external network's
+    prefix length; ``gateway``: the next hop for every destination outside the fabric
+    (resolved by ARP); ``floating_ips``: VM name -> its 1:1 NAT address, both ways.
+    """
+
+    host: str
+    nic: str
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address
+    floating_ips: dict[str, ipaddress.IPv4Address] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RoutingDomain:
     """A tenant's routing domain (HNV's RDID): the virtual subnets a distributed router joins.
 
     Between the subnets of one domain, traffic is routed on the source host; between
     domains, never.  The subnets name their domain (``VirtualSubnet.routing_domain``).
+    ``external``: its gateway to the outside (SNAT, floating IPs), or None.
     """
 
     name: str
+    external: External | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +208,11 @@ class Fabric:
     def routing_domain_of(self, vm: Vm) -> str | None:
         """The routing domain of ``vm``'s virtual subnet, or None (an L2-only subnet)."""
         return self.virtual_subnets[vm.virtual_subnet].routing_domain
+
+    def gateway_domains(self, host: str) -> tuple[RoutingDomain, ...]:
+        """The routing domains whose external gateway is ``host``, in file order."""
+        return tuple(domain for domain in self.routing_domains.values()
+                     if domain.external is not None and domain.external.host == host)
 
 
 @dataclass(frozen=True)
