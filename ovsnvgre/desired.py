@@ -161,17 +161,40 @@ def desired_host(fabric: Fabric, host_name: str) -> DesiredHost:
 
 
 def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
-    """Each other host that has a VM in a VSID this host also has, with those VSIDs.
+    """Each other host this host exchanges frames with, and the VSIDs (keys) it takes.
 
-    Looked up per VSID of this host (``Fabric.hosts_with``): the cost is the size of
-    the answer, not the number of hosts times the number of VMs.
+    A VSID is shared with a peer when both have a VM in it (bridged), when this host's
+    VMs route to the peer's VMs of that VSID (the frame carries the destination VSID),
+    or the other way round (see ``shared_vsids``).  Symmetric: the peer's answer for
+    this host is the same set, so both ends have the port (per-vsid) for each key.
+
+    Looked up per VSID of this host and per routing domain (``Fabric.hosts_with``,
+    ``Fabric.hosts_in_domain``): the cost is the size of the answer, not the number of
+    hosts times the number of VMs.
     """
     shared: dict[str, set[int]] = {}
-    for vsid in fabric.vsids_on(host.name):
+    name = host.name
+    for vsid in fabric.vsids_on(name) | fabric.routed_vsids(name):
         for other in fabric.hosts_with(vsid):
-            if other != host.name:
+            if other != name:
                 shared.setdefault(other, set()).add(vsid)
+    for domain in fabric.domains_on(name):
+        routed_here = [s.vsid for s in fabric.subnets_in(domain)
+                       if s.vsid in fabric.vsids_on(name)]
+        for other in fabric.hosts_in_domain(domain):
+            if other != name:
+                shared.setdefault(other, set()).update(routed_here)
     return shared
+
+
+def shared_vsids(fabric: Fabric, host: str, peer: str) -> set[int]:
+    """The VSIDs whose frames cross the tunnel between ``host`` and ``peer``, either way:
+    those both have a VM in, and those of one's VMs that the other's routing domains
+    route to (issue 18: a routed frame carries the destination VSID's key, so in
+    per-vsid mode both ends need that key's port even where only one has its VMs)."""
+    here, there = fabric.vsids_on(host), fabric.vsids_on(peer)
+    return set((here & there) | (there & fabric.routed_vsids(host))
+               | (here & fabric.routed_vsids(peer)))
 
 
 def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:

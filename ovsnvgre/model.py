@@ -214,6 +214,25 @@ class Fabric:
         return tuple(domain for domain in self.routing_domains.values()
                      if domain.external is not None and domain.external.host == host)
 
+    def domains_on(self, host: str) -> frozenset[str]:
+        """The routing domains that have at least one VM on ``host``."""
+        return self.index.domains_by_host.get(host, frozenset())
+
+    def hosts_in_domain(self, routing_domain: str) -> tuple[str, ...]:
+        """The hosts that have at least one VM in ``routing_domain``, in file order."""
+        return self.index.hosts_by_domain.get(routing_domain, ())
+
+    def vms_in_domain(self, routing_domain: str) -> tuple[Vm, ...]:
+        """Every VM of the subnets of ``routing_domain``, subnet by subnet in file order."""
+        return tuple(vm for subnet in self.subnets_in(routing_domain)
+                     for vm in self.vms_in(subnet.vsid))
+
+    def routed_vsids(self, host: str) -> frozenset[int]:
+        """The VSIDs the VMs of ``host`` reach through their routing domains' routers: every
+        subnet of every routing domain with a VM on ``host``."""
+        return frozenset(subnet.vsid for domain in self.domains_on(host)
+                         for subnet in self.subnets_in(domain))
+
 
 @dataclass(frozen=True)
 class FabricIndex:
@@ -224,6 +243,8 @@ class FabricIndex:
     vms_by_vsid: dict[int, tuple[Vm, ...]]
     hosts_by_vsid: dict[int, tuple[str, ...]]
     subnets_by_domain: dict[str, tuple[VirtualSubnet, ...]] = field(default_factory=dict)
+    domains_by_host: dict[str, frozenset[str]] = field(default_factory=dict)
+    hosts_by_domain: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, fabric: Fabric) -> FabricIndex:
@@ -232,17 +253,29 @@ class FabricIndex:
         by_vsid: dict[int, list[Vm]] = {}
         hosts_by_vsid: dict[int, dict[str, None]] = {}
         vsid_of = {name: subnet.vsid for name, subnet in fabric.virtual_subnets.items()}
+        domain_of = {name: subnet.routing_domain
+                     for name, subnet in fabric.virtual_subnets.items()}
+        hosts_by_domain: dict[str, dict[str, None]] = {}
         for vm in fabric.vms.values():
             vsid = vsid_of[vm.virtual_subnet]
             by_host.setdefault(vm.host, []).append(vm)
             by_vsid.setdefault(vsid, []).append(vm)
             hosts_by_vsid.setdefault(vsid, {})[vm.host] = None
+            domain = domain_of[vm.virtual_subnet]
+            if domain is not None:
+                hosts_by_domain.setdefault(domain, {})[vm.host] = None
         by_domain: dict[str, list[VirtualSubnet]] = {}
         for subnet in fabric.virtual_subnets.values():
             if subnet.routing_domain is not None:
                 by_domain.setdefault(subnet.routing_domain, []).append(subnet)
+        domains_by_host: dict[str, set[str]] = {}
+        for domain, hosts in hosts_by_domain.items():
+            for host in hosts:
+                domains_by_host.setdefault(host, set()).add(domain)
         return cls(
             subnets_by_domain={domain: tuple(subnets) for domain, subnets in by_domain.items()},
+            domains_by_host={host: frozenset(domains) for host, domains in domains_by_host.items()},
+            hosts_by_domain={domain: tuple(hosts) for domain, hosts in hosts_by_domain.items()},
             vms_by_host={host: tuple(vms) for host, vms in by_host.items()},
             vsids_by_host={host: frozenset(vsid_of[vm.virtual_subnet] for vm in vms)
                            for host, vms in by_host.items()},

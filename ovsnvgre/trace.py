@@ -30,11 +30,16 @@ class Probe:
     destination: Vm | None      # the VM the packet is for, if the fabric has one
     proto: str
     flow: str
+    # The source's routing domain when the packet goes to its distributed router (IPv4
+    # off its subnet, or to a gateway, or ARP for its gateway); None when bridged.
+    router: str | None = None
+    address: str = ""           # the destination address, as the packet carries it
 
 
 @dataclass(frozen=True)
 class Parsed:
-    """What ofproto/trace printed, read: each output, the final flow, the last table."""
+    """What ofproto/trace printed, read: each output, the final flow, the last table of
+    the integration bridge the packet went through."""
 
     outputs: list[tuple[str, int | None]]  # (port, tun_id set when it was sent)
     final_flow: str
@@ -47,27 +52,40 @@ class Parsed:
         return {port for port, _ in self.outputs}
 
 
-def probe(fabric: Fabric, source_name: str, target: str, proto: str = "icmp") -> Probe:
+def probe(fabric: Fabric, source_name: str, target: str, proto: str = "icmp",
+          ttl: int = 64) -> Probe:
     """The packet from VM ``source_name`` to ``target`` (a VM name or an address) with
-    ``proto`` (icmp, arp, tcp:PORT, udp:PORT); raises UsageError for what the fabric
-    does not know."""
+    ``proto`` (icmp, arp, tcp:PORT, udp:PORT) and, for IPv4, ``ttl``; raises UsageError
+    for what the fabric does not know.
+
+    As the VM would send it: to the destination's MAC on its own subnet, to the
+    distributed router's MAC (``overlay.router_mac``) off it when its subnet has a
+    routing domain."""
     source = fabric.vms.get(source_name)
     if source is None:
         raise UsageError(f"{fabric.source}: no VM {source_name!r} in the fabric")
+    if not 0 <= ttl <= 255:
+        raise UsageError(f"--ttl {ttl}: expected 0-255")
     destination, address = _destination(fabric, source, target)
     mac, ca = source.mac, source.ca.ip
     head = f"in_port={source.port},dl_src={mac}"
+    subnet = fabric.virtual_subnets[source.virtual_subnet]
     if proto == "arp":
         if address.version != 4:
             raise UsageError("--proto arp needs an IPv4 destination")
         return Probe(source, target, destination, proto,
                      f"{head},dl_dst={BROADCAST},arp,arp_op=1,arp_spa={ca},"
-                     f"arp_tpa={address},arp_sha={mac}")
+                     f"arp_tpa={address},arp_sha={mac}",
+                     subnet.routing_domain if address == subnet.gateway else None, str(address))
     dst_mac = destination.mac if destination else BROADCAST
     if address.version != ca.version:
         raise UsageError(f"{source.name}'s CA {ca} and {address} are not the same IP version")
+    router = None
+    if subnet.routing_domain is not None and (address == subnet.gateway
+                                              or address not in source.ca.network):
+        router, dst_mac = subnet.routing_domain, fabric.overlay.router_mac
     if address.version == 4:
-        l3 = f"nw_src={ca},nw_dst={address}"
+        l3 = f"nw_src={ca},nw_dst={address},nw_ttl={ttl}"
         kinds = {"icmp": "icmp,icmp_type=8", "tcp": "tcp", "udp": "udp"}
     else:
         l3 = f"ipv6_src={ca},ipv6_dst={address}"
@@ -78,11 +96,12 @@ def probe(fabric: Fabric, source_name: str, target: str, proto: str = "icmp") ->
         raise UsageError(f"--proto {proto!r}: expected one of {', '.join(PROTOCOLS)}")
     l4 = f",tp_dst={port}" if port else ""
     return Probe(source, target, destination, proto,
-                 f"{head},dl_dst={dst_mac},{kinds[name]},{l3}{l4}")
+                 f"{head},dl_dst={dst_mac},{kinds[name]},{l3}{l4}", router, str(address))
 
 
 def _destination(fabric: Fabric, source: Vm, target: str) -> tuple[Vm | None, Any]:
-    """The VM a target names (by name, or by CA: the source's own VSID first)."""
+    """The VM a target names (by name, or by CA: the source's own VSID first, then its
+    routing domain; none for a gateway address of its domain: the router answers)."""
     if target in fabric.vms:
         vm = fabric.vms[target]
         return vm, vm.ca.ip
@@ -91,9 +110,14 @@ def _destination(fabric: Fabric, source: Vm, target: str) -> tuple[Vm | None, An
     except ValueError:
         raise UsageError(f"--to {target!r} is neither a VM of the fabric nor an IP "
                          "address") from None
+    domain = fabric.routing_domain_of(source)
+    if domain is not None and any(s.gateway == address for s in fabric.subnets_in(domain)):
+        return None, address
     holders = [vm for vm in fabric.vms.values() if vm.ca.ip == address and vm is not source]
     same = [vm for vm in holders if fabric.vsid_of(vm) == fabric.vsid_of(source)]
-    return (same or holders or [None])[0], address
+    routed = [vm for vm in holders if domain is not None
+              and fabric.routing_domain_of(vm) == domain]
+    return (same or routed or holders or [None])[0], address
 
 
 @dataclass(frozen=True)
@@ -121,10 +145,14 @@ def parse(text: str, names: dict[int, str]) -> Parsed:
     outputs: list[tuple[str, int | None]] = []
     tun_id = None
     last_table = None
+    bridges = 0
     for line in text.splitlines():
         stripped = line.strip()
+        # The integration bridge's tables only: a tunnelled frame goes on through the
+        # underlay bridge's own (bridge("br0"), table 0), which is no stage of ours.
+        bridges += stripped.startswith('bridge("')
         table = re.match(r"^(\d+)\. ", stripped)
-        if table:
+        if table and bridges <= 1:
             last_table = int(table.group(1))
         if stripped.startswith("set_field:") and stripped.endswith("->tun_id"):
             tun_id = int(stripped[len("set_field:"):-len("->tun_id")], 16)
@@ -146,6 +174,8 @@ def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str
     source, destination = the_probe.source, the_probe.destination
     vsid = fabric.vsid_of(source)
     described = [_describe_output(desired, port, tun_id) for port, tun_id in parsed.outputs]
+    if the_probe.router is not None:
+        return _routed(fabric, the_probe, parsed, described), described
     if the_probe.proto == "arp" and parsed.outputs == [(source.port, None)]:
         answer = re.search(r"arp_sha=([0-9a-f:]{17})", parsed.final_flow)
         mac = answer.group(1) if answer else "?"
@@ -160,12 +190,7 @@ def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str
                     + (f"; sent only within VSID {vsid}: {flooded}" if flooded else ""),
                     described)
     if not described:
-        table = parsed.last_table
-        stage = pipeline.stage_of(table) if table is not None else None
-        where = pipeline.table_name(table) if table is not None else "the pipeline"
-        why = (stage.drop_reason.format(source=source.name, vsid=vsid) if stage is not None
-               else "no flow took it")
-        return f"dropped by {where}: {why}", described
+        return _dropped(fabric, the_probe, parsed), described
     if destination is not None and len(described) == 1:
         out = described[0]
         if out["kind"] == "vm" and out.get("vm") == destination.name:
@@ -174,6 +199,64 @@ def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str
             return (f"delivered to {destination.name} via tunnel to {out['peer']} with key "
                     f"{out['key']} (port {out['port']})", described)
     return f"flooded within VSID {vsid}: {_list(described)}", described
+
+
+def _dropped(fabric: Fabric, the_probe: Probe, parsed: Parsed) -> str:
+    """``dropped by <stage>: <the stage's drop reason>``, filled in with the probe's facts."""
+    table = parsed.last_table
+    stage = pipeline.stage_of(table) if table is not None else None
+    where = pipeline.table_name(table) if table is not None else "the pipeline"
+    source = the_probe.source
+    why = (stage.drop_reason.format(source=source.name, vsid=fabric.vsid_of(source),
+                                    domain=the_probe.router, address=the_probe.address)
+           if stage is not None else "no flow took it")
+    return f"dropped by {where}: {why}"
+
+
+def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[dict]) -> str:
+    """The verdict on a packet handed to the source's distributed router: answered by the
+    router, routed to a VM (locally or through a tunnel with the destination's key), or
+    dropped for a reason: the TTL, another routing domain, no subnet of the domain."""
+    source, destination, domain = the_probe.source, the_probe.destination, the_probe.router
+    stage = pipeline.table_name(parsed.last_table) if parsed.last_table is not None else ""
+    router = f"{domain}'s distributed router"
+    if stage == "gateway" and parsed.outputs == [(source.port, None)]:
+        gateway = next((s for s in fabric.subnets_in(domain or "")
+                        if str(s.gateway) == the_probe.address), None)
+        of = f"the gateway of {gateway.name}" if gateway else "a gateway"
+        if the_probe.proto == "arp":
+            return (f"answered by {router}: {the_probe.address} is at "
+                    f"{fabric.overlay.router_mac} ({of})")
+        return f"answered by {router}: {the_probe.address} ({of}) replies to the ping"
+    if stage == "route" and len(described) == 1 and described[0]["kind"] in ("vm", "tunnel"):
+        out = described[0]
+        reached = out.get("vm") or next(
+            (vm.name for vm in fabric.vms_in(out["vsid"])
+             if vm.host == out["peer"] and str(vm.ca.ip) == the_probe.address), "?")
+        how = (f"on port {out['port']}" if out["kind"] == "vm"
+               else f"via tunnel to {out['peer']} with key {out['key']}")
+        text = f"routed by {router} to {reached} ({the_probe.address}) {how}"
+        if destination is not None and destination.name != reached:
+            text += f"; {destination.name} {_other_domain(fabric, destination, domain)}"
+        return text
+    if not described and stage == "route":
+        if destination is not None and fabric.routing_domain_of(destination) != domain:
+            return (f"dropped by route: other routing domain: {destination.name} "
+                    f"{_other_domain(fabric, destination, domain)}")
+        subnet = next((s for s in fabric.subnets_in(domain or "") if s.prefix is not None
+                       and ipaddress.ip_address(the_probe.address) in s.prefix), None)
+        if subnet is not None:
+            return (f"dropped by route: no VM of subnet {subnet.name} ({subnet.prefix}) has "
+                    f"{the_probe.address}")
+    if not described:
+        return _dropped(fabric, the_probe, parsed)
+    return f"sent by {router} to: {_list(described)}"
+
+
+def _other_domain(fabric: Fabric, vm: Vm, domain: str | None) -> str:
+    theirs = fabric.routing_domain_of(vm)
+    where = f"routing domain {theirs}" if theirs else "no routing domain"
+    return f"is in {where}, unreachable from {domain}"
 
 
 def _owner_of(fabric: Fabric, mac: str) -> str:

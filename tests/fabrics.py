@@ -27,8 +27,8 @@ fabric: routed
 datapath_type: netdev
 overlay: {bridge: br-int, key_layout: rfc7637, tunnel_ports: per-vsid}
 hosts:
-  host1: {pa: 198.51.100.11/24}
-  host2: {pa: 198.51.100.12/24}
+  host1: {pa: 198.51.100.11/24, uplink: eth1, gateway: 198.51.100.1}
+  host2: {pa: 203.0.113.11/24, uplink: eth1, gateway: 203.0.113.1}
 routing_domains:
   contoso: {}
   fabrikam: {}

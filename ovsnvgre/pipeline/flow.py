@@ -28,6 +28,9 @@ PRIORITY_OVERRIDE = 110
 # Registers every stage may read: the frame's VSID, and 1 when it came from a tunnel.
 REG_VSID = "reg0"
 REG_FROM_TUNNEL = "reg1"
+# The routing domain (Context.domain_numbers) of a frame a VM sent to the distributed
+# router: set by classify, read by the router's stages; 0 for every other frame.
+REG_DOMAIN = "reg2"
 
 # Protocol shorthands go first, as ovs-ofctl prints them.
 _PROTOCOLS = ("arp", "ip", "ipv6", "icmp6", "icmp", "tcp", "udp")
@@ -86,6 +89,16 @@ def in_vsid(vsid: int) -> str:
 def from_tunnel(yes: bool) -> str:
     """The match token of frames that came (or did not come) from a tunnel."""
     return f"{REG_FROM_TUNNEL}={'0x1' if yes else '0'}"
+
+
+def in_domain(number: int) -> str:
+    """The match token of frames for the distributed router of routing domain ``number``."""
+    return f"{REG_DOMAIN}={reg(number)}"
+
+
+def set_domain(number: int) -> str:
+    """The action that hands a frame to the router of routing domain ``number``."""
+    return f"set_field:{reg(number)}->{REG_DOMAIN}"
 
 
 def set_vsid(vsid: int, from_a_tunnel: bool) -> list[str]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ovsnvgre import nvgre
-from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, PortSpec, Role
+from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, PortSpec, Role, shared_vsids
 from ovsnvgre.model import Fabric, TunnelPorts, Vm
 
 
@@ -18,7 +19,8 @@ class Context:
     ``tunnels`` every live GRE port frames arrive on (receive-only ports
     included), ``tunnel_vsids[port]`` the VSIDs each carries;
     ``tunnel_out[(peer, vsid)]`` holds the actions that send a frame of ``vsid``
-    to ``peer`` and ``peers_of[vsid]`` those peers, sorted; ``local_of[vsid]`` the
+    to ``peer`` (routed frames too) and ``peers_of[vsid]`` those of these peers that
+    have a VM in ``vsid`` (where flooding goes), sorted; ``local_of[vsid]`` the
     live local VMs of each VSID of this host; ``members_of[vsid]`` every VM of the
     fabric in that VSID.  Built in time linear in what the host's flows name: no
     stage needs to scan the fabric or the other VSIDs' tunnels.
@@ -65,7 +67,8 @@ class Context:
                 context.tunnel_out[peer, vsid] = (
                     [f"set_field:{key:#x}->tun_id", f"output:{port.name}"] if per_peer
                     else [f"output:{port.name}"])
-                context.peers_of.setdefault(vsid, []).append(peer)
+                if vsid in fabric.vsids_on(peer):
+                    context.peers_of.setdefault(vsid, []).append(peer)
         for peers in context.peers_of.values():
             peers.sort()
         for vm in local_vms:
@@ -73,6 +76,20 @@ class Context:
         for vsid in fabric.vsids_on(desired.host.name):
             context.members_of[vsid] = fabric.vms_in(vsid)
         return context
+
+    @cached_property
+    def domain_numbers(self) -> dict[str, int]:
+        """The number each routing domain has in ``flow.REG_DOMAIN`` on this host: its
+        place in the fabric file, from 1 (0 is a frame of no routing domain)."""
+        return {name: number for number, name in enumerate(self.fabric.routing_domains, 1)}
+
+    @cached_property
+    def local_domains(self) -> list[str]:
+        """The routing domains of this host's live VMs, in file order: those whose
+        distributed router runs here."""
+        fabric = self.fabric
+        mine = {fabric.routing_domain_of(vm) for vm in self.local_vms}
+        return [name for name in fabric.routing_domains if name in mine]
 
 
 def keyed_by_flow(port: PortSpec) -> bool:
@@ -84,9 +101,8 @@ def keyed_by_flow(port: PortSpec) -> bool:
 def _tunnel_vsids(desired: DesiredHost, port: PortSpec) -> list[int]:
     if VSID_KEY in port.external_ids:
         return [int(port.external_ids[VSID_KEY])]
-    fabric = desired.fabric
     peer = port.external_ids[PEER_KEY]
-    return sorted(fabric.vsids_on(desired.host.name) & fabric.vsids_on(peer))
+    return sorted(shared_vsids(desired.fabric, desired.host.name, peer))
 
 
 @dataclass(frozen=True)
@@ -95,7 +111,8 @@ class Stage:
 
     ``decides`` is the stage's documentation (the README's pipeline table is made
     from it); ``drop_reason`` is what `trace` says of a packet this stage dropped,
-    with ``{source}`` (the VM) and ``{vsid}`` filled in.
+    with ``{source}`` (the VM), ``{vsid}``, ``{domain}`` (the source's routing domain
+    when the packet went to its router) and ``{address}`` (the destination) filled in.
     """
 
     name: str
