@@ -229,8 +229,11 @@ class Fabric:
 
     def routed_vsids(self, host: str) -> frozenset[int]:
         """The VSIDs the VMs of ``host`` reach through their routing domains' routers: every
-        subnet of every routing domain with a VM on ``host``."""
-        return frozenset(subnet.vsid for domain in self.domains_on(host)
+        subnet of every routing domain with a VM on ``host``, and of every routing domain
+        whose external gateway ``host`` is (it routes the replies from outside)."""
+        domains = set(self.domains_on(host))
+        domains.update(domain.name for domain in self.gateway_domains(host))
+        return frozenset(subnet.vsid for domain in domains
                          for subnet in self.subnets_in(domain))
 
 
