@@ -19,6 +19,7 @@ from ovsnvgre.fabric_yaml import LineList, LineMap
 from ovsnvgre.model import (
     DatapathType,
     Fabric,
+    FlowId,
     Host,
     KeyLayout,
     Overlay,
@@ -176,9 +177,9 @@ def _probes(section: LineMap, check: Checker) -> tuple[ipaddress.IPv4Address, ..
 def _overlay(doc: LineMap, check: Checker) -> Overlay:
     section = _section(doc, "overlay", check, allow_missing=True)
     check.keys(section, "overlay", {"bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu",
-                                    "router_mac"}, set())
+                                    "flow_id", "router_mac"}, set())
     default = Overlay()
-    return Overlay(
+    overlay = Overlay(
         router_mac=_router_mac(section, check, default.router_mac),
         bfd=check.boolean(section, "bfd", "overlay", default.bfd),
         vm_mtu=check.integer(section, "vm_mtu", "overlay", nvgre.MIN_VM_MTU,
@@ -189,7 +190,26 @@ def _overlay(doc: LineMap, check: Checker) -> Overlay:
                                 default.key_layout),
         tunnel_ports=check.choice(section, "tunnel_ports", "overlay", TunnelPorts,
                                   default.tunnel_ports),
+        flow_id=check.choice(section, "flow_id", "overlay", FlowId, default.flow_id),
     )
+    _check_flow_id(overlay, section, check)
+    return overlay
+
+
+def _check_flow_id(overlay: Overlay, section: LineMap, check: Checker) -> None:
+    """A hashed FlowID needs the RFC 7637 key and ports that take the key from the flow."""
+    if overlay.flow_id != FlowId.HASH:
+        return
+    line = section.key_lines.get("flow_id")
+    if overlay.key_layout == KeyLayout.PLAIN:
+        raise check.fail("overlay.flow_id", "hash needs key_layout: rfc7637 (with plain the "
+                         "whole key is the VSID: there is no FlowID)", line)
+    if overlay.tunnel_ports == TunnelPorts.PER_VSID:
+        # Every other mode has ports with key=flow: the pipeline writes the key.
+        others = ", ".join(mode.value for mode in TunnelPorts if mode != TunnelPorts.PER_VSID)
+        raise check.fail("overlay.flow_id", "hash needs tunnel ports that take the key from "
+                         f"the flow (tunnel_ports: {others}), but tunnel_ports is per-vsid: "
+                         "its ports send one fixed key each, FlowID 0", line)
 
 
 def _router_mac(section: LineMap, check: Checker, default: str) -> str:

@@ -44,6 +44,13 @@ class TunnelPorts(Choice):
     PER_PEER = "per-peer"  # one port per peer, key=flow: the pipeline sets the key
 
 
+class FlowId(Choice):
+    """What a sender puts in the key's low 8 bits, the FlowID (RFC 7637 section 3.2)."""
+
+    ZERO = "zero"  # no entropy: RFC 7637 section 3.2 then requires FlowID 0
+    HASH = "hash"  # a hash of the inner flow: one FlowID per flow, flows spread over 256
+
+
 class DatapathType(Choice):
     """The Bridge table's datapath_type column (ovs-vswitchd.conf.db(5))."""
 
@@ -75,6 +82,8 @@ class Overlay:
     bfd: bool = False
     # mtu_request (bytes) on every VM port ovsnvgre creates; None leaves the MTU alone.
     vm_mtu: int | None = None
+    # The FlowID sent; only tunnel ports that take the key from the flow can carry a hash.
+    flow_id: FlowId = FlowId.ZERO
     # The distributed router's MAC, one for the whole fabric (every host answers ARP for
     # every gateway with it, as HNV's distributed router does); locally administered
     # unicast.  The default is in 02:00:5e, the locally administered twin of IANA's block.

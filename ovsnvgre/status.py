@@ -14,6 +14,7 @@ from ovsnvgre import nvgre, pipeline
 from ovsnvgre.actual import ActualKernel
 from ovsnvgre.changes import Plan, PortDelete
 from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, Role
+from ovsnvgre.model import Fabric, FlowId
 from ovsnvgre.pipeline import Flow
 from ovsnvgre.plan import stale_text
 
@@ -31,6 +32,8 @@ class Report:
     warnings: list[str]
     drift: list[str]
     notes: list[str] = field(default_factory=list)
+    # The routing domains whose distributed router runs on this host (routing_domains()).
+    routing_domains: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
@@ -41,7 +44,8 @@ class Report:
         """The report as JSON-ready data (`status --json`)."""
         return {"host": self.host, "tunnels": self.tunnels, "vms": self.vms,
                 "flows": self.flows, "warnings": self.warnings, "drift": self.drift,
-                "converged": self.converged, "notes": self.notes}
+                "converged": self.converged, "notes": self.notes,
+                "routing_domains": self.routing_domains}
 
     def lines(self) -> list[str]:
         """The report as text, one line each."""
@@ -58,6 +62,12 @@ class Report:
         lines += _table(["VM", "PORT", "VSID", "MAC", "CA", "LINK", "MTU", "RX", "TX"], [
             [v["name"], v["port"], v["vsid"], v["mac"], v["ca"], v["state"], v["mtu"] or "-",
              v["rx_packets"], v["tx_packets"]] for v in self.vms])
+        if self.routing_domains:
+            lines.append(f"routing domains ({len(self.routing_domains)}):")
+            lines += _table(["DOMAIN", "SUBNET", "VSID", "PREFIX", "GATEWAY", "LOCAL VMS"], [
+                [d["name"], s["name"], s["vsid"], s["prefix"], s["gateway"],
+                 ", ".join(s["vms"]) or "-"]
+                for d in self.routing_domains for s in d["subnets"]])
         counts = ", ".join(f"{table} {count}" for table, count in self.flows.items())
         lines.append(f"flows on {h['integration_bridge']}: {counts or 'none'}")
         lines += [f"warning: {w}" for w in self.warnings]
@@ -69,6 +79,25 @@ class Report:
                          "the fabric (`ovsnvgre up` repairs them)")
             lines += [f"  {d}" for d in self.drift]
         return lines
+
+
+def routing_domains(fabric: Fabric, host: str | None = None) -> list[dict[str, Any]]:
+    """The fabric's routing domains as data (`validate --json`, `status --json`): each
+    one's name, router MAC and subnets (name, VSID, prefix, gateway, and the VMs of
+    ``host`` in it); with ``host``, only the domains with a VM there (whose
+    distributed router runs on it)."""
+    domains = []
+    for name in fabric.routing_domains:
+        if host is not None and name not in fabric.domains_on(host):
+            continue
+        subnets = [{"name": s.name, "vsid": s.vsid, "prefix": str(s.prefix),
+                    "gateway": str(s.gateway),
+                    "vms": [vm.name for vm in fabric.vms_in(s.vsid)
+                            if host is None or vm.host == host]}
+                   for s in fabric.subnets_in(name)]
+        domains.append({"name": name, "router_mac": fabric.overlay.router_mac,
+                        "subnets": subnets})
+    return domains
 
 
 def _bfd_text(bfd: dict[str, Any] | None) -> str:
@@ -114,8 +143,8 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
             "port": name, "peer": spec.external_ids.get(PEER_KEY),
             "remote_ip": spec.options.get("remote_ip"),
             "vsid": int(vsid) if vsid else None,
-            "key": (_key_text(spec.options.get("key", "")) if spec.role == Role.TUNNEL
-                    else "flow (receive only)"),
+            "key": (_key_text(spec.options.get("key", ""), fabric.overlay.flow_id)
+                    if spec.role == Role.TUNNEL else "flow (receive only)"),
             "ofport": _ofport(info), "state": _state(info, name in details),
             "bfd": ({"state": bfd_status.get("state", "unknown"),
                      "forwarding": bfd_status.get("forwarding") == "true",
@@ -163,11 +192,17 @@ def build_report(desired: DesiredHost, details: Details, kernel: ActualKernel,
     drift += [f"VM port {name} is dead: {stale_text(name, index)} (not ovsnvgre's Port row: "
               "`up` leaves it to its owner)"
               for name, index in sorted(kernel.stale.items()) if name not in reattached]
-    return Report(host, tunnels, vms, flows, warnings, drift, list(plan.notes))
+    return Report(host, tunnels, vms, flows, warnings, drift, list(plan.notes),
+                  routing_domains(fabric, desired.host.name))
 
 
-def _key_text(key: str) -> str:
-    return f"{int(key):#x}" if key.isdigit() else key
+def _key_text(key: str, flow_id: FlowId) -> str:
+    if key.isdigit():
+        return f"{int(key):#x}"
+    if key == "flow" and flow_id == FlowId.HASH:
+        # The pipeline writes the VSID, then a hash of each inner flow as the FlowID.
+        return "flow + FlowID hash"
+    return key
 
 
 def _ofport(info: dict[str, Any]) -> int | None:

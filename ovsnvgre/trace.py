@@ -15,7 +15,7 @@ from typing import Any
 from ovsnvgre import nvgre, pipeline
 from ovsnvgre.desired import PEER_KEY, VM_KEY, VSID_KEY, DesiredHost, Role
 from ovsnvgre.errors import UsageError
-from ovsnvgre.model import Fabric, Vm
+from ovsnvgre.model import Fabric, FlowId, Vm
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 PROTOCOLS = ("icmp", "arp", "tcp:PORT", "udp:PORT")
@@ -94,7 +94,8 @@ def probe(fabric: Fabric, source_name: str, target: str, proto: str = "icmp",
     if name not in kinds or (name == "icmp") == bool(port) or (port and not port.isdigit()) \
             or (port and not 0 < int(port) < 65536):
         raise UsageError(f"--proto {proto!r}: expected one of {', '.join(PROTOCOLS)}")
-    l4 = f",tp_dst={port}" if port else ""
+    # tp_dst is tcp_dst to ofproto/trace's parser ("prerequisites not met" for UDP).
+    l4 = f",{name}_dst={port}" if port else ""
     return Probe(source, target, destination, proto,
                  f"{head},dl_dst={dst_mac},{kinds[name]},{l3}{l4}", router, str(address))
 
@@ -138,6 +139,10 @@ class TraceResult:
                 "outputs": [{k: v for k, v in o.items() if k != "text"} for o in self.outputs]}
 
 
+# How ofproto/trace shows what flow.FLOW_ID_HASH wrote into the key's low 8 bits.
+_HASHED_FLOW_ID = "-> NXM_NX_TUN_ID[0..7] is now "
+
+
 def parse(text: str, names: dict[int, str]) -> Parsed:
     """What ofproto/trace says happened: every output (with the key set before it)."""
     first = text.split("\n", 1)[0]
@@ -156,6 +161,9 @@ def parse(text: str, names: dict[int, str]) -> Parsed:
             last_table = int(table.group(1))
         if stripped.startswith("set_field:") and stripped.endswith("->tun_id"):
             tun_id = int(stripped[len("set_field:"):-len("->tun_id")], 16)
+        elif stripped.startswith(_HASHED_FLOW_ID) and tun_id is not None:
+            # The FlowID the hash gave this packet (overlay.flow_id: hash).
+            tun_id = (tun_id & ~0xFF) | int(stripped[len(_HASHED_FLOW_ID):], 16)
         elif stripped.startswith("output:"):
             port = stripped[len("output:"):]
             outputs.append((names.get(int(port), port) if port.isdigit() else port, tun_id))
@@ -197,7 +205,7 @@ def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str
             return f"delivered to {destination.name} on port {out['port']}", described
         if out["kind"] == "tunnel" and destination.host == out.get("peer"):
             return (f"delivered to {destination.name} via tunnel to {out['peer']} with key "
-                    f"{out['key']} (port {out['port']})", described)
+                    f"{_key_words(out)} (port {out['port']})", described)
     return f"flooded within VSID {vsid}: {_list(described)}", described
 
 
@@ -276,9 +284,21 @@ def _describe_output(desired: DesiredHost, port: str, tun_id: int | None) -> dic
         key = tun_id if tun_id is not None else int(option) if option.isdigit() else 0
         peer = spec.external_ids.get(PEER_KEY)
         vsid = int(spec.external_ids.get(VSID_KEY) or nvgre.vsid_of_key(key, layout))
-        return {"kind": "tunnel", "port": port, "peer": peer, "key": f"{key:#x}",
-                "vsid": vsid, "text": f"tunnel to {peer} (key {key:#x}, port {port})"}
+        out = {"kind": "tunnel", "port": port, "peer": peer, "key": f"{key:#x}", "vsid": vsid}
+        if tun_id is not None and desired.fabric.overlay.flow_id == FlowId.HASH:
+            out["flow_id"] = "hash"
+        return {**out, "text": f"tunnel to {peer} (key {_key_words(out)}, port {port})"}
     if spec is not None and spec.role == Role.VM:
         vm = spec.external_ids.get(VM_KEY)
         return {"kind": "vm", "port": port, "vm": vm, "text": f"{vm} (port {port})"}
     return {"kind": "other", "port": port, "text": f"port {port}"}
+
+
+def _key_words(out: dict[str, Any]) -> str:
+    """A tunnel output's key as the verdict says it: ``0x138900``, or with a hashed
+    FlowID ``0x138900 + FlowID hash (0x76 for this packet)``: another flow of the same
+    VSID gets another FlowID."""
+    key = int(out["key"], 16)
+    if out.get("flow_id") != "hash":
+        return f"{key:#x}"
+    return f"{key & ~0xFF:#x} + FlowID hash ({key & 0xFF:#x} for this packet)"

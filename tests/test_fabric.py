@@ -144,3 +144,35 @@ def test_missing_file(tmp_path):
 def test_overlapping_cas_across_subnets_are_the_point():
     fab = load(TWO_HOSTS)
     assert fab.vms["red-a"].ca == fab.vms["blue-a"].ca
+
+
+# overlay.flow_id: only ports that take the key from the flow can send a hashed FlowID.
+FLOW_ID = "key_layout: rfc7637, tunnel_ports: per-vsid"
+
+
+def test_flow_id_defaults_to_zero_and_takes_hash_with_flow_keyed_ports():
+    assert load(TWO_HOSTS).overlay.flow_id == "zero"
+    hashed = load(TWO_HOSTS.replace(FLOW_ID, "tunnel_ports: per-peer, flow_id: hash"))
+    assert hashed.overlay.flow_id == "hash" and hashed.overlay.key_layout == "rfc7637"
+
+
+@pytest.mark.parametrize("settings, words", [
+    ("flow_id: hash", ["overlay.flow_id: hash needs tunnel ports that take the key from the "
+                       "flow (tunnel_ports: per-peer", "tunnel_ports is per-vsid",
+                       "fixed key"]),
+    ("tunnel_ports: per-vsid, flow_id: hash", ["overlay.flow_id:", "per-vsid"]),
+    ("key_layout: plain, tunnel_ports: per-peer, flow_id: hash",
+     ["overlay.flow_id: hash needs key_layout: rfc7637", "no FlowID"]),
+    ("tunnel_ports: per-peer, flow_id: random", ["overlay.flow_id", "'random'", "zero, hash"]),
+])
+def test_flow_id_hash_is_refused_where_no_port_takes_the_key_from_the_flow(settings, words):
+    message = refuse(TWO_HOSTS.replace(FLOW_ID, settings))
+    assert message.startswith("f.yaml:4: overlay.flow_id"), message
+    for word in words:
+        assert word in message, message
+
+
+def test_flow_id_refusal_names_its_own_line():
+    text = TWO_HOSTS.replace("overlay: {bridge: br-int, key_layout: rfc7637, tunnel_ports: "
+                             "per-vsid}", "overlay:\n  bridge: br-int\n  flow_id: hash")
+    assert refuse(text).startswith("f.yaml:6: overlay.flow_id: hash needs tunnel ports")

@@ -98,6 +98,14 @@ def test_every_field_comes_back_exactly(cache):
     assert json.loads(entry.read_text())["entry"] == entry.name  # data: JSON, not a pickle
 
 
+def test_the_flow_id_comes_back(cache):
+    text = EVERY_FIELD.replace("key_layout: plain", "flow_id: hash")
+    data, _ = cached_once(cache, text)
+    back = fabric_cache.get(data)
+    assert back == fabric.loads(text, "f.yaml")
+    assert back.overlay.flow_id is model.FlowId.HASH
+
+
 def test_the_written_fields_are_the_models_fields():
     """A field added to model.py must be added to the cache's encoding too."""
     for cls, written in fabric_cache.FIELDS.items():

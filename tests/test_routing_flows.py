@@ -15,6 +15,7 @@ from fabrics import ROUTED, TWO_HOSTS
 from ovsnvgre import fabric
 from ovsnvgre.desired import PEER_KEY, VSID_KEY, Role, desired_host, peers_sharing, shared_vsids
 from ovsnvgre.pipeline import describe, desired_flows, table_of
+from ovsnvgre.pipeline.flow import FLOW_ID_HASH
 
 ROUTER_MAC = "02:00:5e:00:01:01"
 GATEWAY, TTL, ROUTE = (table_of(name) for name in ("gateway", "ttl", "route"))
@@ -173,3 +174,10 @@ def test_flooding_goes_only_to_peers_with_a_vm_in_the_vsid():
     assert web_flood.endswith("actions=output:vnet0")
     db_flood = next(t for t in forward if "priority=50 reg0=0x138a,reg1=0 " in t)
     assert db_flood.endswith("actions=output:vnet1,output:gcb00710b00138a")
+
+
+def test_routed_frames_get_the_flowid_hash_where_the_pipeline_sets_the_key():
+    text = ROUTED.replace("tunnel_ports: per-vsid}", "tunnel_ports: per-vsid, flow_id: hash}")
+    _, flows = routed(mode="per-peer", text=text)
+    app = next(t for t in texts(flows, ROUTE) if "10.1.3.20" in t)
+    assert app.endswith(f"set_field:0x138b00->tun_id,{FLOW_ID_HASH},output:gre-cb00710b")

@@ -7,9 +7,13 @@ vnet1), other-a (fabrikam other, vnet2), flat-a (L2-only, vnet3, at 10.1.1.1).
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
 import pytest
 from conftest import running_lab
 from fabrics import ROUTED
+from json_contract import STATUS
 from test_trace import Tracer
 
 from ovsnvgre.pipeline import table_of
@@ -218,3 +222,20 @@ def test_trace_command_names_each_drop_reason(traced):
     # Bridged traffic is as before: the L2-only VM is not routed.
     assert verdict(traced, "--from", "flat-a", "--to", "db-b").startswith(
         "dropped: different virtual subnet (db-b is in VSID 5002, flat-a in 7001)")
+
+
+def test_status_shows_the_routing_domains_of_the_host(traced):
+    trace, _, _ = traced
+    result = trace.host.ovsnvgre("status", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    jsonschema.validate(data, STATUS)
+    contoso, fabrikam = data["routing_domains"]
+    assert [(s["name"], s["gateway"], s["vms"]) for s in contoso["subnets"]] == [
+        ("web", "10.1.1.1", ["web-a"]), ("db", "10.1.2.1", ["db-a"]), ("app", "10.1.3.1", [])]
+    assert fabrikam["name"] == "fabrikam" and fabrikam["router_mac"] == ROUTER
+    text = trace.host.ovsnvgre("status").stdout
+    assert "routing domains (2):" in text
+    assert any(line.split()[:5] == ["contoso", "db", "5002", "10.1.2.0/24", "10.1.2.1"]
+               for line in text.splitlines())
+    assert "route 7" in text and "gateway 14" in text  # flows per table

@@ -233,3 +233,12 @@ def test_trace_command_usage_errors(traced, args, message):
     result = trace.host.ovsnvgre("trace", *args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_trace_command_takes_udp(traced):
+    # ofproto/trace reads tp_dst as tcp_dst: a UDP probe names udp_dst.
+    _, mode, layout = traced
+    key = 5001 << 8 if layout == "rfc7637" else 5001
+    port = RED_TUNNEL if mode == "per-vsid" else PEER_TUNNEL
+    assert verdict(traced, "--from", "red-a", "--to", "red-b", "--proto", "udp:53") == (
+        f"delivered to red-b via tunnel to host2 with key {key:#x} (port {port})")

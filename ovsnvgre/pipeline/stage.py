@@ -8,7 +8,8 @@ from functools import cached_property
 
 from ovsnvgre import nvgre
 from ovsnvgre.desired import PEER_KEY, VSID_KEY, DesiredHost, PortSpec, Role, shared_vsids
-from ovsnvgre.model import Fabric, TunnelPorts, Vm
+from ovsnvgre.model import Fabric, FlowId, Overlay, TunnelPorts, Vm
+from ovsnvgre.pipeline.flow import FLOW_ID_HASH
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,6 @@ class Context:
               ) -> Context:
         """The shared facts for the ports that are on the switch now (``live_ports``)."""
         fabric = desired.fabric
-        layout = fabric.overlay.key_layout
         per_peer = fabric.overlay.tunnel_ports == TunnelPorts.PER_PEER
         local_vms = [vm for vm in fabric.vms_on(desired.host.name) if vm.port in live_ports]
         tunnels = [p for p in desired.ports.values()
@@ -65,9 +65,8 @@ class Context:
             if port.role == Role.TUNNEL_RECEIVE:
                 continue
             for vsid in vsids:
-                key = nvgre.tunnel_key(vsid, layout)
                 context.tunnel_out[peer, vsid] = (
-                    [f"set_field:{key:#x}->tun_id", f"output:{port.name}"] if per_peer
+                    [*set_key(fabric.overlay, vsid), f"output:{port.name}"] if per_peer
                     else [f"output:{port.name}"])
                 if vsid in fabric.vsids_on(peer):
                     context.peers_of.setdefault(vsid, []).append(peer)
@@ -94,6 +93,22 @@ class Context:
         mine = {fabric.routing_domain_of(vm) for vm in self.local_vms}
         mine.update(domain.name for domain in fabric.gateway_domains(self.desired.host.name))
         return [name for name in fabric.routing_domains if name in mine]
+
+
+def set_key(overlay: Overlay, vsid: int) -> list[str]:
+    """The actions that write the GRE key of a frame of ``vsid`` into ``tun_id``, for a
+    tunnel port that takes its key from the flow (``key=flow``).
+
+    The key is ``nvgre.tunnel_key`` (RFC 7637 section 3.2: VSID in the top 24 bits);
+    with ``flow_id: hash`` the FlowID bits then get a hash of the inner flow
+    (flow.FLOW_ID_HASH), else they stay 0.  Every mode that sets the key in the
+    pipeline takes its key actions from here.
+    """
+    key = nvgre.tunnel_key(vsid, overlay.key_layout)
+    actions = [f"set_field:{key:#x}->tun_id"]
+    if overlay.flow_id == FlowId.HASH:
+        actions.append(FLOW_ID_HASH)
+    return actions
 
 
 def keyed_by_flow(port: PortSpec) -> bool:
