@@ -234,14 +234,6 @@ class Converge:
         self.kernel_changes += netlink.apply(
             self.plan.kernel, wait_for=[self.desired.tep_port] if tep_created else [])
 
-    def apply_external(self) -> None:
-        """The routing domains' namespaces on this gateway host (before `ovsdb` adds their
-        bridge ports; on `down` after it removed them)."""
-        if self.plan.external:
-            self.save_before_changing()
-            self.progress(f"applying {len(self.plan.external)} external-side changes")
-            self.kernel_changes += externalns.apply(self.plan.external)
-
     def verify(self) -> None:
         """Raises UnderlayLost after rolling back when the check fails."""
         if self.check is None:
@@ -380,10 +372,9 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         run.preflight()
         try:
             with signals_raise() as signals:
-                first, last = ([], [run.apply_external]) if removing else ([run.apply_external], [])
-                for phase in (lambda: run.start_check(verify), *first, run.apply_ovsdb,
-                              run.apply_kernel, run.verify, run.apply_flows, *last,
-                              lambda: run.finish(confirm)):
+                for phase in (lambda: run.start_check(verify), lambda: externalns.phase(run, False),
+                              run.apply_ovsdb, run.apply_kernel, run.verify, run.apply_flows,
+                              lambda: externalns.phase(run, True), lambda: run.finish(confirm)):
                     phase()
                     signals.check()
         except (SystemFailure, KeyboardInterrupt) as exc:

@@ -385,3 +385,14 @@ def apply(changes: Iterable[ExternalChange]) -> int:
         except OSError as exc:  # NetlinkError is an OSError
             raise SystemFailure(f"namespace {netns}: {exc}") from exc
     return done
+
+
+def phase(run: Any, last: bool) -> None:
+    """engine's `external` phase of ``run`` (an engine.Converge): the domains' namespaces
+    are made before the OVSDB transaction adds their bridge ports (``last`` False, on
+    `up`) and deleted after it removed them (``last`` True, on `down`)."""
+    if run.plan.external and last == run.removing:
+        run.save_before_changing()
+        run.progress(f"applying {len(run.plan.external)} changes to the routing domains' "
+                     "external sides")
+        run.kernel_changes += apply(run.plan.external)
