@@ -323,3 +323,23 @@ def owned(fabric: Fabric, host: str, netns: str, actual_marker: str | None) -> b
     if actual_marker is not None:
         return actual_marker.startswith(f"ovsnvgre-fabric={fabric.name} host={host} ")
     return netns in {netns_name(fabric, domain.name) for domain in fabric.gateway_domains(host)}
+
+
+def report(fabric: Fabric, host: str, found: dict[str, ActualSide]) -> list[dict[str, object]]:
+    """Each external side of ``host`` as `status` shows it: the domain, its namespace,
+    NIC, SNAT address, floating IPs, next hop, state (``up``, ``missing`` or
+    ``drifted``) and translations (the connections its conntrack table holds, each one
+    translated; None when the namespace cannot be read)."""
+    rows: list[dict[str, object]] = []
+    for name, side in sides(fabric, host).items():
+        gateway = fabric.routing_domains[name].external
+        assert gateway is not None  # noqa: S101 - sides() only has gateway domains
+        actual = found.get(side.netns)
+        state = ("missing" if actual is None or not actual.exists
+                 else "drifted" if diff(side, actual) else "up")
+        rows.append({"domain": name, "namespace": side.netns, "port": side.bridge_port,
+                     "nic": side.nic, "address": str(gateway.address), "gateway":
+                     str(gateway.gateway), "floating_ips": {vm: str(ip) for vm, ip in
+                                                             gateway.floating_ips.items()},
+                     "state": state, "translations": actual.translations if actual else None})
+    return rows

@@ -34,6 +34,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # The routing domains whose distributed router runs on this host (routing_domains()).
     routing_domains: list[dict[str, Any]] = field(default_factory=list)
+    # The routing domains' external sides when this host is their gateway (issue 19).
+    external: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
@@ -45,7 +47,7 @@ class Report:
         return {"host": self.host, "tunnels": self.tunnels, "vms": self.vms,
                 "flows": self.flows, "warnings": self.warnings, "drift": self.drift,
                 "converged": self.converged, "notes": self.notes,
-                "routing_domains": self.routing_domains}
+                "routing_domains": self.routing_domains, "external": self.external}
 
     def lines(self) -> list[str]:
         """The report as text, one line each."""
@@ -68,6 +70,15 @@ class Report:
                 [d["name"], s["name"], s["vsid"], s["prefix"], s["gateway"],
                  ", ".join(s["vms"]) or "-"]
                 for d in self.routing_domains for s in d["subnets"]])
+        if self.external:
+            lines.append(f"external sides ({len(self.external)}):")
+            lines += _table(["DOMAIN", "NIC", "SNAT", "FLOATING IPS", "NEXT HOP", "NAMESPACE",
+                             "STATE", "TRANSLATIONS"], [
+                [e["domain"], e["nic"], e["address"],
+                 ", ".join(f"{vm} {ip}" for vm, ip in e["floating_ips"].items()) or "-",
+                 e["gateway"], e["namespace"], e["state"],
+                 "-" if e["translations"] is None else e["translations"]]
+                for e in self.external])
         counts = ", ".join(f"{table} {count}" for table, count in self.flows.items())
         lines.append(f"flows on {h['integration_bridge']}: {counts or 'none'}")
         lines += [f"warning: {w}" for w in self.warnings]

@@ -9,7 +9,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ovsnvgre import externalns, handles, netlink, openflow
+from ovsnvgre import external, externalns, handles, netlink, openflow
 from ovsnvgre import trace as traces
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
 from ovsnvgre.changes import Plan
@@ -154,8 +154,9 @@ def status(fabric: Fabric, host: str, db: str | None = None,
         progress(f"reading {switch.remote}, the kernel and the flows")
         found = survey(desired, switch)
         details = switch.interface_details(desired.ports)
-    return build_report(desired, details, found.kernel, found.installed, found.plan,
-                        found.refused)
+    report = build_report(desired, details, found.kernel, found.installed, found.plan,
+                          found.refused)
+    return replace(report, external=external.report(fabric, host, found.external))
 
 
 def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",

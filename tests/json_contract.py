@@ -56,7 +56,11 @@ STATUS = obj({
         "state": STR, "mtu": OPT_INT, "rx_packets": INT, "tx_packets": INT})},
     "flows": {"type": "object", "additionalProperties": INT},
     "warnings": STRS, "drift": STRS, "converged": BOOL, "notes": STRS,
-    "routing_domains": ROUTING_DOMAINS})
+    "routing_domains": ROUTING_DOMAINS,
+    "external": {"type": "array", "items": obj({
+        "domain": STR, "namespace": STR, "port": STR, "nic": STR, "address": STR,
+        "gateway": STR, "floating_ips": {"type": "object", "additionalProperties": STR},
+        "state": STR, "translations": OPT_INT})}})
 
 TRACE = obj({"host": STR, "from": STR, "to": STR, "destination": OPT_STR, "proto": STR,
              "flow": STR, "verdict": STR, "outputs": {"type": "array", "items": obj({

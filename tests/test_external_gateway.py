@@ -10,6 +10,7 @@ reached; `down` removes exactly what it made, and `up` again changes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -314,3 +315,41 @@ def test_down_removes_exactly_what_it_made_and_up_again_changes_nothing(world):
         assert "no changes" in again.stdout, again.stdout
     finally:
         sh("ip", "netns", "delete", stranger, check=False)
+
+
+def test_trace_and_status_in_the_fabrics_terms(world):
+    up(world)
+    said = world.host1.ovsnvgre("trace", "--from", "web-b", "--to", SERVER).stdout
+    assert "routed to the external gateway on host3, SNAT 203.0.113.10" in said, said
+    assert "via tunnel to host3 with key 0x138900" in said, said
+    said = world.host1.ovsnvgre("trace", "--from", "web-a", "--to", SERVER, "--proto",
+                                "tcp:80").stdout
+    assert "routed to the external gateway on host3, floating IP 203.0.113.21" in said, said
+    said = world.host1.ovsnvgre("trace", "--from", "front-a", "--to", SERVER).stdout
+    assert "SNAT 203.0.113.11" in said and "key 0x177100" in said, said
+    said = run(world.host3, "trace", "--from", "db-c", "--to", SERVER).stdout
+    assert "routed to the external gateway on host3, SNAT 203.0.113.10" in said, said
+    assert "on port gw" in said, said
+    # Inside the domain's prefixes, an address no VM holds never leaves.
+    said = world.host1.ovsnvgre("trace", "--from", "web-b", "--to", "10.1.2.99").stdout
+    assert "dropped by route: no VM of subnet db" in said, said
+    # status on the gateway host: each external side, and what its conntrack holds.
+    assert world.vms["web-b"].ping(SERVER) and world.vms["front-a"].ping(SERVER)
+    result = run(world.host3, "status", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sides = {side["domain"]: side for side in report["external"]}
+    assert sides["contoso"]["address"] == "203.0.113.10/24"
+    assert sides["contoso"]["floating_ips"] == {"web-a": "203.0.113.21"}
+    assert sides["contoso"]["state"] == sides["fabrikam"]["state"] == "up"
+    assert sides["contoso"]["translations"] >= 1 and sides["fabrikam"]["translations"] >= 1
+    text = run(world.host3, "status").stdout
+    assert "external sides (2):" in text and "203.0.113.11/24" in text, text
+    # A rule deleted by hand inside a namespace is drift, and `up` repairs it.
+    sh("nft", "delete", "table", "ip", "ovsnvgre", netns=f"ovsnvgre-{FABRIC}-fabrikam")
+    drifted = json.loads(run(world.host3, "status", "--json").stdout)
+    assert {s["domain"]: s["state"] for s in drifted["external"]}["fabrikam"] == "drifted"
+    assert not world.vms["front-a"].ping(SERVER, count=1)
+    repaired = run(world.host3, "up")
+    assert "set ruleset of namespace" in repaired.stdout + repaired.stderr, repaired.stdout
+    assert world.vms["front-a"].ping(SERVER)
