@@ -115,8 +115,8 @@ def sides(fabric: Fabric, host: str, nic_addresses: frozenset[ipaddress.IPv4Addr
           ) -> dict[str, ExternalSide]:
     """The external sides ``host`` serves, by domain name, in file order.
 
-    ``nic_addresses``: the gateway host's own IPv4 addresses on the external NICs
-    (read from the kernel), which no VM may reach."""
+    ``nic_addresses``: the gateway host's own IPv4 addresses (read from the kernel: on
+    its external NICs, its PA, its management address...), which no VM may reach."""
     return {domain.name: side(fabric, domain, nic_addresses)
             for domain in fabric.gateway_domains(host)}
 
@@ -146,7 +146,7 @@ def blocked(fabric: Fabric, domain: RoutingDomain,
             ) -> list[ipaddress.IPv4Address]:
     """The addresses the domain's VMs may not reach through the gateway: every host's PA
     and underlay gateway, the other domains' external addresses, and the gateway host's
-    own addresses on its external NICs (``nic_addresses``); sorted, without duplicates."""
+    own addresses (``nic_addresses``); sorted, without duplicates."""
     found: set[ipaddress.IPv4Address] = set(nic_addresses)
     for host in fabric.hosts.values():
         found.add(host.pa.ip)

@@ -331,11 +331,9 @@ def survey(fabric: Fabric, host: str, removing: bool = False
     that make them match the fabric (or, ``removing``, delete them all).  Namespaces of
     the fabric's prefix whose mark names another fabric are left alone."""
     wanted: dict[str, ExternalSide] = {}
-    if not removing:
-        nics = {domain.external.nic for domain in fabric.gateway_domains(host)
-                if domain.external is not None}
-        own = frozenset(address.ip for nic in sorted(nics)
-                        for address in netlink.ipv4_addresses(nic))
+    if not removing and fabric.gateway_domains(host):
+        own = frozenset(address for address in netlink.local_addresses()
+                        if address.version == 4 and not address.is_loopback)
         wanted = {side.netns: side for side in external.sides(fabric, host, own).values()}
     found: dict[str, ActualSide] = {}
     changes: list[ExternalChange] = []

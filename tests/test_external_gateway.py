@@ -134,9 +134,11 @@ class Listener:
 
 
 @pytest.fixture
-def world(tmp_path) -> Iterator[World]:
+def world(tmp_path, request) -> Iterator[World]:
+    mode = getattr(request, "param", "per-vsid")
     with running_lab(tmp_path) as lab:
-        lab.fabric.write_text(TEXT)
+        lab.fabric.write_text(TEXT.replace("datapath_type: netdev\n", "datapath_type: netdev\n"
+                                           f"overlay: {{tunnel_ports: {mode}}}\n"))
         host1 = lab.host("host1", "198.51.100.11/24", "198.51.100.1",
                          vm_ports=("vnet0", "vnet1", "vnet2"))
         host3 = lab.host("host3", "192.0.2.13/24", "192.0.2.1", vm_ports=("vnet0",))
@@ -182,6 +184,7 @@ def up(world: World) -> None:
         assert result.returncode == 0, result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("world", ["per-vsid", "per-peer"], indirect=True)
 def test_snat_floating_ip_and_tenants_apart(world):
     up(world)
     server = Listener(world.outside.name, SERVER)
@@ -247,12 +250,14 @@ def test_vms_never_reach_the_provider_network(world):
     """PAs, underlay gateways and the gateway host's own address on eth2: the outside
     would answer for them (it holds them here), the VMs do not get there."""
     world.host3.netns.exec("ip", "addr", "add", "203.0.113.5/24", "dev", "eth2")
-    for address in ("192.0.2.13", "198.51.100.11", "192.0.2.1"):
+    # An address of the gateway host that is no fabric's (a management address).
+    world.host3.netns.exec("ip", "addr", "add", "198.18.0.13/32", "dev", "lo")
+    for address in ("192.0.2.13", "198.51.100.11", "192.0.2.1", "198.18.0.13"):
         world.outside.exec("ip", "addr", "add", f"{address}/32", "dev", "lo")
     up(world)
     assert world.vms["web-b"].ping(SERVER)
     for address in ("192.0.2.13", "198.51.100.11", "192.0.2.1", "203.0.113.5",
-                    "203.0.113.11"):
+                    "203.0.113.11", "198.18.0.13"):
         assert not world.vms["web-b"].ping(address, count=2), address
         assert not world.vms["db-c"].ping(address, count=2), address
     assert sh("ping", "-c", "1", "-W", "2", "192.0.2.13", netns=world.outside.name,
