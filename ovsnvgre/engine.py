@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from subprocess import Popen
 from typing import Any
 
-from ovsnvgre import externalns, netlink, openflow
+from ovsnvgre import externalhost, netlink, openflow
 from ovsnvgre.actual import PortStatus
 from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
@@ -372,9 +372,10 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         run.preflight()
         try:
             with signals_raise() as signals:
-                for phase in (lambda: run.start_check(verify), lambda: externalns.phase(run, False),
-                              run.apply_ovsdb, run.apply_kernel, run.verify, run.apply_flows,
-                              lambda: externalns.phase(run, True), lambda: run.finish(confirm)):
+                for phase in (lambda: run.start_check(verify),
+                              lambda: externalhost.phase(run, False), run.apply_ovsdb,
+                              run.apply_kernel, run.verify, run.apply_flows,
+                              lambda: externalhost.phase(run, True), lambda: run.finish(confirm)):
                     phase()
                     signals.check()
         except (SystemFailure, KeyboardInterrupt) as exc:

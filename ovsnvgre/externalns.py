@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ovsnvgre import external, netlink
+from ovsnvgre import external
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.external import (
     INSIDE_LINK,
@@ -30,10 +30,8 @@ from ovsnvgre.external import (
     OUTSIDE_LINK,
     SYSCTLS,
     ActualSide,
-    ExternalChange,
     ExternalSide,
 )
-from ovsnvgre.model import Fabric
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +156,7 @@ def owned_namespaces(prefix: str) -> list[str]:
 
 def read(netns: str, bridge_port: str | None = None) -> ActualSide:
     """What ``netns`` holds (and whether ``bridge_port`` exists here)."""
-    port = bridge_port is not None and _link_exists(bridge_port)
+    port = bridge_port is not None and link_exists(bridge_port)
     if not exists(netns):
         return ActualSide(netns, False, port)
     with _netns(netns) as ns:
@@ -193,7 +191,8 @@ def read(netns: str, bridge_port: str | None = None) -> ActualSide:
                       addresses, routes, neighbours, sysctls, digest, translations)
 
 
-def _link_exists(name: str) -> bool:
+def link_exists(name: str) -> bool:
+    """Whether a link ``name`` exists in this network namespace."""
     with _ipr() as ipr:
         return bool(ipr.link_lookup(ifname=name))
 
@@ -320,77 +319,3 @@ def _wait_gone(names: Iterable[str], timeout: float = 5.0) -> None:
                     raise SystemFailure(f"{name} is still there {timeout:g} s after its "
                                         "namespace was deleted")
                 time.sleep(0.05)
-
-
-# --- the survey and the apply the engine calls -------------------------------------------
-
-
-def survey(fabric: Fabric, host: str, removing: bool = False
-           ) -> tuple[dict[str, ActualSide], list[ExternalChange]]:
-    """Each of this fabric's namespaces on ``host`` as it is (by name), and the changes
-    that make them match the fabric (or, ``removing``, delete them all).  Namespaces of
-    the fabric's prefix whose mark names another fabric are left alone."""
-    wanted: dict[str, ExternalSide] = {}
-    if not removing and fabric.gateway_domains(host):
-        own = frozenset(address for address in netlink.local_addresses()
-                        if address.version == 4 and not address.is_loopback)
-        wanted = {side.netns: side for side in external.sides(fabric, host, own).values()}
-    found: dict[str, ActualSide] = {}
-    changes: list[ExternalChange] = []
-    for netns, side in wanted.items():
-        found[netns] = read(netns, side.bridge_port)
-        changes += external.diff(side, found[netns])
-    for netns in owned_namespaces(f"{external.NETNS_PREFIX}{fabric.name}-"):
-        if netns in wanted:
-            continue
-        actual = read(netns)
-        if external.owned(fabric, host, netns, actual.marker):
-            found[netns] = actual
-            domain = netns.removeprefix(f"{external.NETNS_PREFIX}{fabric.name}-")
-            changes.append(ExternalChange(domain, netns, "delete", None,
-                                          external.bridge_port(fabric, domain)))
-    return found, changes
-
-
-def apply(changes: Iterable[ExternalChange]) -> int:
-    """Carry ``changes`` out, domain by domain; the number of changes made.  Raises
-    SystemFailure (with the netlink or command's reason) on the first that fails."""
-    done = 0
-    by_netns: dict[str, list[ExternalChange]] = {}
-    for change in changes:
-        by_netns.setdefault(change.netns, []).append(change)
-    for netns, group in by_netns.items():
-        actions = {change.action for change in group}
-        side = group[0].side
-        try:
-            if "delete" in actions:
-                remove(netns, group[0].bridge_port)
-                done += 1
-                continue
-            assert side is not None  # noqa: S101 - every other change carries its side
-            if "create" in actions:
-                create(side)
-                done += 1
-                continue
-            if "links" in actions:
-                make_links(side)
-                done += 1
-            if actions & {"links", "sysctls"}:
-                write_sysctls(side)  # the links' own settings are new with them
-                done += 1
-            if actions - {"sysctls", "links"} or "links" in actions:
-                done += converge(side, read(netns, side.bridge_port))
-        except OSError as exc:  # NetlinkError is an OSError
-            raise SystemFailure(f"namespace {netns}: {exc}") from exc
-    return done
-
-
-def phase(run: Any, last: bool) -> None:
-    """engine's `external` phase of ``run`` (an engine.Converge): the domains' namespaces
-    are made before the OVSDB transaction adds their bridge ports (``last`` False, on
-    `up`) and deleted after it removed them (``last`` True, on `down`)."""
-    if run.plan.external and last == run.removing:
-        run.save_before_changing()
-        run.progress(f"applying {len(run.plan.external)} changes to the routing domains' "
-                     "external sides")
-        run.kernel_changes += apply(run.plan.external)

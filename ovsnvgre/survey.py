@@ -9,7 +9,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ovsnvgre import external, externalns, handles, netlink, openflow
+from ovsnvgre import external, externalhost, handles, netlink, openflow
 from ovsnvgre import trace as traces
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
 from ovsnvgre.changes import Plan
@@ -104,9 +104,11 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
     if unknown:
         the_plan = replace(the_plan, notes=(*the_plan.notes, "could not check whether "
                            f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
-    sides, external_changes = externalns.survey(desired.fabric, desired.host.name, removing)
+    sides, external_changes = externalhost.survey(desired.fabric, desired.host.name, removing)
     if external_changes:
-        the_plan = replace(the_plan, external=tuple(external_changes))
+        blocked = [] if removing else externalhost.blockers(desired.fabric, desired.host.name)
+        the_plan = replace(the_plan, external=tuple(external_changes),
+                           blockers=(*the_plan.blockers, *blocked))
     refused = actual.interfaces.only(set(desired.ports)).refused()
     bridge = integration_bridge(desired, actual.bridge_external_ids())
     installed = openflow.dump(bridge) if bridge else set()

@@ -358,3 +358,15 @@ def test_trace_and_status_in_the_fabrics_terms(world):
     repaired = run(world.host3, "up")
     assert "set ruleset of namespace" in repaired.stdout + repaired.stderr, repaired.stdout
     assert world.vms["front-a"].ping(SERVER)
+
+
+def test_a_missing_external_nic_is_refused_before_any_change(world):
+    world.host3.netns.exec("ip", "link", "delete", "eth2")
+    before = world.host3.switch.vsctl("show")
+    result = run(world.host3, "up")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ovsnvgre: error: host host3: routing domain contoso's external NIC eth2 does not "
+        "exist on this host (and 1 more: `ovsnvgre plan` lists them); nothing was changed")
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    assert world.host3.switch.vsctl("show") == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ovsnvgre import externalns
+from ovsnvgre import externalhost
 from ovsnvgre import fabric as fabric_module
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.lab import builder, check, outside, topology
@@ -93,8 +93,8 @@ def down(path: str | None, progress: Progress) -> tuple[topology.Topology, list[
     # The routing domains' namespaces `ovsnvgre up` made on the lab's gateway hosts: in
     # the machine's /run/netns, outside the lab's record.
     for host in topo.hosts:
-        _, changes = externalns.survey(fab, host.name, removing=True)
+        _, changes = externalhost.survey(fab, host.name, removing=True)
         for change in changes:
             progress(f"deleting namespace {change.netns}")
-        externalns.apply(changes)
+        externalhost.apply(changes)
     return topo, builder.down(topo.prefix, progress)
