@@ -318,6 +318,17 @@ def test_down_removes_exactly_what_it_made_and_up_again_changes_nothing(world):
         time.sleep(0.1)
         again = run(host3, "up")
         assert "no changes" in again.stdout, again.stdout
+        # A domain that loses its gateway in the fabric loses its namespace at the next up.
+        host3.fabric.write_text(TEXT.replace(
+            "    external: {host: host3, nic: eth2, address: 203.0.113.11/24, "
+            "gateway: 203.0.113.1}\n", ""))
+        shrunk = run(host3, "up")
+        assert shrunk.returncode == 0, shrunk.stderr + shrunk.stdout
+        assert f"delete namespace ovsnvgre-{FABRIC}-fabrikam" in shrunk.stdout, shrunk.stdout
+        left = set(os.listdir("/run/netns"))
+        assert f"ovsnvgre-{FABRIC}-contoso" in left and f"ovsnvgre-{FABRIC}-fabrikam" not in left
+        ports = host3.switch.vsctl("list-ports", "br-int").split()
+        assert sum(port.startswith("gw") for port in ports) == 1
     finally:
         sh("ip", "netns", "delete", stranger, check=False)
 
