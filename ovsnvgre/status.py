@@ -94,8 +94,9 @@ class Report:
 
 def routing_domains(fabric: Fabric, host: str | None = None) -> list[dict[str, Any]]:
     """The fabric's routing domains as data (`validate --json`, `status --json`): each
-    one's name, router MAC and subnets (name, VSID, prefix, gateway, and the VMs of
-    ``host`` in it); with ``host``, only the domains with a VM there (whose
+    one's name, router MAC, subnets (name, VSID, prefix, gateway, and the VMs of
+    ``host`` in it) and external gateway (host, NIC, SNAT address, next hop, floating
+    IPs; None without); with ``host``, only the domains with a VM there (whose
     distributed router runs on it)."""
     domains = []
     for name in fabric.routing_domains:
@@ -106,8 +107,13 @@ def routing_domains(fabric: Fabric, host: str | None = None) -> list[dict[str, A
                     "vms": [vm.name for vm in fabric.vms_in(s.vsid)
                             if host is None or vm.host == host]}
                    for s in fabric.subnets_in(name)]
+        gateway = fabric.routing_domains[name].external
         domains.append({"name": name, "router_mac": fabric.overlay.router_mac,
-                        "subnets": subnets})
+                        "subnets": subnets, "external": None if gateway is None else {
+                            "host": gateway.host, "nic": gateway.nic,
+                            "address": str(gateway.address), "gateway": str(gateway.gateway),
+                            "floating_ips": {vm: str(ip) for vm, ip
+                                             in gateway.floating_ips.items()}}})
     return domains
 
 

@@ -24,7 +24,10 @@ STRS = {"type": "array", "items": STR}
 # those with a VM on the host and that host's VMs.
 ROUTING_DOMAINS = {"type": "array", "items": obj({
     "name": STR, "router_mac": STR, "subnets": {"type": "array", "items": obj({
-        "name": STR, "vsid": INT, "prefix": STR, "gateway": STR, "vms": STRS})}})}
+        "name": STR, "vsid": INT, "prefix": STR, "gateway": STR, "vms": STRS})},
+    "external": {"anyOf": [{"type": "null"}, obj({
+        "host": STR, "nic": STR, "address": STR, "gateway": STR,
+        "floating_ips": {"type": "object", "additionalProperties": STR}})]}})}
 
 VALIDATE = obj({"fabric": STR, "file": STR, "valid": BOOL, "hosts": INT,
                 "virtual_subnets": INT, "vms": INT, "datapath_type": STR, "key_layout": STR,

@@ -4,9 +4,14 @@ line naming the file, the line and the entry."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
+from json_contract import VALIDATE
 
 from ovsnvgre import fabric, fabric_cache
 from ovsnvgre.errors import FabricError
@@ -135,3 +140,17 @@ def test_the_cache_gives_the_external_sections_back(tmp_path, monkeypatch):
 ])
 def test_each_refusal_is_one_line_with_file_line_and_entry(text, expected):
     assert refuse(text).startswith(expected)
+
+
+def test_validate_json_shows_each_domains_external_gateway():
+    result = subprocess.run([sys.executable, "-m", "ovsnvgre", "validate", "-c",
+                             str(Path(__file__).parent.parent / "examples" / "gateway.yaml"),
+                             "--json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    jsonschema.validate(data, VALIDATE)
+    domains = {d["name"]: d["external"] for d in data["routing_domains"]}
+    assert domains["contoso"] == {"host": "host3", "nic": "eth2", "address": "203.0.113.10/24",
+                                  "gateway": "203.0.113.1",
+                                  "floating_ips": {"web-a": "203.0.113.21"}}
+    assert domains["fabrikam"]["floating_ips"] == {}
