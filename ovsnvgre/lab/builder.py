@@ -251,6 +251,11 @@ def _vm(vm: LabVm, host_ns: str | None, fresh: bool) -> None:
         proc.run("ip", "-n", vm.netns, "link", "set", VM_IFNAME, "up")
         # The host end gets the VM's MTU too, as a hypervisor's tap would.
         proc.run("ip", *on_host, "link", "set", vm.port, "mtu", str(vm.mtu), "up")
+    if vm.gateway is not None:
+        # A VM of a routed subnet reaches the other subnets of its routing domain through
+        # the distributed router, its subnet's gateway (as a DHCP server would tell it).
+        proc.run("ip", "-n", vm.netns, "route", "replace", "default", "via", str(vm.gateway),
+                 "dev", VM_IFNAME)
 
 
 def down(prefix: str, progress: Progress) -> list[str]:
