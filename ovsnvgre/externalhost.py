@@ -18,6 +18,7 @@ from ovsnvgre.externalns import (
     create,
     link_exists,
     make_links,
+    master_of,
     owned_namespaces,
     read,
     remove,
@@ -55,7 +56,8 @@ def survey(fabric: Fabric, host: str, removing: bool = False
 
 def blockers(fabric: Fabric, host: str) -> list[str]:
     """What makes `up` refuse before any change on a gateway host: no `nft` here, an
-    external NIC that does not exist (one line each)."""
+    external NIC that does not exist or is enslaved (a macvlan cannot sit on a bridge's
+    or bond's port: the kernel answers EBUSY), one line each."""
     found = []
     if fabric.gateway_domains(host) and shutil.which("nft") is None:
         found.append("nft not found: the external gateways need it (apt-get install nftables)")
@@ -64,6 +66,9 @@ def blockers(fabric: Fabric, host: str) -> list[str]:
         if not link_exists(nic):
             found.append(f"routing domain {domain.name}'s external NIC {nic} does not exist "
                          "on this host")
+        elif (master := master_of(nic)) is not None:
+            found.append(f"routing domain {domain.name}'s external NIC {nic} is enslaved to "
+                         f"{master}: the domain's macvlan cannot sit on it")
     return found
 
 

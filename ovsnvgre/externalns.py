@@ -197,6 +197,16 @@ def link_exists(name: str) -> bool:
         return bool(ipr.link_lookup(ifname=name))
 
 
+def master_of(name: str) -> str | None:
+    """The name of the device ``name`` is enslaved to (a bridge, a bond), or None."""
+    with _ipr() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        master = ipr.get_links(found[0])[0].get("IFLA_MASTER") if found else None
+        if not master:
+            return None
+        return ipr.get_links(master)[0].get("IFLA_IFNAME")
+
+
 # --- changes ---------------------------------------------------------------------------
 
 

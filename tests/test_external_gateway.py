@@ -381,3 +381,12 @@ def test_a_missing_external_nic_is_refused_before_any_change(world):
         "exist on this host (and 1 more: `ovsnvgre plan` lists them); nothing was changed")
     assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
     assert world.host3.switch.vsctl("show") == before
+
+
+def test_an_enslaved_external_nic_is_refused_before_any_change(world):
+    world.host3.netns.exec("ip", "link", "add", "brx", "type", "bridge")
+    world.host3.netns.exec("ip", "link", "set", "eth2", "master", "brx")
+    result = run(world.host3, "up")
+    assert result.returncode == 1
+    assert "routing domain contoso's external NIC eth2 is enslaved to brx" in result.stderr
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
