@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ovsnvgre import fabric_cache, fabric_routing, fabric_yaml, nvgre
+from ovsnvgre import fabric_cache, fabric_external, fabric_routing, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
 from ovsnvgre.fabric_checks import Checker, describe, ipv4_interface, join
 from ovsnvgre.fabric_yaml import LineList, LineMap
@@ -129,10 +129,13 @@ def _build(doc: LineMap, check: Checker) -> Fabric:
                              "tunnel_ports: flow", _line_of(doc, where.split(".")[0]))
         reserved[nvgre.FLOW_PORT] = "the GRE port of tunnel_ports: flow"
     hosts = _hosts(doc, check, reserved)
+    seen = fabric_external.Seen()
     domains = fabric_routing.routing_domains(
-        _section(doc, "routing_domains", check, allow_missing=True), check)
+        _section(doc, "routing_domains", check, allow_missing=True), check, hosts, reserved,
+        PORT_NAME_RE, seen)
     subnets = _subnets(doc, check, domains)
     vms = _vms(doc, check, hosts, subnets, reserved, overlay.router_mac)
+    fabric_external.floating_vms(domains, subnets, vms, seen, check)
     return Fabric(name=name, datapath_type=datapath_type, underlay=underlay, overlay=overlay,
                   hosts=hosts, virtual_subnets=subnets, vms=vms, routing_domains=domains,
                   source=check.source)

@@ -83,15 +83,27 @@ def lab_check(config: str | None, host: str | None, as_json: bool) -> None:
     the key, a frame for a gateway on the underlay, or a key that should have
     crossed and did not. With --host it runs on one host of a real fabric, like
     the Vagrant lab's guests: only that host's VMs run the whoami service and TCP
-    (a routed reply from another host is told by its TTL).
+    (a routed reply from another host is told by its TTL). A fabric with
+    external gateways is also checked from the lab's outside namespace: each
+    VM's way out (ping, UDP, TCP, seen as its domain's SNAT address or floating
+    IP), tenants with the same CA at once, floating IPs from outside, and no CA
+    reachable from outside.
     """
     _, result = commands.run_check(config, host)
+    external = commands.external_check(config, host)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        data = result.as_dict()
+        if external is not None:
+            data = {**data, "external": external.as_dict(), "ok": result.ok and external.ok}
+        click.echo(json.dumps(data, indent=2))
     else:
         for line in check.table(result):
             click.echo(line)
-    if not result.ok:
+        if external is not None:
+            click.echo("external gateways (from the lab's outside namespace):")
+            for line in external.lines:
+                click.echo(f"  {line}")
+    if not result.ok or (external is not None and not external.ok):
         sys.exit(1)
 
 
