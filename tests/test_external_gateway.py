@@ -183,7 +183,7 @@ def up(world: World) -> None:
         assert result.returncode == 0, result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("world", ["per-vsid", "per-peer"], indirect=True)
+@pytest.mark.parametrize("world", ["per-vsid", "per-peer", "flow"], indirect=True)
 def test_snat_floating_ip_and_tenants_apart(world):
     up(world)
     server = Listener(world.outside.name, SERVER)
