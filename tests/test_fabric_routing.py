@@ -55,10 +55,16 @@ def test_a_domain_written_with_no_value_is_a_domain():
 
 
 def test_a_prefix_without_a_routing_domain_checks_the_vms_only():
-    fab = load(ROUTED.replace("  flat:  {vsid: 7001}", "  flat:  {vsid: 7001, prefix: 10.1.1.0/24}")
-               .replace("ca: 10.1.1.1/24}", "ca: 10.1.1.7/24}"))
+    flat = ROUTED.replace("  flat:  {vsid: 7001}", "  flat:  {vsid: 7001, prefix: 10.1.1.0/24}")
+    fab = load(flat)
     assert fab.virtual_subnets["flat"].prefix == ipaddress.IPv4Network("10.1.1.0/24")
     assert fab.virtual_subnets["flat"].routing_domain is None
+    # No router in an L2-only subnet: its first address may be a VM's (the tenant's own
+    # router, say), and the fabric names no gateway for it.
+    assert fab.vms["flat-a"].ca.ip == ipaddress.IPv4Address("10.1.1.1")
+    assert fab.virtual_subnets["flat"].gateway is None
+    with pytest.raises(FabricError, match="network address"):
+        load(flat.replace("ca: 10.1.1.1/24}", "ca: 10.1.1.0/24}"))
     # Without its prefix, the same VM may hold what is a gateway address in both domains.
     assert load(ROUTED).vms["flat-a"].ca.ip == ipaddress.IPv4Address("10.1.1.1")
 
