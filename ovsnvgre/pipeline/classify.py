@@ -67,4 +67,5 @@ STAGE = Stage(
             "ignored). Anything else is dropped.",
     drop_reason="it is not what the fabric allows from {source} (MAC, address or protocol)",
     flows=_flows,
+    incremental=True,
 )

@@ -72,4 +72,5 @@ STAGE = Stage(
             "horizon).",
     drop_reason="no port of VSID {vsid} takes it",
     flows=_flows,
+    incremental=True,
 )
