@@ -38,7 +38,7 @@ from ovsnvgre.model import Fabric
 from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
 from ovsnvgre.ovsdb.switch import NotApplied
-from ovsnvgre.pipeline import desired_flows
+from ovsnvgre.pipeline import Flow, desired_flows
 from ovsnvgre.plan import diff_flows, with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
@@ -64,6 +64,11 @@ class RunResult:
     check: Check | None = None
     # With --confirm: the process that rolls the run back unless it is confirmed.
     timer: Popen | None = None
+    # What the run converged to (`watch` keeps it for its next, incremental, runs): the
+    # desired rows, the ports with an OpenFlow number, and the flows installed for them.
+    desired: DesiredHost | None = None
+    live: frozenset[str] = frozenset()
+    flows: frozenset[Flow] = frozenset()
 
     @property
     def changed(self) -> bool:
@@ -159,6 +164,7 @@ class Converge:
         self.ovsdb_writes = self.kernel_changes = self.flow_mods = 0
         self.status = PortStatus()
         self.timer: Popen | None = None
+        self.wanted: frozenset[Flow] = frozenset()
 
     def guard(self) -> None:
         """Take over the rollback state of a run that died (see journal.adopt)."""
@@ -275,10 +281,10 @@ class Converge:
                 self.installed = openflow.dump(bridge)
         else:
             self.status = self.found.actual.interfaces.only(wanted)
-        flow_changes = diff_flows(
-            desired.fabric.overlay.bridge,
-            set() if self.removing else desired_flows(desired, self.status.live()),
-            self.installed)
+        self.wanted = frozenset() if self.removing else frozenset(
+            desired_flows(desired, self.status.live()))
+        flow_changes = diff_flows(desired.fabric.overlay.bridge, set(self.wanted),
+                                  self.installed)
         self.plan = with_flows(self.plan, flow_changes)
         if not flow_changes:
             return
@@ -300,7 +306,8 @@ class Converge:
     def result(self) -> RunResult:
         """What the run did."""
         return RunResult(self.plan, self.ovsdb_writes, self.kernel_changes, self.flow_mods,
-                         self.status.refused(), self.check, self.timer)
+                         self.status.refused(), self.check, self.timer, self.desired,
+                         frozenset(self.status.live()), self.wanted)
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,

@@ -176,13 +176,21 @@ class Model:
         context = Context.build(desired, TABLES, set(live))
         return cls(desired, frozenset(live), context, frozenset(pipeline_flows(context)))
 
-    def step(self, fabric: Fabric, changed: set[str], live: set[str] | frozenset[str]
-             ) -> tuple[Model, FlowChanges]:
+    @classmethod
+    def known(cls, desired: DesiredHost, live: frozenset[str], flows: frozenset[Flow]
+              ) -> Model:
+        """The Model of a run that computed (and installed) ``flows`` already."""
+        return cls(desired, live, Context.build(desired, TABLES, set(live)), flows)
+
+    def step(self, fabric: Fabric, changed: set[str], live: set[str] | frozenset[str],
+             desired: DesiredHost | None = None) -> tuple[Model, FlowChanges]:
         """The next Model for ``fabric`` (whose VMs ``changed`` are all that differs from
         this Model's fabric: see vm_changes) and the ports that are ``live`` now, with the
-        flow changes from this Model's flows to the next one's."""
-        desired = next_desired(self.desired, fabric, changed) if changed else \
-            replace(self.desired, fabric=fabric)
+        flow changes from this Model's flows to the next one's.  ``desired``: the next
+        DesiredHost when the caller has it already (next_desired)."""
+        if desired is None:
+            desired = next_desired(self.desired, fabric, changed) if changed else \
+                replace(self.desired, fabric=fabric)
         live = frozenset(live)
         ports = _changed_ports(self, desired, live)
         tunnels = {name for name in ports

@@ -36,13 +36,17 @@ class Switch:
     when there is something to write.
     """
 
-    def __init__(self, remote: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, remote: str | None = None, timeout: float = 30.0, api: Any = None
+                 ) -> None:
         """``remote``: unix:PATH or tcp:HOST:PORT (default: default_remote());
-        ``timeout``: seconds a write waits for ovs-vswitchd to apply it."""
+        ``timeout``: seconds a write waits for ovs-vswitchd to apply it; ``api``: an
+        ovsdbapp API whose IDL holds every row (watch's monitor.Monitor) to write
+        through, instead of a connection of this Switch's own."""
         self.remote = absolute(remote or default_remote())
         check_remote(self.remote)
         self.timeout = timeout
-        self.api: Any = None
+        self.api: Any = api
+        self.shared = api is not None
         self.watched: set[str] = set()  # the Port and Interface rows the API's IDL holds
         self.raw: RawClient | None = None
 
@@ -80,7 +84,7 @@ class Switch:
         return self.api
 
     def __exit__(self, *exc: object) -> None:
-        if self.api is not None:
+        if self.api is not None and not self.shared:
             self.api.ovsdb_connection.stop(timeout=5)
         if self.raw is not None:
             self.raw.close()
@@ -196,7 +200,7 @@ class Switch:
         in_place = {change.spec.name if isinstance(change, PortUpdate) else change.name
                     for change in changes
                     if isinstance(change, PortUpdate | PortDelete | PortRecord)}
-        if self.api is not None and not in_place <= self.watched:
+        if self.api is not None and not self.shared and not in_place <= self.watched:
             # A second transaction (a rollback) that changes other rows in place.
             self.api.ovsdb_connection.stop(timeout=5)
             self.api = None
