@@ -43,6 +43,7 @@ class FlowMonitor:
         self.process: subprocess.Popen[str] | None = None
         self.expected: Counter[tuple[str, int]] = Counter()
         self.expected_until = 0.0
+        self.missed = False  # expected events that did not come in time
         self.thread = threading.Thread(target=self._run, name="flow-monitor", daemon=True)
 
     def start(self) -> None:
@@ -115,10 +116,11 @@ class FlowMonitor:
         """Whether expected events did not all come in time (the monitor missed them, or
         the bundle did not do what it said): forgets them and returns True once."""
         with self.lock:
-            if not self.expected or time.monotonic() < self.expected_until:
-                return False
-            self.expected.clear()
-            return True
+            if self.expected and time.monotonic() >= self.expected_until:
+                self.expected.clear()
+                self.missed = True
+            missed, self.missed = self.missed, False
+            return missed
 
     def _expected(self, line: str) -> bool:
         """Whether the event ``line`` is one of the expected ones (then it is used up)."""
@@ -127,6 +129,9 @@ class FlowMonitor:
             return False
         key = (KINDS[found.group(1)], int(found.group(2)))
         with self.lock:
+            if self.expected and time.monotonic() > self.expected_until:
+                self.expected.clear()  # too late to be the bundle's events
+                self.missed = True
             if self.expected[key] <= 0:
                 return False
             self.expected[key] -= 1

@@ -39,10 +39,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from ovsnvgre import engine, fabric, ovsdb, watch_run
+from ovsnvgre import engine, ovsdb, watch_run
 from ovsnvgre import survey as surveys
 from ovsnvgre.changes import Plan
 from ovsnvgre.errors import FabricError, OvsnvgreError
+from ovsnvgre.fabric_delta import FabricFile
 from ovsnvgre.filewatch import FileWatch, signature
 from ovsnvgre.flowmonitor import FlowMonitor
 from ovsnvgre.incremental import Model, vm_changes
@@ -109,8 +110,9 @@ class Watcher:
         self.config = Path(config)
         self.db, self.timeout, self.log = db, timeout, log
         self.verbose, self.debug = verbose, debug
-        self.fabric = fabric.load(self.config)
+        self.file = FabricFile(self.config)
         self.signature = signature(self.config)
+        self.fabric, _ = self.file.load()
         self.file_event = False  # set by the file watch's thread: a new version is complete
         self.host = surveys.select_host(self.fabric, host)
         self.reasons: deque[str] = deque()  # appended by the threads, taken by the loop
@@ -122,8 +124,10 @@ class Watcher:
         self.flows: FlowMonitor | None = None
         self.monitor: Monitor | None = None
         self.files = FileWatch(self.config, self.on_file_change)
-        # What the last run left (None: the next run is a full one).
+        # What the last run left (None: the next run is a full one), and the VMs changed
+        # in the fabric since (None: not known, compare the two fabrics).
         self.model: Model | None = None
+        self.changed: set[str] | None = set()
         self.failures = 0
         self.retry_at: float | None = None
         self.waiting_for: dict[str, str] = {}
@@ -223,7 +227,7 @@ class Watcher:
             return False
         self.signature = now
         try:
-            new = fabric.load(self.config)
+            new, changed = self.file.load()
         except FabricError as exc:
             self.log(f"ignoring the changed fabric file, keeping the last good one: {exc}")
             return False
@@ -238,6 +242,8 @@ class Watcher:
             return False
         renamed = new.overlay.bridge != self.fabric.overlay.bridge
         self.fabric = new
+        self.changed = None if changed is None or self.changed is None else \
+            self.changed | changed
         self.log(f"loaded the changed fabric file {self.config}"
                  + (f"; watching the flows of {new.overlay.bridge} now" if renamed else ""))
         if renamed and self.flows is not None:
@@ -270,7 +276,8 @@ class Watcher:
         rows = self._rows(reasons)
         if rows is None or self.model is None or self.monitor is None or self.flows is None:
             return None
-        changed = vm_changes(self.model.fabric, self.fabric)
+        changed = self.changed if self.changed is not None else \
+            vm_changes(self.model.fabric, self.fabric)
         if changed is None:
             return None
         return watch_run.run(self.model, self.fabric, changed, rows, self.monitor, self.flows,
@@ -286,7 +293,8 @@ class Watcher:
                                        self.timeout)
             outcome = self._incremental(reasons)
             if outcome is not None:
-                self.model = outcome.model
+                self.model, self.changed = outcome.model, set()
+                self.file.save_cache()
                 self.failures = 0
                 refused = {name: reason for name, reason in self.waiting_for.items()
                            if name not in outcome.status and name in outcome.model.desired.ports}
@@ -295,6 +303,7 @@ class Watcher:
                 return
             self.model = None
             result = engine.up(self.fabric, self.host, self.db, self.timeout)
+            self.file.save_cache()
         except engine.RefusedPorts as exc:
             # A VM that is not running yet: its port's device appears later, and
             # the OVSDB event of ovs-vswitchd taking it wakes us then.
@@ -308,6 +317,7 @@ class Watcher:
         self.failures = 0
         if result.desired is not None:
             self.model = Model.known(result.desired, result.live, result.flows)
+            self.changed = set()
         self._report(why, result.plan, result.changed, result.refused)
 
     def _failed(self, why: str, exc: Exception) -> None:

@@ -3,9 +3,9 @@ changed, and only their rows and flows are read and written.
 
 Where `up` reads the whole switch, dumps every flow and computes the whole pipeline,
 this run starts from what watch keeps (incremental.Model: the last run's desired
-rows, live ports and flows) and reads only the rows the change names, from the
-rows watch's own OVSDB connection holds (ovsdb.Monitor).  Its changes go in one
-transaction on that connection and one bundle, under the host's lock, as `up`'s do;
+rows, live ports and flows) and reads only the rows the change names, each selected
+by name; its changes go in one transaction on watch's own OVSDB
+connection (ovsdb.Monitor) and one bundle, under the host's lock, as `up`'s do;
 the flow monitor is told which flow events that bundle will cause (it is not a
 change to repair).
 
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ovsnvgre import handles, openflow
-from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch, PortStatus
+from ovsnvgre.actual import ActualKernel, ActualPort, PortStatus
 from ovsnvgre.changes import (
     FlowChanges,
     OvsdbChange,
@@ -91,16 +91,14 @@ def _overlay_only(desired: DesiredHost, names: set[str], actual: dict[str, Actua
     return True
 
 
-def _row_changes(desired: DesiredHost, names: set[str], monitor: Monitor, remote: str,
+def _row_changes(desired: DesiredHost, names: set[str], switch: Switch,
                  check_handles: set[str]) -> tuple[list[OvsdbChange], list[str],
                                                    PortStatus] | None:
     """The OVSDB changes that make the ports ``names`` what ``desired`` says, the notes,
     and their OpenFlow numbers now; None when the change reaches beyond them."""
-    actual_ports, status = monitor.ports(names)
-    if not _overlay_only(desired, names, actual_ports):
+    actual = switch.read(names)
+    if not _overlay_only(desired, names, actual.ports):
         return None
-    bridges = monitor.bridges()
-    actual = ActualSwitch(bridges=bridges, ports=actual_ports, interfaces=status)
     wanted = {name: desired.ports[name] for name in names if name in desired.ports}
     changes, notes = diff_rows(desired.owner, desired.bridges, wanted, actual)
     if any(not isinstance(change, PortCreate | PortUpdate | PortDelete) for change in changes):
@@ -108,26 +106,12 @@ def _row_changes(desired: DesiredHost, names: set[str], monitor: Monitor, remote
     few = replace(desired, ports=wanted)
     candidates = handle_candidates(few, actual) & check_handles
     if candidates:
-        found = handles.check(candidates, remote)
+        found = handles.check(candidates, switch.remote)
         if found.stale:
             changes, more = reattach(few, actual, ActualKernel(links={}, stale=found.stale),
                                      changes)
             notes += more
-    return changes, notes, status
-
-
-def _wait_for_ports(monitor: Monitor, names: set[str], status: PortStatus) -> PortStatus:
-    """``status`` of ``names`` once ovs-vswitchd gave each an OpenFlow number or an error
-    (up to PORT_WAIT seconds), as this connection sees them."""
-    deadline = time.monotonic() + PORT_WAIT
-    while True:
-        _, now = monitor.ports(names)
-        status = PortStatus({**status, **now})
-        pending = [name for name in names if name in now and now[name] == (None, None)]
-        missing = [name for name in names if name not in now]
-        if not pending and not missing or time.monotonic() >= deadline:
-            return status
-        time.sleep(0.002)
+    return changes, notes, actual.interfaces
 
 
 def _bundle(flows: FlowMonitor, changes: FlowChanges) -> int:
@@ -153,26 +137,33 @@ def run(model: Model, fabric: Fabric, changed: set[str], dirty: set[str], monito
                   if (was := before.get(name)) is not spec and was != spec}
     if len(names) > MAX_ROWS:
         return None
-    found = _row_changes(desired, names, monitor, remote, set(dirty))
+    with Switch(remote, timeout, api=monitor.api()) as switch:
+        return _apply(model, fabric, changed, desired, names, set(dirty), switch, flows)
+
+
+def _apply(model: Model, fabric: Fabric, changed: set[str], desired: DesiredHost,
+           names: set[str], dirty: set[str], switch: Switch, flows: FlowMonitor
+           ) -> Outcome | None:
+    """run's reads and writes, through ``switch``."""
+    found = _row_changes(desired, names, switch, dirty)
     if found is None:
         return None
     changes, notes, status = found
+    wanted = set(desired.ports)
     deleted = {change.name for change in changes if isinstance(change, PortDelete)}
-    if deleted & set(after) or deleted and any(isinstance(change, PortCreate)
-                                               for change in changes):
+    if deleted & wanted or deleted and any(isinstance(change, PortCreate)
+                                           for change in changes):
         # A port made again gets another OpenFlow number, and the flows installed for
         # the old one name that number: the full run's dump finds and replaces them.
         return None
     log.debug("incremental run: %d VMs changed, %d rows read, %d OVSDB changes",
               len(changed), len(names), len(changes))
-    wanted = set(after)
     kept = {name for name in model.live if name in wanted and name not in names}
     writes = flow_mods = 0
-    path = journal.path_for(remote)
-    with HostLock(path.parent, "watch", timeout):
+    path = journal.path_for(switch.remote)
+    with HostLock(path.parent, "watch", switch.timeout):
         if path.exists():
             return None  # a run died with its rollback state: the full run takes it over
-        switch = Switch(remote, timeout, api=monitor.api())
         if deleted:
             # Their flows go first, while ovs-ofctl still knows the ports' names.
             model, flow_changes = model.step(fabric, changed,
@@ -184,7 +175,8 @@ def run(model: Model, fabric: Fabric, changed: set[str], dirty: set[str], monito
                 began = time.monotonic()
                 writes = switch.apply(changes)
                 applied = time.monotonic()
-                status = _wait_for_ports(monitor, names & wanted, status)
+                status = PortStatus({**status, **switch.port_status(names & wanted,
+                                                                     PORT_WAIT)})
                 log.debug("incremental run: transaction %.3f s, OpenFlow numbers %.3f s",
                           applied - began, time.monotonic() - applied)
             model, flow_changes = model.step(fabric, changed,
@@ -192,4 +184,4 @@ def run(model: Model, fabric: Fabric, changed: set[str], dirty: set[str], monito
             flow_mods = _bundle(flows, flow_changes)
     plan = with_flows(Plan(host=desired.host.name, ovsdb=tuple(changes), notes=tuple(notes)),
                       flow_changes)
-    return Outcome(model, plan, writes, flow_mods, status.only(names & set(after)))
+    return Outcome(model, plan, writes, flow_mods, status.only(names & wanted))

@@ -1,32 +1,21 @@
-"""Row events of the switch's database, and its rows as this connection holds them, for
-`ovsnvgre watch`.
-"""
+"""Row events of the switch's database for `ovsnvgre watch`, and its transactions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from ovsnvgre.actual import ActualBridge, ActualPort, PortStatus
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.ovsdb.remote import MONITORED, schema_helper
-
-
-def _one(value: Any) -> Any:
-    """An optional IDL column ([] or [value]) as its value or None."""
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value
 
 
 class Monitor:
     """An ovsdbapp IDL that monitors every row ovsnvgre reads (remote.MONITORED).
 
     It reports each create, update and delete to ``on_change`` (from its own thread, as
-    "Port vnet0 create"), gives the rows it holds as ActualPort values (``ports``), and
-    carries transactions (``api``: no second connection, and every row is there to
-    change in place).  ``stop`` ends it.  Raises SystemFailure when the database cannot
-    be monitored.
+    "Port vnet0 create") and carries watch's transactions (``api``: no second
+    connection, and every row is there to change in place).  ``stop`` ends it.  Raises
+    SystemFailure when the database cannot be monitored.
     """
 
     def __init__(self, remote: str, on_change: Callable[[str], None], timeout: float = 30.0
@@ -64,45 +53,6 @@ class Monitor:
             api_class = type("MonitorApi", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
             self._api = api_class(self.conn, auto_index=False)
         return self._api
-
-    def ports(self, names: Iterable[str]) -> tuple[dict[str, ActualPort], PortStatus]:
-        """The Port rows called ``names`` (with their first Interface) and each named
-        interface's OpenFlow number and error, as held now; absent names are left out."""
-        wanted = set(names)
-        found: dict[str, ActualPort] = {}
-        status = PortStatus()
-        with self.conn.lock:
-            tables = self.conn.idl.tables
-            bridge_of = {port.uuid: bridge.name for bridge in tables["Bridge"].rows.values()
-                         for port in bridge.ports}
-            for iface in tables["Interface"].rows.values():
-                if iface.name in wanted:
-                    status[iface.name] = (_one(iface.ofport), _one(iface.error))
-            for port in tables["Port"].rows.values():
-                if port.name not in wanted:
-                    continue
-                ifaces = list(port.interfaces)
-                iface = ifaces[0] if ifaces else None
-                found[port.name] = ActualPort(
-                    name=port.name, bridge=bridge_of.get(port.uuid),
-                    iface_type=iface.type if iface else "",
-                    options=dict(iface.options) if iface else {},
-                    external_ids=dict(port.external_ids),
-                    iface_external_ids=dict(iface.external_ids) if iface else {},
-                    interfaces=len(ifaces), bfd=dict(iface.bfd) if iface else {},
-                    mtu_request=_one(iface.mtu_request) if iface else None,
-                    mac=_one(iface.mac) if iface else None)
-        return found, status
-
-    def bridges(self) -> dict[str, ActualBridge]:
-        """Every Bridge row as held now, by name."""
-        with self.conn.lock:
-            return {row.name: ActualBridge(
-                name=row.name, datapath_type=row.datapath_type,
-                protocols=tuple(sorted(row.protocols)), fail_mode=_one(row.fail_mode),
-                external_ids=dict(row.external_ids),
-                ports=tuple(sorted(port.name for port in row.ports)))
-                for row in self.conn.idl.tables["Bridge"].rows.values()}
 
     def stop(self) -> None:
         """Close the connection and stop reporting."""
