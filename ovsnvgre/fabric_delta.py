@@ -257,6 +257,11 @@ class FabricFile:
         self.uncached = None
         return fabric, None
 
+    def warm(self) -> None:
+        """Build now what the next step needs (the cross-VM keys of every VM)."""
+        if self.version is not None:
+            self.version.index()
+
     def save_cache(self) -> None:
         """Put the last stepped version in the fabric cache (the next `up` reads it back
         instead of parsing): done after the run, off the way of the change."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields, replace
 
 from ovsnvgre.changes import FlowChanges
 from ovsnvgre.desired import PEER_KEY, DesiredHost, PortSpec, Role, desired_host
-from ovsnvgre.model import Fabric, Vm
+from ovsnvgre.model import Fabric, FabricIndex, Vm
 from ovsnvgre.pipeline import STAGES, TABLES, Flow
 from ovsnvgre.pipeline.stage import Context
 from ovsnvgre.plan import diff_flows
@@ -65,6 +65,43 @@ def _versions(old: Fabric, new: Fabric, names: set[str]) -> list[Vm]:
     return found
 
 
+def carry_index(old: Fabric, new: Fabric, changed: set[str]) -> None:
+    """Give ``new`` the index of ``old`` with only the hosts and VSIDs of the ``changed``
+    VMs made again (model.FabricIndex, equal to the one a whole pass builds, in file
+    order); nothing when ``old`` has none yet or ``new`` has one."""
+    if "index" in new.__dict__ or "index" not in old.__dict__:
+        return
+    was = old.index
+    versions = _versions(old, new, changed)
+    added = [vm for name in changed if (vm := new.vms.get(name)) is not None]
+    order: dict[str, int] = {}
+
+    def again(members: tuple[Vm, ...], joins: list[Vm]) -> tuple[Vm, ...]:
+        kept = [vm for vm in members if vm.name not in changed]
+        if not joins:
+            return tuple(kept)
+        if not order:
+            order.update((name, i) for i, name in enumerate(new.vms))
+        return tuple(sorted(kept + joins, key=lambda vm: order[vm.name]))
+
+    by_host, vsids_by_host = dict(was.vms_by_host), dict(was.vsids_by_host)
+    by_vsid, hosts_by_vsid = dict(was.vms_by_vsid), dict(was.hosts_by_vsid)
+    for host in {vm.host for vm in versions}:
+        vms = again(by_host.get(host, ()), [vm for vm in added if vm.host == host])
+        by_host[host] = vms
+        vsids_by_host[host] = frozenset(new.vsid_of(vm) for vm in vms)
+        if not vms:
+            del by_host[host], vsids_by_host[host]
+    for vsid in {new.vsid_of(vm) for vm in versions}:
+        vms = again(by_vsid.get(vsid, ()), [vm for vm in added if new.vsid_of(vm) == vsid])
+        by_vsid[vsid] = vms
+        hosts_by_vsid[vsid] = tuple(dict.fromkeys(vm.host for vm in vms))
+        if not vms:
+            del by_vsid[vsid], hosts_by_vsid[vsid]
+    # What cached_property stores: the Fabric is frozen, its index derived.
+    new.__dict__["index"] = FabricIndex(by_host, vsids_by_host, by_vsid, hosts_by_vsid)
+
+
 def next_desired(old: DesiredHost, fabric: Fabric, changed: set[str]) -> DesiredHost:
     """``desired_host(fabric, host)``, from ``old`` and the VMs that ``changed``.
 
@@ -73,6 +110,7 @@ def next_desired(old: DesiredHost, fabric: Fabric, changed: set[str]) -> Desired
     again, by desired_host itself on a fabric that holds only those VMs.
     """
     host = old.host.name
+    carry_index(old.fabric, fabric, changed)
     versions = _versions(old.fabric, fabric, changed)
     if any(old.fabric.vsids_on(h) != fabric.vsids_on(h) for h in {vm.host for vm in versions}):
         return desired_host(fabric, host)
@@ -87,7 +125,8 @@ def next_desired(old: DesiredHost, fabric: Fabric, changed: set[str]) -> Desired
     mine = {name: vm for name in changed
             if (vm := fabric.vms.get(name)) is not None and vm.host == host}
     if mine:
-        few = desired_host(replace(fabric, vms=mine), host)
+        # This host alone: its VM ports need no other host (and no peer routes).
+        few = desired_host(replace(fabric, vms=mine, hosts={host: fabric.hosts[host]}), host)
         ports.update({name: spec for name, spec in few.ports.items() if spec.role == Role.VM})
     return replace(old, fabric=fabric, ports=ports)
 
@@ -163,7 +202,9 @@ class Model:
     desired: DesiredHost
     live: frozenset[str]
     context: Context
-    flows: frozenset[Flow]
+    # The flows installed; ``step`` changes this set in place and hands it on (copying
+    # 70,000 flows per change cost more than computing the change).
+    flows: set[Flow]
 
     @property
     def fabric(self) -> Fabric:
@@ -174,20 +215,21 @@ class Model:
     def build(cls, desired: DesiredHost, live: set[str] | frozenset[str]) -> Model:
         """The whole computation, as `up` does it (pipeline.desired_flows)."""
         context = Context.build(desired, TABLES, set(live))
-        return cls(desired, frozenset(live), context, frozenset(pipeline_flows(context)))
+        return cls(desired, frozenset(live), context, pipeline_flows(context))
 
     @classmethod
     def known(cls, desired: DesiredHost, live: frozenset[str], flows: frozenset[Flow]
               ) -> Model:
         """The Model of a run that computed (and installed) ``flows`` already."""
-        return cls(desired, live, Context.build(desired, TABLES, set(live)), flows)
+        return cls(desired, live, Context.build(desired, TABLES, set(live)), set(flows))
 
     def step(self, fabric: Fabric, changed: set[str], live: set[str] | frozenset[str],
              desired: DesiredHost | None = None) -> tuple[Model, FlowChanges]:
         """The next Model for ``fabric`` (whose VMs ``changed`` are all that differs from
         this Model's fabric: see vm_changes) and the ports that are ``live`` now, with the
         flow changes from this Model's flows to the next one's.  ``desired``: the next
-        DesiredHost when the caller has it already (next_desired)."""
+        DesiredHost when the caller has it already (next_desired).  The next Model takes
+        this one's flow set over (see ``flows``)."""
         if desired is None:
             desired = next_desired(self.desired, fabric, changed) if changed else \
                 replace(self.desired, fabric=fabric)
@@ -226,6 +268,7 @@ class Model:
             after |= pipeline_flows(Context.build(desired, TABLES, set(live)), False)
         changes = diff_flows(desired.fabric.overlay.bridge, after, before)
         replaced = {flow.key for flow in changes.add}
-        gone = set(changes.delete) | {flow for flow in before if flow.key in replaced}
-        flows = (self.flows - gone) | set(changes.add)
-        return Model(desired, live, context, frozenset(flows)), changes
+        flows = self.flows  # taken over: this Model is the past now
+        flows -= set(changes.delete) | {flow for flow in before if flow.key in replaced}
+        flows |= set(changes.add)
+        return Model(desired, live, context, flows), changes

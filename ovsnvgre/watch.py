@@ -318,6 +318,9 @@ class Watcher:
         if result.desired is not None:
             self.model = Model.known(result.desired, result.live, result.flows)
             self.changed = set()
+            # What the first incremental run would build: done now, while nothing waits.
+            self.monitor.api()
+            self.file.warm()
         self._report(why, result.plan, result.changed, result.refused)
 
     def _failed(self, why: str, exc: Exception) -> None:

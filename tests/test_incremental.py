@@ -19,6 +19,7 @@ from ovsnvgre.incremental import Model, pipeline_flows, vm_changes
 from ovsnvgre.model import (
     DatapathType,
     Fabric,
+    FabricIndex,
     Host,
     KeyLayout,
     Overlay,
@@ -106,8 +107,12 @@ def test_incremental_steps_equal_the_full_computation(mode, layout, start, edits
         for kind, number, _ in step:
             if kind == "flip" and wanted_names:
                 live ^= {wanted_names[number % len(wanted_names)]}
-        before = model.flows
+        before = set(model.flows)  # step hands its set on, changed
+        had_index = "index" in model.fabric.__dict__
         model, changes = model.step(new, changed, live)
+        if had_index and changed:
+            assert "index" in new.__dict__, "the index was built again"
+        assert new.index == FabricIndex.build(new)
         assert model.desired == want
         full = desired_flows(want, live)
         assert model.flows == full
