@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from ovsnvgre.pipeline import COOKIE, Flow
 
 MONITOR_RESTART = 0.5  # seconds between two starts of the flow monitor
-ECHO_WITHIN = 5.0      # seconds the events of watch's own bundle have to arrive
+ECHO_WITHIN = 1.0      # seconds the events of watch's own bundle have to arrive
 # " event=ADDED table=N cookie=0x6f76...": the kind, the table and the cookie of one
 # flow (lib/ofp-monitor.c, ofputil_flow_update_format; no priority is printed).
 EVENT = re.compile(r"event=(ADDED|MODIFIED|DELETED)(?: reason=\S+)? table=(\d+)"
@@ -57,6 +57,7 @@ class FlowMonitor:
             if bridge == self.bridge:
                 return
             self.bridge = bridge
+            self._forget()
             if self.process is not None and self.process.poll() is None:
                 self.process.terminate()
 
@@ -65,6 +66,7 @@ class FlowMonitor:
         while not self.stopping.is_set():
             with self.lock:
                 bridge = self.bridge
+                self._forget()  # between two monitors, events go unseen
                 try:
                     # The flow events come on its stderr, the first reply on stdout.
                     self.process = process = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell, no user-supplied program
@@ -104,6 +106,12 @@ class FlowMonitor:
         if connected and not followed and not self.stopping.is_set():
             self.wake(f"lost the OpenFlow connection to {bridge}")
         return connected_to
+
+    def _forget(self) -> None:
+        """The monitor is about to miss events: what was expected is missed (lock held)."""
+        if self.expected:
+            self.expected.clear()
+            self.missed = True
 
     def expect(self, added: Iterable[Flow], deleted: Iterable[Flow]) -> None:
         """The events the bundle about to be applied will cause: no wake-up for them."""
