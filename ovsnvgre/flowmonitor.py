@@ -44,6 +44,9 @@ class FlowMonitor:
         self.expected: Counter[tuple[str, int]] = Counter()
         self.expected_until = 0.0
         self.missed = False  # expected events that did not come in time
+        # While a full run goes (hold ... release): its events, told apart once it says
+        # what it changed.
+        self.held: list[str] | None = None
         self.thread = threading.Thread(target=self._run, name="flow-monitor", daemon=True)
 
     def start(self) -> None:
@@ -99,6 +102,10 @@ class FlowMonitor:
                     self.wake(f"OpenFlow connection to {bridge} is back")
                 connected_to = bridge
             elif "event=" in line and not self._expected(line):
+                with self.lock:
+                    if self.held is not None:
+                        self.held.append(line)  # the full run's own, maybe: see release
+                        continue
                 self.wake(f"flows of {bridge} changed")
         process.wait()
         with self.lock:
@@ -107,10 +114,28 @@ class FlowMonitor:
             self.wake(f"lost the OpenFlow connection to {bridge}")
         return connected_to
 
+    def hold(self) -> None:
+        """A full run starts: keep the events that are not expected until ``release``."""
+        with self.lock:
+            self.held = []
+
+    def release(self, added: Iterable[Flow], deleted: Iterable[Flow]) -> None:
+        """The full run ended having ``added`` and ``deleted`` these flows (nothing, when it
+        failed): its events are expected (those held, and those still to come); any
+        other held event wakes."""
+        self.expect(added, deleted)
+        with self.lock:
+            held, self.held = self.held or [], None
+        if any(not self._expected(line) for line in held):
+            self.wake(f"flows of {self.bridge} changed")
+
     def _forget(self) -> None:
         """The monitor is about to miss events: what was expected is missed (lock held)."""
         if self.expected:
             self.expected.clear()
+            self.missed = True
+        if self.held:
+            self.held = None
             self.missed = True
 
     def expect(self, added: Iterable[Flow], deleted: Iterable[Flow]) -> None:

@@ -30,6 +30,11 @@ class Monitor:
                 handler.notify(kind, row, updates)
 
         class Changed(event.RowEvent):  # type: ignore[misc]
+            def matches(self, kind: str, row: Any, old: Any = None) -> bool:
+                # RowEvent.matches formats both rows for a debug line whatever the log
+                # level: a bridge of 11,000 ports, twice, on every port added.
+                return kind in self.events and row._table.name == self.table
+
             def run(self, kind: str, row: Any, old: Any) -> None:
                 name = getattr(row, "name", "")
                 on_change(f"{self.table} {name} {kind}".replace("  ", " "))
