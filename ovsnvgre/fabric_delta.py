@@ -258,9 +258,11 @@ class FabricFile:
         return fabric, None
 
     def warm(self) -> None:
-        """Build now what the next step needs (the cross-VM keys of every VM)."""
+        """Build now what the next step needs: the cross-VM keys of every VM, and the YAML
+        parser (a fabric read back from the cache never imported it)."""
         if self.version is not None:
             self.version.index()
+            fabric_yaml.parse("{}")
 
     def save_cache(self) -> None:
         """Put the last stepped version in the fabric cache (the next `up` reads it back

@@ -25,9 +25,15 @@ class Monitor:
         helper = schema_helper(remote)
         self.handler = handler = event.RowEventHandler()
 
+        monitor = self
+        self.synced = False
+
         class ChangeIdl(connection.OvsdbIdl):  # type: ignore[misc]
             def notify(self, kind: str, row: Any, updates: Any = None) -> None:
-                handler.notify(kind, row, updates)
+                # The rows of the first snapshot are no change: the run that follows the
+                # start reads them (a reconnection's snapshot is reported: a full run).
+                if monitor.synced:
+                    handler.notify(kind, row, updates)
 
         class Changed(event.RowEvent):  # type: ignore[misc]
             def matches(self, kind: str, row: Any, old: Any = None) -> bool:
@@ -44,10 +50,12 @@ class Monitor:
         self.conn = connection.Connection(idl=ChangeIdl(remote, helper), timeout=timeout)
         self._api: Any = None
         try:
-            self.conn.start()
+            self.conn.start()  # returns once the first snapshot is in
         except Exception as exc:
             handler.shutdown()
             raise SystemFailure(f"cannot monitor the database at {remote}: {exc}") from exc
+        with self.conn.lock:
+            self.synced = True
 
     def api(self) -> Any:
         """An ovsdbapp Open_vSwitch API whose transactions go through this connection."""
