@@ -11,12 +11,10 @@ Three sources wake it, each from its own thread:
 - the fabric file: inotify reports each complete new version at once, and its
   identity is also compared once a second (filewatch.py); a new valid file is
   taken, an invalid one reported and the last good one kept.
-A wake-up for a changed fabric file whose VMs alone changed, or for row events of
-the integration bridge's VM and tunnel ports, runs incrementally (watch_run.py,
-incremental.py): from what the last run left, it reads and writes only the rows
-and flows the change touches.  Any other wake-up (and any change that reaches
-beyond those ports) runs, after a short pause to let a burst settle, the same `up`
-as the command line, which writes nothing when nothing drifted.
+A changed fabric file whose VMs alone changed, or row events of VM and tunnel ports,
+run incrementally (watch_run.py): only the rows and flows the change touches are read
+and written.  Anything else runs, after a short pause to let a burst settle, the same
+`up` as the command line, which writes nothing when nothing drifted.
 
 A thread puts its reason in a deque and writes a byte to a pipe; the main loop
 waits on that pipe with a bounded timeout.  Signal handlers only set a flag
@@ -323,8 +321,6 @@ class Watcher:
             # A VM that is not running yet: its port's device appears later, and
             # the OVSDB event of ovs-vswitchd taking it wakes us then.
             result = exc.result
-            if result.refused != self.waiting_for:
-                self.log(f"waiting for ports ovs-vswitchd cannot open yet: {exc}")
         except Exception as exc:  # noqa: BLE001 - a daemon retries whatever failed
             self.model = None
             self._failed(why, exc)
@@ -359,6 +355,10 @@ class Watcher:
         opened = sorted(set(self.waiting_for) - set(refused))
         if opened:
             self.log(f"ports open now: {', '.join(opened)}")
+        if refused and refused != self.waiting_for:
+            self.log(f"waiting for ports ovs-vswitchd cannot open yet: ovs-vswitchd refused "
+                     f"{len(refused)} port(s): "
+                     + "; ".join(f"{name}: {why}" for name, why in sorted(refused.items())))
         self.waiting_for = dict(refused)
         if changed:
             changes = "; ".join(plan.lines())
