@@ -199,11 +199,17 @@ class FlowChanges:
         return counts
 
     def lines(self, verbose: bool = False) -> list[str]:
-        """Counts per table, or (verbose) one line per flow added or deleted."""
+        """Counts per table, or (verbose) one line per flow added or deleted.
+
+        A table whose added flows hash the FlowID into the tunnel key says so
+        (``overlay.flow_id: hash``).
+        """
         if verbose:
             return ([f"add flow {text}" for text in sorted(map(describe, self.add))]
                     + [f"delete flow {text}" for text in sorted(map(describe, self.delete))])
+        hashing = {table_name(flow.table) for flow in self.add if flow.hashes_flow_id}
         return [f"flows in table {table} of {self.bridge}: +{added} -{deleted}"
+                + (" (tunnel keys: VSID << 8 + FlowID hash)" if table in hashing else "")
                 for table, (added, deleted) in sorted(self.per_table().items())]
 
 

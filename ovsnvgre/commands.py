@@ -78,12 +78,13 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
     """Show this host as it runs, and how it drifted from the fabric.
 
     Reports the PA and where it sits, each tunnel (peer, VSID, key, port,
-    state, BFD), each local VM (port, VSID, MAC, CA, link, MTU, packet
-    counters), the flows per table, and warnings (MTU; a leased address back on
-    the uplink). Drift is every difference between the switch and the fabric
-    (missing, extra or changed rows, flows, ports ovs-vswitchd refused, VM
-    ports whose device was re-created while ovs-vswitchd holds the old one).
-    Changes nothing.
+    state, BFD; with `tunnel_ports: flow`, one row per peer and VSID read from
+    the installed flows, as the one flow port names no peer), each local VM
+    (port, VSID, MAC, CA, link, MTU, packet counters), the flows per table,
+    and warnings (MTU; a leased address back on the uplink). Drift is every
+    difference between the switch and the fabric (missing, extra or changed
+    rows, flows, ports ovs-vswitchd refused, VM ports whose device was
+    re-created while ovs-vswitchd holds the old one). Changes nothing.
 
     Exit status: 0 converged, 3 drifted (for monitoring), 1 or 2 on failure.
     """
@@ -99,28 +100,35 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
 @click.option("--from", "source", required=True, metavar="VM",
               help="The VM the packet comes from (a VM of this host).")
 @click.option("--to", "target", required=True, metavar="VM|ADDRESS",
-              help="A VM name, or a CA (looked up in the source's virtual subnet first).")
+              help="A VM name, or a CA (looked up in the source's virtual subnet first, "
+                   "then in its routing domain).")
 @click.option("--proto", default="icmp", show_default=True, metavar="icmp|arp|tcp:PORT|udp:PORT",
               help="The packet: an echo request, an ARP request for the address, or a "
                    "TCP/UDP packet to PORT.")
+@click.option("--ttl", default=64, show_default=True, type=click.IntRange(0, 255),
+              help="The IPv4 packet's TTL (1 shows the distributed router dropping it).")
 @click.option("--host", metavar="NAME",
               help="The host the trace runs on. Default: the source VM's host.")
 @db_option
 @click.option("--raw", is_flag=True, help="Also print ofproto/trace's full output.")
 @json_option
 @fail_cleanly
-def trace(config: str, source: str, target: str, proto: str, host: str | None, db: str | None,
-          raw: bool, as_json: bool) -> None:
+def trace(config: str, source: str, target: str, proto: str, ttl: int, host: str | None,
+          db: str | None, raw: bool, as_json: bool) -> None:
     """Show what the switch does with one packet, in the fabric's terms.
 
     Builds the packet from the fabric (the VM's port, MAC and CA, the
-    destination's MAC when the fabric knows it), runs `ovs-appctl
-    ofproto/trace` on the integration bridge, and prints a verdict such as
-    "delivered to red-b via tunnel to host2 with key 0x138900", "answered by
-    the ARP responder" or "dropped: different virtual subnet". Changes nothing.
+    destination's MAC when the fabric knows it, the distributed router's MAC
+    off a routed subnet), runs `ovs-appctl ofproto/trace` on the integration
+    bridge, and prints a verdict such as "delivered to red-b via tunnel to
+    host2 with key 0x138900" (through the flow port: "via tunnel to host2
+    (tun_dst 192.168.2.11) with key 0x138900"), "routed by contoso's
+    distributed router to db-b (10.1.2.20) via tunnel to host2 with key
+    0x138a00", "answered by the ARP responder" or "dropped: different virtual
+    subnet". Changes nothing.
     """
-    render.trace(surveys.trace(fabrics.load(config), source, target, proto, host, db), raw,
-                 as_json)
+    render.trace(surveys.trace(fabrics.load(config), source, target, proto, host, db, ttl),
+                 raw, as_json)
 
 
 @click.command()

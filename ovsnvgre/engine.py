@@ -216,11 +216,17 @@ class Converge:
             self.check = Check.start(probes)
 
     def apply_ovsdb(self) -> None:
-        """All row changes in one transaction, after saving the rollback state."""
+        """All row changes in one transaction (two when VM ports are attached again),
+        after saving the rollback state."""
         if not self.plan.ovsdb:
             return
         self.save_before_changing()
-        self.progress(f"applying {len(self.plan.ovsdb)} OVSDB changes in one transaction")
+        reattached = sum(1 for change in self.plan.ovsdb
+                         if isinstance(change, PortDelete) and change.reattach)
+        # Switch.apply attaches re-created VM devices again in a second transaction.
+        how = (f"in two transactions ({reattached} port(s) attached again in the second)"
+               if reattached else "in one transaction")
+        self.progress(f"applying {len(self.plan.ovsdb)} OVSDB changes {how}")
         self.ovsdb_writes = self.switch.apply(self.plan.ovsdb)
 
     def apply_kernel(self) -> None:

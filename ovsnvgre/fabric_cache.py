@@ -34,9 +34,11 @@ from ovsnvgre import __version__
 from ovsnvgre.model import (
     DatapathType,
     Fabric,
+    FlowId,
     Host,
     KeyLayout,
     Overlay,
+    RoutingDomain,
     TunnelPorts,
     Underlay,
     VirtualSubnet,
@@ -47,16 +49,19 @@ from ovsnvgre.model import (
 # only valid for the very code that validated and built it (a new rule, a renamed
 # field), whatever __version__ says.
 _SHAPING = ("model.py", "fabric.py", "fabric_checks.py", "fabric_yaml.py", "nvgre.py",
-            "family.py", "fabric_cache.py")
+            "family.py", "fabric_cache.py", "fabric_routing.py")
 
 # The fields each dataclass is written with, in order (a test holds them to model.py).
 FIELDS: dict[type, tuple[str, ...]] = {
     Fabric: ("name", "datapath_type", "underlay", "overlay", "hosts", "virtual_subnets",
-             "vms", "source"),  # source is not written: it is the file given to load()
+             "vms", "routing_domains",
+             "source"),  # source is not written: it is the file given to load()
     Underlay: ("bridge", "tep_port", "probe", "mtu"),
-    Overlay: ("bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu"),
+    Overlay: ("bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu", "flow_id",
+              "router_mac"),
     Host: ("name", "pa", "uplink", "gateway"),
-    VirtualSubnet: ("name", "vsid"),
+    RoutingDomain: ("name",),
+    VirtualSubnet: ("name", "vsid", "prefix", "routing_domain"),
     Vm: ("name", "host", "virtual_subnet", "port", "mac", "ca"),
 }
 
@@ -201,28 +206,34 @@ def encode(fabric: Fabric) -> list[Any]:
         fabric.name, fabric.datapath_type.value,
         [underlay.bridge, underlay.tep_port, [int(p) for p in underlay.probe], underlay.mtu],
         [overlay.bridge, overlay.key_layout.value, overlay.tunnel_ports.value, overlay.bfd,
-         overlay.vm_mtu],
+         overlay.vm_mtu, overlay.flow_id.value, overlay.router_mac],
         [[h.name, int(h.pa.ip), h.pa.network.prefixlen, h.uplink,
           None if h.gateway is None else int(h.gateway)] for h in fabric.hosts.values()],
-        [[s.name, s.vsid] for s in fabric.virtual_subnets.values()],
+        [[s.name, s.vsid, None if s.prefix is None else int(s.prefix.network_address),
+          None if s.prefix is None else s.prefix.prefixlen, s.routing_domain]
+         for s in fabric.virtual_subnets.values()],
         [[v.name, v.host, v.virtual_subnet, v.port, v.mac, int(v.ca.ip),
           v.ca.network.prefixlen, v.ca.version] for v in fabric.vms.values()],
+        [d.name for d in fabric.routing_domains.values()],
     ]
 
 
 def decode(values: list[Any]) -> Fabric:
     """The Fabric that ``encode`` wrote (no validation: it was validated before)."""
-    name, datapath_type, underlay, overlay, hosts, subnets, vms = values
+    name, datapath_type, underlay, overlay, hosts, subnets, vms, domains = values
     v4 = ipaddress.IPv4Address
     return Fabric(
         name=name, datapath_type=DatapathType(datapath_type),
         underlay=Underlay(underlay[0], underlay[1], tuple(v4(p) for p in underlay[2]),
                           underlay[3]),
         overlay=Overlay(overlay[0], KeyLayout(overlay[1]), TunnelPorts(overlay[2]),
-                        overlay[3], overlay[4]),
+                        overlay[3], overlay[4], FlowId(overlay[5]), overlay[6]),
         hosts={h[0]: Host(h[0], ipaddress.IPv4Interface((h[1], h[2])), h[3],
                           None if h[4] is None else v4(h[4])) for h in hosts},
-        virtual_subnets={s[0]: VirtualSubnet(s[0], s[1]) for s in subnets},
+        virtual_subnets={s[0]: VirtualSubnet(s[0], s[1], None if s[2] is None else
+                                             ipaddress.IPv4Network((s[2], s[3])), s[4])
+                         for s in subnets},
         vms={v[0]: Vm(v[0], v[1], v[2], v[3], v[4], _interface(v[5], v[6], v[7]))
              for v in vms},
+        routing_domains={d: RoutingDomain(d) for d in domains},
     )

@@ -60,15 +60,18 @@ class Checker:
         """Raises FabricError for the first unknown or missing key."""
         for key in mapping:
             if key not in allowed:
-                hint = ", ".join(sorted(allowed))
-                raise self.fail(join(path, key), f"unknown key (expected one of: {hint})",
+                hint = (f"expected one of: {', '.join(sorted(allowed))}" if allowed
+                        else f"{path} takes no keys")
+                raise self.fail(join(path, key), f"unknown key ({hint})",
                                 mapping.key_lines[key])
         for key in sorted(required - set(mapping)):
             raise self.fail(join(path, key), "is required", mapping.line)
 
-    def entries(self, section: LineMap, kind: str, allowed: set[str], required: set[str]
-                ) -> Iterator[tuple[str, str, LineMap]]:
-        """Each named entry of a section, checked: (name, its path, its mapping)."""
+    def entries(self, section: LineMap, kind: str, allowed: set[str], required: set[str],
+                empty_ok: bool = False) -> Iterator[tuple[str, str, LineMap]]:
+        """Each named entry of a section, checked: (name, its path, its mapping).
+
+        ``empty_ok``: an entry written with no value (``contoso:``) is an empty mapping."""
         for name, value in section.items():
             path = f"{kind}.{name}"
             line = section.key_lines[name]
@@ -78,6 +81,8 @@ class Checker:
             if name in section.readings:
                 raise self.fail(path, f"{read_as(section.readings[name], name, 'name')}; "
                                 f'write it in quotes: "{name}"', line)
+            if value is None and empty_ok:
+                value = LineMap.empty(line)
             entry = self.mapping(value, path, line, section.texts.get(name))
             self.keys(entry, path, allowed, required)
             yield name, path, entry

@@ -153,14 +153,15 @@ def status(fabric: Fabric, host: str, db: str | None = None,
 
 
 def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
-          host: str | None = None, db: str | None = None) -> traces.TraceResult:
+          host: str | None = None, db: str | None = None, ttl: int = 64
+          ) -> traces.TraceResult:
     """Trace a packet from the local VM ``source`` to ``target`` (a VM name or an address)
-    through the integration bridge (`ovs-appctl ofproto/trace`).
+    through the integration bridge (`ovs-appctl ofproto/trace`); ``ttl``: its IPv4 TTL.
 
     Raises UsageError for a VM, target or protocol the fabric does not know, and
     SystemFailure when the integration bridge is not set up.
     """
-    the_probe = traces.probe(fabric, source, target, proto)
+    the_probe = traces.probe(fabric, source, target, proto, ttl)
     vm_host = the_probe.source.host
     if host is not None and host != vm_host:
         raise UsageError(f"{fabric.source}: VM {source} is on host {vm_host}, not {host}: "

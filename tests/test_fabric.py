@@ -95,6 +95,8 @@ CASES = [
      ["duplicate key 'blue'", "line 10"]),
     ("uplink: eth1, gateway: 198.51.100.1", "uplink: vnet0, gateway: 198.51.100.1", 12,
      ["vms.red-a.port", "uplink"]),
+    ("tunnel_ports: per-vsid}", "tunnel_ports: flow, bfd: true}", 4,
+     ["overlay.bfd", "BFD needs a GRE port per peer", "tunnel_ports: flow"]),
 ]
 
 
@@ -105,6 +107,30 @@ def test_validation_refuses_with_file_line_and_entry(old, new, line, words):
     assert message.startswith(f"f.yaml:{line}:"), message
     for word in words:
         assert word in message, message
+
+
+def test_bfd_with_the_flow_port_is_refused_at_the_bfd_line():
+    text = TWO_HOSTS.replace("overlay: {bridge: br-int, key_layout: rfc7637, "
+                             "tunnel_ports: per-vsid}\n",
+                             "overlay:\n  tunnel_ports: flow\n  bfd: yes\n")
+    message = refuse(text)
+    assert message == ("f.yaml:6: overlay.bfd: BFD needs a GRE port per peer, and "
+                       "tunnel_ports: flow has one port for every peer; use tunnel_ports: "
+                       "per-peer or per-vsid for BFD, or bfd: false")
+    assert load(text.replace("bfd: yes", "bfd: no")).overlay.tunnel_ports == "flow"
+
+
+def test_the_flow_ports_name_is_taken_in_flow_mode_only():
+    text = TWO_HOSTS.replace('port: vnet0, mac: "02:00:00:00:50:01"',
+                             'port: gre-flow, mac: "02:00:00:00:50:01"')
+    assert load(text).vms["red-a"].port == "gre-flow"
+    message = refuse(text.replace("tunnel_ports: per-vsid", "tunnel_ports: flow"))
+    assert message == ("f.yaml:12: vms.red-a.port: 'gre-flow' is already the GRE port of "
+                       "tunnel_ports: flow")
+    message = refuse(TWO_HOSTS.replace("tunnel_ports: per-vsid", "tunnel_ports: flow")
+                     .replace("bridge: br-int", "bridge: gre-flow"))
+    assert message.startswith("f.yaml:4: overlay.bridge: 'gre-flow' is the name of the GRE "
+                              "port of tunnel_ports: flow"), message
 
 
 @pytest.mark.parametrize("text,words", [
@@ -144,3 +170,35 @@ def test_missing_file(tmp_path):
 def test_overlapping_cas_across_subnets_are_the_point():
     fab = load(TWO_HOSTS)
     assert fab.vms["red-a"].ca == fab.vms["blue-a"].ca
+
+
+# overlay.flow_id: only ports that take the key from the flow can send a hashed FlowID.
+FLOW_ID = "key_layout: rfc7637, tunnel_ports: per-vsid"
+
+
+def test_flow_id_defaults_to_zero_and_takes_hash_with_flow_keyed_ports():
+    assert load(TWO_HOSTS).overlay.flow_id == "zero"
+    hashed = load(TWO_HOSTS.replace(FLOW_ID, "tunnel_ports: per-peer, flow_id: hash"))
+    assert hashed.overlay.flow_id == "hash" and hashed.overlay.key_layout == "rfc7637"
+
+
+@pytest.mark.parametrize("settings, words", [
+    ("flow_id: hash", ["overlay.flow_id: hash needs tunnel ports that take the key from the "
+                       "flow (tunnel_ports: per-peer", "tunnel_ports is per-vsid",
+                       "fixed key"]),
+    ("tunnel_ports: per-vsid, flow_id: hash", ["overlay.flow_id:", "per-vsid"]),
+    ("key_layout: plain, tunnel_ports: per-peer, flow_id: hash",
+     ["overlay.flow_id: hash needs key_layout: rfc7637", "no FlowID"]),
+    ("tunnel_ports: per-peer, flow_id: random", ["overlay.flow_id", "'random'", "zero, hash"]),
+])
+def test_flow_id_hash_is_refused_where_no_port_takes_the_key_from_the_flow(settings, words):
+    message = refuse(TWO_HOSTS.replace(FLOW_ID, settings))
+    assert message.startswith("f.yaml:4: overlay.flow_id"), message
+    for word in words:
+        assert word in message, message
+
+
+def test_flow_id_refusal_names_its_own_line():
+    text = TWO_HOSTS.replace("overlay: {bridge: br-int, key_layout: rfc7637, tunnel_ports: "
+                             "per-vsid}", "overlay:\n  bridge: br-int\n  flow_id: hash")
+    assert refuse(text).startswith("f.yaml:6: overlay.flow_id: hash needs tunnel ports")

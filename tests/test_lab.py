@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,30 @@ def test_lab_up_check_rerun_and_down(hnv_lab):
     assert down.returncode == 0, down.stderr
     assert hnv_lab.leftovers() == []
     assert "nothing to remove" in hnv_lab("down").stdout
+
+
+def test_the_lab_switched_to_flow_mode_is_all_green(hnv_lab):
+    """The HNV lab up in its own per-vsid mode, then `lab up` with `tunnel_ports: flow`:
+    both hosts move to the one flow port in place, and the whole check (ping matrix,
+    TCP per VSID, NVGRE on the wire) passes."""
+    assert hnv_lab("up").returncode == 0
+    hnv_lab.fabric.write_text(hnv_lab.fabric.read_text().replace("tunnel_ports: per-vsid",
+                                                                 "tunnel_ports: flow"))
+    up = hnv_lab("up")
+    assert up.returncode == 0, up.stderr
+    for host in ("host1", "host2"):
+        assert f"[{host}] + add tunnel-flow port gre-flow to br-int" in up.stdout, up.stdout
+        assert f"[{host}] + remove tunnel port g" in up.stdout, up.stdout
+    check = hnv_lab("check", "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    data = json.loads(check.stdout)
+    assert data["ok"] is True and data["wire"]["keys_seen"] == ["0x138900", "0x177100"]
+    assert {(p["source"], p["target"]) for p in data["probes"] if p["observed"]} == {
+        ("red-a", "red-b"), ("red-b", "red-a"), ("blue-a", "blue-b"), ("blue-b", "blue-a")}
+    assert all(p["tcp"] for p in data["probes"] if p["tcp"] is not None)
+    again = hnv_lab("up")
+    assert "[host1] host host1: no changes" in again.stdout
+    assert "[host2] host host2: no changes" in again.stdout
 
 
 def test_lab_check_fails_on_a_broken_lab(hnv_lab):
@@ -294,6 +319,17 @@ def test_vagrant_fabric_validates():
     vagrantfile = (EXAMPLES.parent / "Vagrantfile").read_text()
     for host in fab.hosts.values():
         assert f'"{host.name}" => "{host.pa.ip}"' in vagrantfile
+    # make vagrant-test moves the lab to flow mode with this second file: the same
+    # fabric but for its tunnel ports.
+    flow = fabric.load(EXAMPLES / "vagrant-flow.yaml")
+    assert flow.overlay.tunnel_ports == "flow"
+    assert replace(flow, overlay=fab.overlay, source=fab.source) == fab
+
+    def body(name: str) -> list[str]:
+        return [line for line in (EXAMPLES / name).read_text().splitlines()
+                if not line.startswith("#") and not line.startswith("overlay:")]
+
+    assert body("vagrant-flow.yaml") == body("vagrant.yaml")
 
 
 def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):

@@ -100,6 +100,20 @@ until vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FABRIC --host host1" \
 done
 echo "host2 back on the fabric $(($(date +%s) - READY)) s after it answered SSH"
 vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FABRIC --host host2"
+
+# 5. One GRE port for every peer (`tunnel_ports: flow`: remote_ip=flow, key=flow) on
+#    the kernel datapath, from the same fabric in flow mode. `up` moves a host in
+#    place (its per-VSID ports go, gre-flow comes); host1 in flow mode and host2 still
+#    per-VSID reach each other, then both in flow mode pass the whole matrix, and
+#    status reads each peer and VSID from the flows.
+FLOW=/vagrant/examples/vagrant-flow.yaml
+vagrant ssh host1 -c "sudo ovsnvgre up -c $FLOW --host host1"
+vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FLOW --host host1"
+vagrant ssh host2 -c "sudo ovsnvgre up -c $FLOW --host host2"
+vagrant ssh host1 --no-tty -c "sudo ovsnvgre status -c $FLOW" | grep -E 'host2 +192.168.56.12 +7001 +0x1b5900 +gre-flow'
+vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FLOW --host host1"
+vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FLOW --host host2"
+
 # `down` still gives eth1 back its address, as before the first `up`.
 vagrant ssh host2 -c "sudo ovsnvgre down -c $FABRIC --host host2"
 vagrant ssh host2 --no-tty -c 'ip -4 -br addr show eth1' | grep '192.168.56.12/24'

@@ -14,7 +14,7 @@ from ovsnvgre.lab import proc
 from ovsnvgre.lab.builder import lab_dir
 from ovsnvgre.lab.pcap import gre_packets
 from ovsnvgre.lab.topology import VM_IFNAME, LabVm, Probe, Topology, matrix
-from ovsnvgre.model import Fabric
+from ovsnvgre.model import Fabric, FlowId
 
 TCP_ECHO = """
 import socket, sys
@@ -94,6 +94,9 @@ class WireResult:
     keys_seen: list[str] = field(default_factory=list)
     keys_expected: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # With overlay.flow_id: hash, how many FlowIDs the keys carried (the VSID bits
+    # are what keys_seen lists then).
+    flow_ids_seen: int = 0
 
     @property
     def ok(self) -> bool:
@@ -197,15 +200,20 @@ def run(fabric: Fabric, topology: Topology, host: str | None = None) -> CheckRes
     finally:
         for capture in captures:
             capture.stop()
-    wire = _wire(expected_keys(fabric, topology, host), [c.path for c in captures])
+    # With a hashed FlowID the low 8 bits vary per flow: the VSID bits must be right.
+    ignored = 0xFF if fabric.overlay.flow_id == FlowId.HASH else 0
+    wire = _wire(expected_keys(fabric, topology, host), [c.path for c in captures], ignored)
     order = {vm.name: index for index, vm in enumerate(topology.vms)}
     results.sort(key=lambda r: (order[r.source], order[r.target]))
     return CheckResult(results, wire)
 
 
-def _wire(expected: set[int], paths: list[Path]) -> WireResult:  # noqa: C901 - one decision per branch, each documented; splitting would scatter it
+def _wire(expected: set[int], paths: list[Path], ignored: int = 0) -> WireResult:  # noqa: C901 - one decision per branch, each documented; splitting would scatter it
+    """The capture's GRE packets checked against the ``expected`` keys, compared without
+    the ``ignored`` bits (0xFF: the FlowID, when it is a hash)."""
     result = WireResult(keys_expected=[f"{k:#x}" for k in sorted(expected)])
     seen: set[int] = set()
+    flow_ids: set[int] = set()
     for path in paths:
         for packet in gre_packets(path):
             result.packets += 1
@@ -221,14 +229,16 @@ def _wire(expected: set[int], paths: list[Path]) -> WireResult:  # noqa: C901 - 
             if packet.protocol != 0x6558:
                 flags.append(f"protocol {packet.protocol:#06x}")
             if packet.key is not None:
-                seen.add(packet.key)
-                if packet.key not in expected:
+                seen.add(packet.key & ~ignored)
+                flow_ids.add(packet.key & ignored)
+                if (packet.key & ~ignored) not in expected:
                     flags.append(f"key {packet.key:#x} is no VSID key of the fabric")
             if flags:
                 problem = f"{path.stem}: GRE packet with {', '.join(flags)}"
                 if problem not in result.problems:
                     result.problems.append(problem)
     result.keys_seen = [f"{k:#x}" for k in sorted(seen)]
+    result.flow_ids_seen = len(flow_ids) if ignored else 0
     for key in sorted(expected - seen):
         result.problems.append(f"no GRE packet with key {key:#x} crossed the underlay")
     return result
@@ -249,9 +259,10 @@ def table(result: CheckResult) -> list[str]:
              for row in rows]
     wire = result.wire
     lines.append("")
+    hashed = f" + {wire.flow_ids_seen} hashed FlowIDs" if wire.flow_ids_seen else ""
     lines.append(f"underlay: {wire.packets} GRE packets; keys seen {', '.join(wire.keys_seen)}"
-                 f" (expected {', '.join(wire.keys_expected)}); K=1 C=0 S=0 protocol 0x6558: "
-                 f"{'ok' if wire.ok else 'MISMATCH'}")
+                 f"{hashed} (expected {', '.join(wire.keys_expected)}); K=1 C=0 S=0 protocol "
+                 f"0x6558: {'ok' if wire.ok else 'MISMATCH'}")
     lines += [f"  {problem}" for problem in wire.problems]
     failed = sum(not p.ok for p in result.probes)
     lines.append(f"{len(result.probes)} probes, {failed} mismatches: "

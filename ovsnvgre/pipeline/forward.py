@@ -69,7 +69,8 @@ STAGE = Stage(
             "the host that has the MAC; broadcast, unknown unicast and multicast go to every "
             "other local port of the VSID and every peer that has the VSID (head-end "
             "replication). A frame that came from a tunnel never goes into one (split "
-            "horizon).",
+            "horizon). Where the pipeline sets the key, `flow_id: hash` puts a hash of the "
+            "inner flow in its FlowID bits.",
     drop_reason="no port of VSID {vsid} takes it",
     flows=_flows,
     incremental=True,
