@@ -51,7 +51,6 @@ from ovsnvgre.survey import integration_bridge, survey
 DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
 
 
-
 @dataclass(frozen=True)
 class RunResult:
     """What `up` or `down` did: the plan, and how many writes of each kind it made."""
@@ -64,11 +63,8 @@ class RunResult:
     check: Check | None = None
     # With --confirm: the process that rolls the run back unless it is confirmed.
     timer: Popen | None = None
-    # What the run converged to (`watch` keeps it for its next, incremental, runs): the
-    # desired rows, the ports with an OpenFlow number, and the flows installed for them.
-    desired: DesiredHost | None = None
-    live: frozenset[str] = frozenset()
-    flows: frozenset[Flow] = frozenset()
+    live: frozenset[str] = frozenset()  # the ports with an OpenFlow number, and
+    flows: frozenset[Flow] = frozenset()  # the flows installed for them (watch keeps both)
 
     @property
     def changed(self) -> bool:
@@ -287,10 +283,8 @@ class Converge:
                 self.installed = openflow.dump(bridge)
         else:
             self.status = self.found.actual.interfaces.only(wanted)
-        self.wanted = frozenset() if self.removing else frozenset(
-            desired_flows(desired, self.status.live()))
-        flow_changes = diff_flows(desired.fabric.overlay.bridge, set(self.wanted),
-                                  self.installed)
+        self.wanted = frozenset(() if self.removing else desired_flows(desired, self.status.live()))
+        flow_changes = diff_flows(desired.fabric.overlay.bridge, set(self.wanted), self.installed)
         self.plan = with_flows(self.plan, flow_changes)
         if not flow_changes:
             return
@@ -312,7 +306,7 @@ class Converge:
     def result(self) -> RunResult:
         """What the run did."""
         return RunResult(self.plan, self.ovsdb_writes, self.kernel_changes, self.flow_mods,
-                         self.status.refused(), self.check, self.timer, self.desired,
+                         self.status.refused(), self.check, self.timer,
                          frozenset(self.status.live()), self.wanted)
 
 

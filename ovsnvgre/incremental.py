@@ -27,13 +27,21 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from ovsnvgre.changes import FlowChanges
-from ovsnvgre.desired import PEER_KEY, DesiredHost, PortSpec, Role, desired_host
+from ovsnvgre.desired import DesiredHost, Role, desired_host
 from ovsnvgre.model import Fabric, FabricIndex, Vm
 from ovsnvgre.pipeline import STAGES, TABLES, Flow
 from ovsnvgre.pipeline.stage import Context
 from ovsnvgre.plan import diff_flows
 
-TUNNEL_ROLES = (Role.TUNNEL, Role.TUNNEL_RECEIVE)
+TUNNEL_ROLES = (Role.TUNNEL, Role.TUNNEL_RECEIVE, Role.TUNNEL_FLOW)
+# The Context's fields by what they come from: carried as they are, made again from this
+# host's VMs, or from the tunnel ports (kept while no tunnel port changes).  A field
+# that is in none of them makes every step build the Context whole
+# (tests/test_incremental.py says which field to sort).
+CONTEXT_SAME = frozenset({"desired", "tables"})
+CONTEXT_LOCAL = frozenset({"local_vms", "local_of", "members_of"})
+CONTEXT_TUNNELS = frozenset({"tunnels", "tunnel_out", "tunnel_vsids", "tunnel_sources",
+                             "peers_of"})
 
 
 def vm_changes(old: Fabric, new: Fabric) -> set[str] | None:
@@ -155,14 +163,14 @@ def _context(old: Model, desired: DesiredHost, live: frozenset[str], tunnels_cha
              ) -> Context:
     """The whole Context of the new state: the tunnel part from ``old`` when no tunnel
     port changed (it is most of the cost), the rest computed again."""
-    if tunnels_changed:
+    known = CONTEXT_SAME | CONTEXT_LOCAL | CONTEXT_TUNNELS
+    if tunnels_changed or {spec.name for spec in fields(Context)} - known:
         return Context.build(desired, TABLES, set(live))
     no_tunnels = replace(desired, ports={name: spec for name, spec in desired.ports.items()
                                           if spec.role not in TUNNEL_ROLES})
     local = Context.build(no_tunnels, TABLES, set(live))
-    was = old.context
-    return replace(local, desired=desired, tunnels=was.tunnels, tunnel_out=was.tunnel_out,
-                   tunnel_vsids=was.tunnel_vsids, peers_of=was.peers_of)
+    return replace(local, desired=desired,
+                   **{name: getattr(old.context, name) for name in CONTEXT_TUNNELS})
 
 
 def _only(context: Context, vms: set[str], vsids: set[int], tunnels: set[str],
@@ -177,22 +185,25 @@ def _only(context: Context, vms: set[str], vsids: set[int], tunnels: set[str],
                    tunnels=[port for port in context.tunnels if port.name in tunnels])
 
 
-def _tunnel_pieces(context: Context, ports: dict[str, PortSpec], names: set[str]
-                   ) -> tuple[set[str], set[int]]:
-    """The VMs and VSIDs that the tunnel ports ``names`` carry in ``context``: each
-    port's peer's VMs in each VSID of the port."""
+def _tunnel_pieces(was: Context, now: Context) -> tuple[set[str], set[int], set[str]]:
+    """What differs in the tunnel part of two whole Contexts: the VMs whose way out
+    (``tunnel_out`` of their host and VSID) changed, the VSIDs whose flooding peers or
+    ways out changed, and the tunnel ports whose VSIDs or sources changed."""
     vms: set[str] = set()
     vsids: set[int] = set()
-    fabric = context.fabric
-    for name in names:
-        spec = ports.get(name)
-        if spec is None or spec.role not in TUNNEL_ROLES:
-            continue
-        peer = spec.external_ids.get(PEER_KEY)
-        for vsid in context.tunnel_vsids.get(name, ()):
+    for key in was.tunnel_out.keys() | now.tunnel_out.keys():
+        if was.tunnel_out.get(key) != now.tunnel_out.get(key):
+            peer, vsid = key
             vsids.add(vsid)
-            vms |= {vm.name for vm in fabric.vms_in(vsid) if vm.host == peer}
-    return vms, vsids
+            for context in (was, now):
+                vms |= {vm.name for vm in context.fabric.vms_in(vsid) if vm.host == peer}
+    vsids |= {vsid for vsid in was.peers_of.keys() | now.peers_of.keys()
+              if was.peers_of.get(vsid) != now.peers_of.get(vsid)}
+    ports = {name for name in was.tunnel_vsids.keys() | now.tunnel_vsids.keys()
+             if was.tunnel_vsids.get(name) != now.tunnel_vsids.get(name)}
+    ports |= {name for name in was.tunnel_sources.keys() | now.tunnel_sources.keys()
+              if was.tunnel_sources.get(name) != now.tunnel_sources.get(name)}
+    return vms, vsids, ports
 
 
 @dataclass(frozen=True)
@@ -243,9 +254,6 @@ class Model:
         rebuilt = any(spec.role in TUNNEL_ROLES and self.desired.ports.get(name) is not spec
                       for name, spec in desired.ports.items())
         context = _context(self, desired, live, bool(tunnels) or rebuilt)
-        if rebuilt:
-            was, now = self.context.tunnel_vsids, context.tunnel_vsids
-            tunnels |= {name for name in was.keys() | now.keys() if was.get(name) != now.get(name)}
         old_fabric, host = self.fabric, desired.host.name
         versions = _versions(old_fabric, fabric, changed)
         # VMs whose port came or went on the switch count as changed too.
@@ -255,17 +263,18 @@ class Model:
         vsids = {fabric.vsid_of(vm) for vm in versions}  # the same virtual subnets in both
         vsids |= {fabric.vsid_of(vm) for name in flipped
                   for vm in (fabric.vms.get(name), old_fabric.vms.get(name)) if vm is not None}
-        for each, ports_of in ((self.context, self.desired.ports), (context, desired.ports)):
-            more_vms, more_vsids = _tunnel_pieces(each, ports_of, tunnels)
+        if context.tunnel_out is not self.context.tunnel_out:  # built whole again
+            more_vms, more_vsids, more_ports = _tunnel_pieces(self.context, context)
             vms |= more_vms
             vsids |= more_vsids
+            tunnels |= more_ports
         whole = set(self.context.members_of.keys() ^ context.members_of.keys())
         vsids |= whole
         before = pipeline_flows(_only(self.context, vms, vsids, tunnels, whole), True)
         after = pipeline_flows(_only(context, vms, vsids, tunnels, whole), True)
         if any(not stage.incremental for stage in STAGES):
             before |= pipeline_flows(self.context, False)
-            after |= pipeline_flows(Context.build(desired, TABLES, set(live)), False)
+            after |= pipeline_flows(context, False)
         changes = diff_flows(desired.fabric.overlay.bridge, after, before)
         replaced = {flow.key for flow in changes.add}
         flows = self.flows  # taken over: this Model is the past now

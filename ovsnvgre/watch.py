@@ -8,9 +8,8 @@ Three sources wake it, each from its own thread:
 - an `ovs-ofctl monitor` on the integration bridge the fabric names now (a reloaded
   fabric that renames it moves the monitor): a flow changed, or the OpenFlow
   connection dropped and came back (ovs-vswitchd restarted, flows lost);
-- the fabric file: inotify reports each complete new version at once, and its
-  identity is also compared once a second (filewatch.py); a new valid file is
-  taken, an invalid one reported and the last good one kept.
+- the fabric file (inotify, and its identity once a second: filewatch.py): a new
+  valid file is taken, an invalid one reported and the last good one kept.
 A changed fabric file whose VMs alone changed, or row events of VM and tunnel ports,
 run incrementally (watch_run.py): only the rows and flows the change touches are read
 and written.  Anything else runs, after a short pause to let a burst settle, the same
@@ -40,6 +39,7 @@ from types import FrameType
 from ovsnvgre import engine, ovsdb, watch_run
 from ovsnvgre import survey as surveys
 from ovsnvgre.changes import Plan
+from ovsnvgre.desired import desired_host
 from ovsnvgre.errors import FabricError, OvsnvgreError
 from ovsnvgre.fabric_delta import FabricFile
 from ovsnvgre.filewatch import FileWatch, signature
@@ -285,7 +285,7 @@ class Watcher:
         """The full run (`up`); the flow events of its own bundle wake nothing."""
         assert self.flows is not None  # noqa: S101 - run() starts the flow monitor first
         self.flows.hold()
-        flows = None
+        flows = None  # what the run added and deleted
         try:
             result = engine.up(self.fabric, self.host, self.db, self.timeout)
             flows = result.plan.flows
@@ -326,8 +326,9 @@ class Watcher:
             self._failed(why, exc)
             return
         self.failures = 0
-        if result.desired is not None:
-            self.model = Model.known(result.desired, result.live, result.flows)
+        if result.plan.flows is not None:  # the run got to its flows
+            desired = desired_host(self.fabric, self.host)  # as the run's: the same fabric
+            self.model = Model.known(desired, result.live, result.flows)
             self.changed = set()
             # What the first incremental run would build: done now, while nothing waits.
             self.monitor.api()
@@ -350,8 +351,7 @@ class Watcher:
 
     def _report(self, why: str, plan: Plan, changed: bool, refused: dict[str, str],
                 incremental: bool = False) -> None:
-        """A run ended: what it repaired, the ports it waits for, its new notes (an
-        incremental run read only some rows: the notes of the others stay)."""
+        """A run ended: what it repaired, the ports it waits for, its new notes."""
         opened = sorted(set(self.waiting_for) - set(refused))
         if opened:
             self.log(f"ports open now: {', '.join(opened)}")
@@ -368,6 +368,7 @@ class Watcher:
         for note in plan.notes:
             if note not in self.notes:
                 self.log(f"note: {note}")
+        # An incremental run read only some rows: the notes of the others stay.
         self.notes = tuple(dict.fromkeys(self.notes + plan.notes)) if incremental \
             else plan.notes
 

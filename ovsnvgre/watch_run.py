@@ -47,7 +47,8 @@ from ovsnvgre.safe.lock import HostLock
 
 log = logging.getLogger(__name__)
 
-OVERLAY_ROLES = {Role.VM.value, Role.TUNNEL.value, Role.TUNNEL_RECEIVE.value}
+OVERLAY_ROLES = {Role.VM.value, Role.TUNNEL.value, Role.TUNNEL_RECEIVE.value,
+                 Role.TUNNEL_FLOW.value}
 PORT_WAIT = 5.0  # seconds ovs-vswitchd has to give a new port its OpenFlow number
 MAX_ROWS = 256   # more named rows than this: the full run reads them faster
 
