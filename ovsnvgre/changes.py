@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from ovsnvgre.actual import Address
 from ovsnvgre.desired import BridgeSpec, PortSpec, RouteSpec
+from ovsnvgre.external import ExternalChange
 from ovsnvgre.pipeline import Flow, describe, table_name
 
 Action = Literal["add", "delete"]
@@ -225,15 +226,17 @@ class Plan:
     notes: tuple[str, ...] = ()
     # What makes `up` refuse before any change (preflight.py), one line each.
     blockers: tuple[str, ...] = ()
+    # The routing domains' external sides on this gateway host (issue 19).
+    external: tuple[ExternalChange, ...] = ()
 
     @property
     def empty(self) -> bool:
         """Whether the host already matches."""
-        return not self.ovsdb and not self.kernel and not self.flows
+        return not self.ovsdb and not self.kernel and not self.flows and not self.external
 
     def lines(self, verbose: bool = False) -> list[str]:
         """One line per change (flows per table unless ``verbose``)."""
-        lines = [change.describe() for change in (*self.ovsdb, *self.kernel)]
+        lines = [change.describe() for change in (*self.ovsdb, *self.kernel, *self.external)]
         if self.flows:
             lines += self.flows.lines(verbose)
         return lines

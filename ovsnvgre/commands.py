@@ -81,10 +81,14 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
     state, BFD; with `tunnel_ports: flow`, one row per peer and VSID read from
     the installed flows, as the one flow port names no peer), each local VM
     (port, VSID, MAC, CA, link, MTU, packet counters), the flows per table,
-    and warnings (MTU; a leased address back on the uplink). Drift is every
-    difference between the switch and the fabric (missing, extra or changed
-    rows, flows, ports ovs-vswitchd refused, VM ports whose device was
-    re-created while ovs-vswitchd holds the old one). Changes nothing.
+    and warnings (MTU; a leased address back on the uplink); on a gateway host,
+    each routing domain's external side (NIC, SNAT address, floating IPs, next
+    hop, namespace, state) and its translations (the connections its conntrack
+    table holds). Drift is every difference between the switch and the fabric
+    (missing, extra or changed rows, flows, ports ovs-vswitchd refused, VM
+    ports whose device was re-created while ovs-vswitchd holds the old one, an
+    external side's namespace, links, addresses, routes or rules). Changes
+    nothing.
 
     Exit status: 0 converged, 3 drifted (for monitoring), 1 or 2 on failure.
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ovsnvgre import nvgre
+from ovsnvgre import external, nvgre
 from ovsnvgre.model import Choice, Fabric, Host, KeyLayout, TunnelPorts
 
 # external_ids keys.  The fabric key is the ownership marker: a row is ovsnvgre's
@@ -19,6 +19,7 @@ ROLE_KEY = "ovsnvgre-role"
 PEER_KEY = "ovsnvgre-peer"
 VSID_KEY = "ovsnvgre-vsid"
 VM_KEY = "ovsnvgre-vm"
+DOMAIN_KEY = "ovsnvgre-routing-domain"
 
 
 class Role(Choice):
@@ -36,6 +37,8 @@ class Role(Choice):
     # the pipeline picks the peer (tun_dst) and the key per frame.
     TUNNEL_FLOW = "tunnel-flow"
     VM = "vm"            # a VM's port on the integration bridge
+    # A routing domain's external side: the veth to its namespace on the gateway host.
+    EXTERNAL = "external"
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,11 @@ def desired_host(fabric: Fabric, host_name: str) -> DesiredHost:
             external_ids=owner_ids(fabric, Role.VM, **{VM_KEY: vm.name,
                                                         VSID_KEY: str(fabric.vsid_of(vm))}),
             adopt_existing=True, mtu_request=overlay.vm_mtu))
+    for domain in fabric.gateway_domains(host_name):
+        ports.append(PortSpec(
+            name=external.bridge_port(fabric, domain.name), bridge=overlay.bridge,
+            role=Role.EXTERNAL, iface_type="", options={},
+            external_ids=owner_ids(fabric, Role.EXTERNAL, **{DOMAIN_KEY: domain.name})))
     return DesiredHost(fabric=fabric, host=host, bridges=bridges,
                      ports={port.name: port for port in ports}, pa=host.pa,
                      peer_routes=tuple(peer_routes(fabric, host)))
@@ -187,6 +195,11 @@ def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
         for other in fabric.hosts_in_domain(domain):
             if other != name:
                 shared.setdefault(other, set()).update(routed_here)
+        # Issue 19: packets for outside go to the domain's gateway host with the source
+        # VSID's key, and its replies come back with it.
+        gateway = fabric.routing_domains[domain].external
+        if gateway is not None and gateway.host != name and routed_here:
+            shared.setdefault(gateway.host, set()).update(routed_here)
     return shared
 
 

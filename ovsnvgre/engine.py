@@ -8,6 +8,7 @@ It starts with the survey `plan` shows (survey.py), then, in this order:
     survey   read and plan (the same survey as `plan`)
     preflight  refuse, before any change, a host whose uplink cannot be taken over
     check    probe the underlay before any change (when the plan touches it)
+    external the routing domains' namespaces on a gateway host (last on `down`)
     ovsdb    all row changes in one transaction (the rollback file is saved first)
     kernel   addresses, routes and links, off the uplink and onto the tep port
     verify   probe again; roll back by itself if the host lost its underlay
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from subprocess import Popen
 from typing import Any
 
-from ovsnvgre import netlink, openflow
+from ovsnvgre import externalhost, netlink, openflow
 from ovsnvgre.actual import PortStatus
 from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
@@ -233,7 +234,7 @@ class Converge:
         self.progress(f"applying {len(self.plan.kernel)} address, route and link changes")
         tep_created = any(isinstance(c, PortCreate) and c.spec.role == Role.TEP
                           for c in self.plan.ovsdb)
-        self.kernel_changes = netlink.apply(
+        self.kernel_changes += netlink.apply(
             self.plan.kernel, wait_for=[self.desired.tep_port] if tep_created else [])
 
     def verify(self) -> None:
@@ -373,9 +374,10 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         run.preflight()
         try:
             with signals_raise() as signals:
-                for phase in (lambda: run.start_check(verify), run.apply_ovsdb,
+                for phase in (lambda: run.start_check(verify),
+                              lambda: externalhost.phase(run, False), run.apply_ovsdb,
                               run.apply_kernel, run.verify, run.apply_flows,
-                              lambda: run.finish(confirm)):
+                              lambda: externalhost.phase(run, True), lambda: run.finish(confirm)):
                     phase()
                     signals.check()
         except (SystemFailure, KeyboardInterrupt) as exc:

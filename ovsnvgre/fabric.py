@@ -12,9 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ovsnvgre import fabric_cache, fabric_routing, fabric_yaml, nvgre
+from ovsnvgre import fabric_cache, fabric_external, fabric_routing, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
-from ovsnvgre.fabric_checks import Checker, describe, join
+from ovsnvgre.fabric_checks import Checker, describe, ipv4_interface, join
 from ovsnvgre.fabric_yaml import LineList, LineMap
 from ovsnvgre.model import (
     DatapathType,
@@ -39,13 +39,13 @@ MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 def _parse_pa(text: str) -> ipaddress.IPv4Interface:
     if "/" not in text:
         raise ValueError(text)
-    return ipaddress.IPv4Interface(text)
+    return ipv4_interface(text) or ipaddress.IPv4Interface(text)
 
 
 def _parse_ca(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if "/" not in text:
         raise ValueError(text)
-    return ipaddress.ip_interface(text)
+    return ipv4_interface(text) or ipaddress.ip_interface(text)
 
 
 # --- the loader ---------------------------------------------------------------------
@@ -65,16 +65,26 @@ def load(path: str | Path) -> Fabric:
         raise FabricError(f"{source}: is a directory, not a fabric file") from None
     except OSError as exc:
         raise FabricError(f"{source}: cannot read: {exc.strerror}") from None
-    cached = fabric_cache.get(data)
-    if isinstance(cached, Fabric):
-        return replace(cached, source=source)
-    fabric = loads(data, source)
-    fabric_cache.put(data, fabric)
+    with fabric_yaml.gc_paused():  # as in loads: reading a cached fabric back, 2x faster
+        cached = fabric_cache.get(data)
+        if isinstance(cached, Fabric):
+            return replace(cached, source=source)
+        fabric = loads(data, source)
+        fabric_cache.put(data, fabric)
     return fabric
 
 
 def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:
     """Parse and validate fabric text; ``source`` names it in error messages."""
+    # The garbage collector's passes over the millions of objects of a large fabric
+    # cost more than making them, and none is in a cycle: paused.  The document is
+    # freed (by reference counting) before it resumes, so its one pass then sees
+    # only the Fabric.
+    with fabric_yaml.gc_paused():
+        return _loads(data, source)
+
+
+def _loads(data: bytes | str, source: str) -> Fabric:
     check = Checker(source)
     if isinstance(data, bytes):
         try:
@@ -119,10 +129,13 @@ def _build(doc: LineMap, check: Checker) -> Fabric:
                              "tunnel_ports: flow", _line_of(doc, where.split(".")[0]))
         reserved[nvgre.FLOW_PORT] = "the GRE port of tunnel_ports: flow"
     hosts = _hosts(doc, check, reserved)
+    seen = fabric_external.Seen()
     domains = fabric_routing.routing_domains(
-        _section(doc, "routing_domains", check, allow_missing=True), check)
+        _section(doc, "routing_domains", check, allow_missing=True), check, hosts, reserved,
+        PORT_NAME_RE, seen)
     subnets = _subnets(doc, check, domains)
     vms = _vms(doc, check, hosts, subnets, reserved, overlay.router_mac)
+    fabric_external.floating_vms(domains, subnets, vms, seen, check)
     return Fabric(name=name, datapath_type=datapath_type, underlay=underlay, overlay=overlay,
                   hosts=hosts, virtual_subnets=subnets, vms=vms, routing_domains=domains,
                   source=check.source)
@@ -355,13 +368,16 @@ def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - o
         seen_mac[subnet, mac] = vm_name
         ca = check.parsed(entry, "ca", path, _parse_ca,
                           "an address with a prefix length (like 10.0.0.1/24)")
-        if (subnet, ca.ip) in seen_ca:
+        # The address's bytes (4 for IPv4, 16 for IPv6: the families never meet), not
+        # ca.ip, a new object with a slow hash for every VM.
+        ca_key = (subnet, ca.packed)
+        if ca_key in seen_ca:
             raise check.fail(join(path, "ca"), f"{ca.ip} is already used by VM "
-                             f"{seen_ca[subnet, ca.ip]!r} in virtual subnet {subnet!r}",
+                             f"{seen_ca[ca_key]!r} in virtual subnet {subnet!r}",
                              entry.key_lines["ca"])
         fabric_routing.ca_in_prefix(check, join(path, "ca"), entry.key_lines["ca"], ca,
                                     subnets[subnet])
-        seen_ca[subnet, ca.ip] = vm_name
+        seen_ca[ca_key] = vm_name
         vms[vm_name] = Vm(name=vm_name, host=host, virtual_subnet=subnet, port=port, mac=mac,
                           ca=ca)
     return vms

@@ -29,16 +29,23 @@ from pathlib import Path
 from typing import Any
 
 from ovsnvgre import fabric as fabrics
-from ovsnvgre import fabric_cache, fabric_yaml
+from ovsnvgre import fabric_cache, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
 from ovsnvgre.fabric_checks import Checker
 from ovsnvgre.fabric_yaml import LineMap
-from ovsnvgre.model import Fabric, Vm
+from ovsnvgre.model import Fabric, TunnelPorts, Vm
 
 VMS_LINE = re.compile(r"vms:[ \t]*(#.*)?\n?$")
 # What makes a line's meaning depend on lines elsewhere (anchors, aliases, merge keys,
 # tags), or its indentation unclear (tabs), or the document's structure change.
 UNSAFE = re.compile(r"[&*!\t]|^(---|\.\.\.|%)")
+
+
+def floating(fabric: Fabric) -> set[str]:
+    """The VMs a routing domain's floating IP names: fabric.py checks them against the
+    VMs (fabric_external.floating_vms), so a change of one is left to fabric.load."""
+    return {name for domain in fabric.routing_domains.values() if domain.external is not None
+            for name in domain.external.floating_ips}
 
 
 def _indent(line: str) -> int:
@@ -79,8 +86,8 @@ class Version:
 
     def conflicts(self, added: Iterable[Vm], leaving: set[str]) -> bool:
         """Whether a VM of ``added`` breaks a rule with a VM that stays (not in
-        ``leaving``): fabric.py's port once per host, MAC and CA once per virtual subnet,
-        and a name once."""
+        ``leaving``): fabric.py's port once per host, MAC and CA once per virtual subnet
+        (_vms), and a name once.  (Its other cross-VM rule, floating IPs, is ``floating``.)"""
         self.index()
         for vm in added:
             for index, key in ((self.by_port, (vm.host, vm.port)),
@@ -181,17 +188,20 @@ def _parse(last: Version, lines: list[str], source: str, span: tuple[int, int],
         entries = document.get("vms") or LineMap.empty()
         if not isinstance(entries, LineMap) or len(entries) != len(chunk_starts):
             return None
+        # The names VM ports may not take, as fabric._build reserves them.
         reserved = {fabric.underlay.bridge: "underlay.bridge",
                     fabric.underlay.tep_port: "underlay.tep_port",
                     fabric.overlay.bridge: "overlay.bridge"}
+        if fabric.overlay.tunnel_ports == TunnelPorts.FLOW:
+            reserved[nvgre.FLOW_PORT] = "the GRE port of tunnel_ports: flow"
         added = fabrics._vms(document, Checker(source), fabric.hosts, fabric.virtual_subnets,
-                             reserved)
+                             reserved, fabric.overlay.router_mac)
     except (fabric_yaml.DocumentError, FabricError):
         return None
     k, m_end = span
     gone = last.names[k:m_end]
     leaving = set(gone)
-    if last.conflicts(added.values(), leaving):
+    if last.conflicts(added.values(), leaving) or (leaving | set(added)) & floating(fabric):
         return None
     items = fabric.vms.items()
     vms = dict(islice(items, k))

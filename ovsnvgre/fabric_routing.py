@@ -13,10 +13,12 @@ not the network, broadcast or gateway (first host) address.
 from __future__ import annotations
 
 import ipaddress
+import re
 
+from ovsnvgre import fabric_external
 from ovsnvgre.fabric_checks import Checker, join
 from ovsnvgre.fabric_yaml import LineMap
-from ovsnvgre.model import RoutingDomain, VirtualSubnet
+from ovsnvgre.model import Host, RoutingDomain, VirtualSubnet
 
 # The longest prefix a subnet may have: a /30 holds the network address, the gateway,
 # one VM and the broadcast address.
@@ -25,11 +27,16 @@ MAX_SUBNET_PREFIXLEN = 30
 SUBNET_KEYS = {"prefix", "routing_domain"}
 
 
-def routing_domains(section: LineMap, check: Checker) -> dict[str, RoutingDomain]:
-    """The ``routing_domains`` section: each entry a name with an empty mapping (or none)."""
-    return {name: RoutingDomain(name=name)
-            for name, _, _ in check.entries(section, "routing_domains", set(), set(),
-                                            empty_ok=True)}
+def routing_domains(section: LineMap, check: Checker, hosts: dict[str, Host],
+                    reserved: dict[str, str], nic_name: re.Pattern[str],
+                    seen: fabric_external.Seen) -> dict[str, RoutingDomain]:
+    """The ``routing_domains`` section: each entry a name with an empty mapping (or none),
+    or with an ``external`` gateway (fabric_external; ``hosts``, ``reserved``,
+    ``nic_name`` and ``seen`` are its)."""
+    return {name: RoutingDomain(name=name, external=fabric_external.external(
+                entry, path, check, hosts, reserved, nic_name, seen))
+            for name, path, entry in check.entries(section, "routing_domains",
+                                                   {"external"}, set(), empty_ok=True)}
 
 
 def _parse_prefix(text: str) -> ipaddress.IPv4Network:

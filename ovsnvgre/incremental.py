@@ -39,7 +39,7 @@ TUNNEL_ROLES = (Role.TUNNEL, Role.TUNNEL_RECEIVE, Role.TUNNEL_FLOW)
 # that is in none of them makes every step build the Context whole
 # (tests/test_incremental.py says which field to sort).
 CONTEXT_SAME = frozenset({"desired", "tables"})
-CONTEXT_LOCAL = frozenset({"local_vms", "local_of", "members_of"})
+CONTEXT_LOCAL = frozenset({"local_vms", "local_of", "members_of", "live_ports"})
 CONTEXT_TUNNELS = frozenset({"tunnels", "tunnel_out", "tunnel_vsids", "tunnel_sources",
                              "peers_of"})
 

@@ -104,14 +104,33 @@ class Host:
 
 
 @dataclass(frozen=True)
+class External:
+    """A routing domain's way out: its gateway host's NIC on the external network.
+
+    ``host``: the fabric host that NATs for the domain; ``nic``: that host's NIC on the
+    external network; ``address``: the domain's SNAT address with the external network's
+    prefix length; ``gateway``: the next hop for every destination outside the fabric
+    (resolved by ARP); ``floating_ips``: VM name -> its 1:1 NAT address, both ways.
+    """
+
+    host: str
+    nic: str
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address
+    floating_ips: dict[str, ipaddress.IPv4Address] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RoutingDomain:
     """A tenant's routing domain (HNV's RDID): the virtual subnets a distributed router joins.
 
     Between the subnets of one domain, traffic is routed on the source host; between
     domains, never.  The subnets name their domain (``VirtualSubnet.routing_domain``).
+    ``external``: its gateway to the outside (SNAT, floating IPs), or None.
     """
 
     name: str
+    external: External | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +221,11 @@ class Fabric:
         """The routing domain of ``vm``'s virtual subnet, or None (an L2-only subnet)."""
         return self.virtual_subnets[vm.virtual_subnet].routing_domain
 
+    def gateway_domains(self, host: str) -> tuple[RoutingDomain, ...]:
+        """The routing domains whose external gateway is ``host``, in file order."""
+        return tuple(domain for domain in self.routing_domains.values()
+                     if domain.external is not None and domain.external.host == host)
+
     def domains_on(self, host: str) -> frozenset[str]:
         """The routing domains that have at least one VM on ``host``."""
         return self.index.domains_by_host.get(host, frozenset())
@@ -217,8 +241,11 @@ class Fabric:
 
     def routed_vsids(self, host: str) -> frozenset[int]:
         """The VSIDs the VMs of ``host`` reach through their routing domains' routers: every
-        subnet of every routing domain with a VM on ``host``."""
-        return frozenset(subnet.vsid for domain in self.domains_on(host)
+        subnet of every routing domain with a VM on ``host``, and of every routing domain
+        whose external gateway ``host`` is (it routes the replies from outside)."""
+        domains = set(self.domains_on(host))
+        domains.update(domain.name for domain in self.gateway_domains(host))
+        return frozenset(subnet.vsid for domain in domains
                          for subnet in self.subnets_in(domain))
 
 

@@ -34,6 +34,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # The routing domains whose distributed router runs on this host (routing_domains()).
     routing_domains: list[dict[str, Any]] = field(default_factory=list)
+    # The routing domains' external sides when this host is their gateway (issue 19).
+    external: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
@@ -45,7 +47,7 @@ class Report:
         return {"host": self.host, "tunnels": self.tunnels, "vms": self.vms,
                 "flows": self.flows, "warnings": self.warnings, "drift": self.drift,
                 "converged": self.converged, "notes": self.notes,
-                "routing_domains": self.routing_domains}
+                "routing_domains": self.routing_domains, "external": self.external}
 
     def lines(self) -> list[str]:
         """The report as text, one line each."""
@@ -68,6 +70,15 @@ class Report:
                 [d["name"], s["name"], s["vsid"], s["prefix"], s["gateway"],
                  ", ".join(s["vms"]) or "-"]
                 for d in self.routing_domains for s in d["subnets"]])
+        if self.external:
+            lines.append(f"external sides ({len(self.external)}):")
+            lines += _table(["DOMAIN", "NIC", "SNAT", "FLOATING IPS", "NEXT HOP", "NAMESPACE",
+                             "STATE", "TRANSLATIONS"], [
+                [e["domain"], e["nic"], e["address"],
+                 ", ".join(f"{vm} {ip}" for vm, ip in e["floating_ips"].items()) or "-",
+                 e["gateway"], e["namespace"], e["state"],
+                 "-" if e["translations"] is None else e["translations"]]
+                for e in self.external])
         counts = ", ".join(f"{table} {count}" for table, count in self.flows.items())
         lines.append(f"flows on {h['integration_bridge']}: {counts or 'none'}")
         lines += [f"warning: {w}" for w in self.warnings]
@@ -83,8 +94,9 @@ class Report:
 
 def routing_domains(fabric: Fabric, host: str | None = None) -> list[dict[str, Any]]:
     """The fabric's routing domains as data (`validate --json`, `status --json`): each
-    one's name, router MAC and subnets (name, VSID, prefix, gateway, and the VMs of
-    ``host`` in it); with ``host``, only the domains with a VM there (whose
+    one's name, router MAC, subnets (name, VSID, prefix, gateway, and the VMs of
+    ``host`` in it) and external gateway (host, NIC, SNAT address, next hop, floating
+    IPs; None without); with ``host``, only the domains with a VM there (whose
     distributed router runs on it)."""
     domains = []
     for name in fabric.routing_domains:
@@ -95,8 +107,13 @@ def routing_domains(fabric: Fabric, host: str | None = None) -> list[dict[str, A
                     "vms": [vm.name for vm in fabric.vms_in(s.vsid)
                             if host is None or vm.host == host]}
                    for s in fabric.subnets_in(name)]
+        gateway = fabric.routing_domains[name].external
         domains.append({"name": name, "router_mac": fabric.overlay.router_mac,
-                        "subnets": subnets})
+                        "subnets": subnets, "external": None if gateway is None else {
+                            "host": gateway.host, "nic": gateway.nic,
+                            "address": str(gateway.address), "gateway": str(gateway.gateway),
+                            "floating_ips": {vm: str(ip) for vm, ip
+                                             in gateway.floating_ips.items()}}})
     return domains
 
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from ovsnvgre import handles, netlink, openflow
+from ovsnvgre import external, externalhost, handles, netlink, openflow
 from ovsnvgre import trace as traces
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
 from ovsnvgre.changes import Plan
 from ovsnvgre.desired import DesiredHost, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
+from ovsnvgre.external import ActualSide
 from ovsnvgre.model import Fabric
 from ovsnvgre.ovsdb import Switch
 from ovsnvgre.pipeline import Flow, desired_flows
@@ -60,6 +61,8 @@ class Survey:
     installed: set[Flow]  # the owned flows of the integration bridge
     plan: Plan
     refused: dict[str, str]
+    # The routing domains' namespaces on this gateway host, by name (issue 19).
+    external: dict[str, ActualSide] = field(default_factory=dict)
 
 
 def integration_bridge(desired: DesiredHost,
@@ -101,6 +104,11 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
     if unknown:
         the_plan = replace(the_plan, notes=(*the_plan.notes, "could not check whether "
                            f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
+    sides, external_changes = externalhost.survey(desired.fabric, desired.host.name, removing)
+    if external_changes:
+        blocked = [] if removing else externalhost.blockers(desired.fabric, desired.host.name)
+        the_plan = replace(the_plan, external=tuple(external_changes),
+                           blockers=(*the_plan.blockers, *blocked))
     refused = actual.interfaces.only(set(desired.ports)).refused()
     bridge = integration_bridge(desired, actual.bridge_external_ids())
     installed = openflow.dump(bridge) if bridge else set()
@@ -112,7 +120,7 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         pending = _pending_note(switch.remote)
         if pending:
             the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
-    return Survey(desired, actual, kernel, installed, the_plan, refused)
+    return Survey(desired, actual, kernel, installed, the_plan, refused, sides)
 
 
 def _pending_note(remote: str) -> str | None:
@@ -148,8 +156,9 @@ def status(fabric: Fabric, host: str, db: str | None = None,
         progress(f"reading {switch.remote}, the kernel and the flows")
         found = survey(desired, switch)
         details = switch.interface_details(desired.ports)
-    return build_report(desired, details, found.kernel, found.installed, found.plan,
-                        found.refused)
+    report = build_report(desired, details, found.kernel, found.installed, found.plan,
+                          found.refused)
+    return replace(report, external=external.report(fabric, host, found.external))
 
 
 def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ovsnvgre import nvgre, pipeline
-from ovsnvgre.desired import PEER_KEY, VM_KEY, VSID_KEY, DesiredHost, Role
+from ovsnvgre.desired import DOMAIN_KEY, PEER_KEY, VM_KEY, VSID_KEY, DesiredHost, Role
 from ovsnvgre.errors import UsageError
 from ovsnvgre.model import Fabric, FlowId, Vm
 
@@ -250,6 +250,8 @@ def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[di
             return (f"answered by {router}: {the_probe.address} is at "
                     f"{fabric.overlay.router_mac} ({of})")
         return f"answered by {router}: {the_probe.address} ({of}) replies to the ping"
+    if stage == "external" and len(described) == 1:
+        return _external(fabric, the_probe, described[0])
     if stage == "route" and len(described) == 1 and described[0]["kind"] in ("vm", "tunnel"):
         out = described[0]
         reached = out.get("vm") or next(
@@ -274,6 +276,21 @@ def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[di
     if not described:
         return _dropped(fabric, the_probe, parsed)
     return f"sent by {router} to: {_list(described)}"
+
+
+def _external(fabric: Fabric, the_probe: Probe, out: dict[str, Any]) -> str:
+    """``routed to the external gateway on host3, SNAT 203.0.113.10 (...)``: a packet for
+    outside the domain, on its way to the domain's namespace (issue 19)."""
+    domain = fabric.routing_domains[the_probe.router or ""]
+    gateway = domain.external
+    if gateway is None:
+        return f"sent by {domain.name}'s distributed router to: {out['text']}"
+    floating = gateway.floating_ips.get(the_probe.source.name)
+    nat = f"floating IP {floating}" if floating else f"SNAT {gateway.address.ip}"
+    how = (f"via tunnel to {out['peer']} with key {_key_words(out)}" if out["kind"] == "tunnel"
+           else f"on port {out['port']}")
+    return (f"routed to the external gateway on {gateway.host}, {nat} ({the_probe.address} "
+            f"is outside every subnet of {domain.name}; {how})")
 
 
 def _other_domain(fabric: Fabric, vm: Vm, domain: str | None) -> str:
@@ -317,6 +334,10 @@ def _describe_output(desired: DesiredHost, port: str, tun_id: int | None,
     if spec is not None and spec.role == Role.VM:
         vm = spec.external_ids.get(VM_KEY)
         return {"kind": "vm", "port": port, "vm": vm, "text": f"{vm} (port {port})"}
+    if spec is not None and spec.role == Role.EXTERNAL:
+        domain = spec.external_ids.get(DOMAIN_KEY)
+        return {"kind": "external", "port": port, "domain": domain,
+                "text": f"{domain}'s external side (port {port})"}
     return {"kind": "other", "port": port, "text": f"port {port}"}
 
 

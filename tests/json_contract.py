@@ -24,7 +24,10 @@ STRS = {"type": "array", "items": STR}
 # those with a VM on the host and that host's VMs.
 ROUTING_DOMAINS = {"type": "array", "items": obj({
     "name": STR, "router_mac": STR, "subnets": {"type": "array", "items": obj({
-        "name": STR, "vsid": INT, "prefix": STR, "gateway": STR, "vms": STRS})}})}
+        "name": STR, "vsid": INT, "prefix": STR, "gateway": STR, "vms": STRS})},
+    "external": {"anyOf": [{"type": "null"}, obj({
+        "host": STR, "nic": STR, "address": STR, "gateway": STR,
+        "floating_ips": {"type": "object", "additionalProperties": STR}})]}})}
 
 VALIDATE = obj({"fabric": STR, "file": STR, "valid": BOOL, "hosts": INT,
                 "virtual_subnets": INT, "vms": INT, "datapath_type": STR, "key_layout": STR,
@@ -57,7 +60,11 @@ STATUS = obj({
         "state": STR, "mtu": OPT_INT, "rx_packets": INT, "tx_packets": INT})},
     "flows": {"type": "object", "additionalProperties": INT},
     "warnings": STRS, "drift": STRS, "converged": BOOL, "notes": STRS,
-    "routing_domains": ROUTING_DOMAINS})
+    "routing_domains": ROUTING_DOMAINS,
+    "external": {"type": "array", "items": obj({
+        "domain": STR, "namespace": STR, "port": STR, "nic": STR, "address": STR,
+        "gateway": STR, "floating_ips": {"type": "object", "additionalProperties": STR},
+        "state": STR, "translations": OPT_INT})}})
 
 TRACE = obj({"host": STR, "from": STR, "to": STR, "destination": OPT_STR, "proto": STR,
              "flow": STR, "verdict": STR, "outputs": {"type": "array", "items": obj({

@@ -1,3 +1,4 @@
+import gc
 import ipaddress
 
 import pytest
@@ -202,3 +203,51 @@ def test_flow_id_refusal_names_its_own_line():
     text = TWO_HOSTS.replace("overlay: {bridge: br-int, key_layout: rfc7637, tunnel_ports: "
                              "per-vsid}", "overlay:\n  bridge: br-int\n  flow_id: hash")
     assert refuse(text).startswith("f.yaml:6: overlay.flow_id: hash needs tunnel ports")
+
+
+ADDRESSES = ["10.0.0.1", "0.0.0.0", "255.255.255.255", "256.0.0.1", "01.2.3.4", "1.2.3.04",
+             "1.2.3.00", "0.0.0.00", "001.2.3.4", "1.2.3.1234", "1.2.3", "1.2.3.4.5", "1..3.4",
+             ".1.2.3", "1.2.3.", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\n", "1.2.3.4\x00",
+             "\u0661.\u0662.\u0663.\u0664", "1.2.3.0x4", "1.2.3.+4", "1.2.3.-4", "0x0a.0.0.1",
+             "1e1.0.0.1", "", "2001:db8::1", "::ffff:10.0.0.1", "1.2.3.4%eth0", "fe80::1%eth0"]
+PREFIXES = ["24", "8", "32", "0", "33", "08", "+8", " 8", "255.255.255.0", "0.0.0.255",
+            "255.0.255.0", "", "x", "24/5", "64", "128"]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_cas_and_pas_are_read_exactly_as_ipaddress_reads_them(address):
+    """The fast reading of an IPv4 CA or PA (inet_pton, then the prefix) takes what
+    ipaddress.ip_interface takes, as the same value, and refuses what it refuses."""
+    def outcome(parse, text):
+        try:
+            value = parse(text)
+        except ValueError:
+            return None
+        return type(value), value, value.network, value.ip.packed
+
+    for prefix in PREFIXES:
+        text = f"{address}/{prefix}"
+        assert outcome(fabric._parse_ca, text) == outcome(ipaddress.ip_interface, text), text
+        assert outcome(fabric._parse_pa, text) == outcome(ipaddress.IPv4Interface, text), text
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """Loading pauses the collector (for speed) and gives it back, even on a refusal: a
+    long-running `watch` reloads the fabric and must keep collecting its cycles."""
+    path = tmp_path / "f.yaml"
+    path.write_text(TWO_HOSTS)
+    assert gc.isenabled()
+    fabric.load(path)
+    fabric.load(path)  # from the cache
+    assert gc.isenabled()
+    with pytest.raises(FabricError):
+        load(TWO_HOSTS.replace("vsid: 5001", "vsid: 1"))
+    with pytest.raises(FabricError):
+        load("a: [unclosed\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load(TWO_HOSTS)
+        assert not gc.isenabled()  # a caller's own pause is kept
+    finally:
+        gc.enable()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -143,4 +144,15 @@ def test_the_vm_rules_it_repeats_are_still_fabric_pys():
     fabric.py's _vms does: when _vms or _build change, look at Version.conflicts again,
     then update this digest."""
     source = inspect.getsource(fabrics._vms) + inspect.getsource(fabrics._build)
-    assert hashlib.sha256(source.encode()).hexdigest()[:16] == "edf9ad74b6d6ead3"
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == "cd242fc8e609f06b"
+
+
+def test_a_vm_a_floating_ip_names_is_left_to_the_full_load():
+    """fabric.py checks floating IPs against the VMs (fabric_external.floating_vms)."""
+    text = (Path(__file__).parent.parent / "examples" / "gateway.yaml").read_text()
+    version = fabric_delta.start(text, fabrics.loads(text, "gateway.yaml"))
+    assert version is not None
+    without = "".join(line for line in text.splitlines(keepends=True)
+                      if not line.startswith("  web-a:"))
+    assert loads_or_none(without) is None  # the floating IP names a VM that is gone
+    assert fabric_delta.step(version, without, "gateway.yaml") is None

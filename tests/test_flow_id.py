@@ -28,7 +28,7 @@ from test_trace import Tracer
 from ovsnvgre import fabric
 from ovsnvgre.changes import FlowChanges
 from ovsnvgre.desired import desired_host
-from ovsnvgre.lab.check import _wire
+from ovsnvgre.lab import topology, wire
 from ovsnvgre.lab.pcap import gre_packets
 from ovsnvgre.pipeline import describe, desired_flows, table_of
 from ovsnvgre.pipeline.flow import FLOW_ID_HASH
@@ -109,16 +109,23 @@ def _pcap(path: Path, keys: list[int]) -> Path:
     return path
 
 
+def _wire(flow_id: str, capture: Path) -> wire.WireResult:
+    """The lab check's judgement of ``capture`` with ``flow_id``, Red's key expected."""
+    fab = fabric.loads(fabric_text(flow_id), "f.yaml")
+    return wire.judge(fab, topology.build(fab), {RED << 8}, [capture])
+
+
 def test_the_labs_wire_check_reads_the_vsid_bits_of_a_hashed_key(tmp_path):
     capture = _pcap(tmp_path / "gre.pcap", [RED << 8 | 0x76, RED << 8 | 0x03])
-    hashed = _wire({RED << 8}, [capture], ignored=0xFF)
+    hashed = _wire("hash", capture)
     assert hashed.problems == [] and hashed.keys_seen == ["0x138900"]
     assert hashed.flow_ids_seen == 2
-    # Without the mask (flow_id: zero) the same packets carry no key of the fabric.
-    assert "key 0x138976 is no VSID key of the fabric" in _wire({RED << 8}, [capture]).problems[0]
-    wrong = _pcap(tmp_path / "wrong.pcap", [BLUE << 8 | 0x76])
-    problems = _wire({RED << 8}, [wrong], ignored=0xFF).problems
-    assert "key 0x177176 is no VSID key of the fabric" in problems[0]
+    # With flow_id: zero the same packets carry no key of the fabric.
+    assert "key 0x138976 is no VSID key of the fabric" in _wire("zero", capture).problems[0]
+    # Red's frame (to red-b's MAC) with Blue's VSID in the key: no key of the fabric's
+    # for this destination.
+    problems = _wire("hash", _pcap(tmp_path / "wrong.pcap", [BLUE << 8 | 0x76])).problems
+    assert "key 0x177176 (VSID 6001) carries a frame to red-b (VSID 5001)" in problems[0]
     assert "no GRE packet with key 0x138900 crossed the underlay" in problems
 
 

@@ -168,4 +168,4 @@ def test_every_stage_says_whether_it_is_incremental():
     starts as not incremental (recomputed whole on every change)."""
     assert {stage.name: stage.incremental for stage in STAGES} == {
         "classify": True, "arp_responder": True, "forward": True, "gateway": False,
-        "ttl": False, "route": False}
+        "ttl": False, "route": False, "external": False}

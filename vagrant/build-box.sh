@@ -15,7 +15,7 @@ set -euo pipefail
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 DIR=${1:-$(cd "$(dirname "$0")/.." && pwd)/.vagrant-lab/boxes}
-PACKAGES=systemd-sysv,udev,kmod,netbase,procps,linux-image-amd64,openssh-server,sudo,ifupdown,isc-dhcp-client,iproute2,iputils-ping,ethtool,rsync,openvswitch-switch,tcpdump,python3,python3-venv
+PACKAGES=systemd-sysv,udev,kmod,netbase,procps,linux-image-amd64,openssh-server,sudo,ifupdown,isc-dhcp-client,iproute2,iputils-ping,ethtool,rsync,openvswitch-switch,nftables,tcpdump,python3,python3-venv
 DISK_SIZE=4G
 PARTITION_START=2048  # sectors of 512 bytes: the partition begins at 1 MiB
 

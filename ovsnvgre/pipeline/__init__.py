@@ -5,6 +5,9 @@
     VM port of a routed subnet --classify (to router_mac, or ARP for its gateway)-->
         gateway (ARP and ping for the router's own addresses) --> ttl --> route
         (rewrite, then the destination VM's port or tunnel, with its VSID's key)
+        --> external (outside every subnet of the domain: to its namespace on the
+        gateway host, through the tunnel with the source VSID's key)
+    external side's bridge port (gateway host) --classify--> ttl --> route
     tunnel port --classify (port or key -> VSID)--> forward (never back into a tunnel)
 
 ``STAGES`` is the one place the order is written: stage *i* is table ``10 * i``,
@@ -23,7 +26,7 @@ their numbers.
 from __future__ import annotations
 
 from ovsnvgre.desired import DesiredHost
-from ovsnvgre.pipeline import arp_responder, classify, forward, gateway, route, ttl
+from ovsnvgre.pipeline import arp_responder, classify, external, forward, gateway, route, ttl
 from ovsnvgre.pipeline.flow import COOKIE, Flow
 from ovsnvgre.pipeline.stage import Context, Stage
 
@@ -31,7 +34,7 @@ __all__ = ["COOKIE", "STAGES", "Flow", "Stage", "describe", "desired_flows", "st
            "table_name", "table_of"]
 
 STAGES: tuple[Stage, ...] = (classify.STAGE, arp_responder.STAGE, forward.STAGE,
-                             gateway.STAGE, ttl.STAGE, route.STAGE)
+                             gateway.STAGE, ttl.STAGE, route.STAGE, external.STAGE)
 
 # Ten apart: the numbers the tables have always had (0, 10, 20), and room for
 # a person's own experiments between them.

@@ -47,6 +47,8 @@ class Context:
     peers_of: dict[int, list[str]] = field(default_factory=dict)
     local_of: dict[int, list[Vm]] = field(default_factory=dict)
     members_of: dict[int, tuple[Vm, ...]] = field(default_factory=dict)
+    # Every port on the switch now (issue 19: the external sides' bridge ports).
+    live_ports: frozenset[str] = frozenset()
 
     @property
     def fabric(self) -> Fabric:
@@ -66,7 +68,7 @@ class Context:
         tunnels = [p for p in desired.ports.values()
                    if p.role in (Role.TUNNEL, Role.TUNNEL_RECEIVE, Role.TUNNEL_FLOW)
                    and p.name in live_ports]
-        context = cls(desired, tables, local_vms, tunnels)
+        context = cls(desired, tables, local_vms, tunnels, live_ports=frozenset(live_ports))
         for port in tunnels:
             if port.role == Role.TUNNEL_FLOW:
                 context._add_flow_port(port)
@@ -94,10 +96,12 @@ class Context:
 
     @cached_property
     def local_domains(self) -> list[str]:
-        """The routing domains of this host's live VMs, in file order: those whose
+        """The routing domains of this host's live VMs, and those whose external gateway
+        this host is (it routes their replies from outside), in file order: those whose
         distributed router runs here."""
         fabric = self.fabric
         mine = {fabric.routing_domain_of(vm) for vm in self.local_vms}
+        mine.update(domain.name for domain in fabric.gateway_domains(self.desired.host.name))
         return [name for name in fabric.routing_domains if name in mine]
 
     def _add_flow_port(self, port: PortSpec) -> None:
