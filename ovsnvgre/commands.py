@@ -152,7 +152,9 @@ def watch(config: str, host: str | None, db: str | None, timeout: float,
     again under the same name), the flows of the integration bridge (or
     ovs-vswitchd restarting and losing them), or the fabric file (a new valid
     file is taken; an invalid one is reported and the last good one kept).
-    SIGHUP runs it at once. Logs every repair with what drifted, one line
+    A file whose VMs alone changed, and row events of VM and tunnel ports,
+    are applied incrementally: only the rows and flows they touch are read
+    and written. SIGHUP runs it at once. Logs every repair with what drifted, one line
     each, on stderr. Any failed run is logged in one line (and, with --debug,
     its traceback) and tried again after 1, 2, 5, 10, then every 30 s.
     examples/ovsnvgre-watch.service runs it under systemd.

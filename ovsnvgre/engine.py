@@ -39,7 +39,7 @@ from ovsnvgre.model import Fabric
 from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
 from ovsnvgre.ovsdb.switch import NotApplied
-from ovsnvgre.pipeline import desired_flows
+from ovsnvgre.pipeline import Flow, desired_flows
 from ovsnvgre.plan import diff_flows, with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
@@ -64,6 +64,8 @@ class RunResult:
     check: Check | None = None
     # With --confirm: the process that rolls the run back unless it is confirmed.
     timer: Popen | None = None
+    live: frozenset[str] = frozenset()  # the ports with an OpenFlow number, and
+    flows: frozenset[Flow] = frozenset()  # the flows installed for them (watch keeps both)
 
     @property
     def changed(self) -> bool:
@@ -159,6 +161,7 @@ class Converge:
         self.ovsdb_writes = self.kernel_changes = self.flow_mods = 0
         self.status = PortStatus()
         self.timer: Popen | None = None
+        self.wanted: frozenset[Flow] = frozenset()
 
     def guard(self) -> None:
         """Take over the rollback state of a run that died (see journal.adopt)."""
@@ -281,10 +284,8 @@ class Converge:
                 self.installed = openflow.dump(bridge)
         else:
             self.status = self.found.actual.interfaces.only(wanted)
-        flow_changes = diff_flows(
-            desired.fabric.overlay.bridge,
-            set() if self.removing else desired_flows(desired, self.status.live()),
-            self.installed)
+        self.wanted = frozenset(() if self.removing else desired_flows(desired, self.status.live()))
+        flow_changes = diff_flows(desired.fabric.overlay.bridge, set(self.wanted), self.installed)
         self.plan = with_flows(self.plan, flow_changes)
         if not flow_changes:
             return
@@ -306,7 +307,8 @@ class Converge:
     def result(self) -> RunResult:
         """What the run did."""
         return RunResult(self.plan, self.ovsdb_writes, self.kernel_changes, self.flow_mods,
-                         self.status.refused(), self.check, self.timer)
+                         self.status.refused(), self.check, self.timer,
+                         frozenset(self.status.live()), self.wanted)
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,

@@ -96,7 +96,9 @@ def test_watch_keeps_the_host_converged(lab, tmp_path):
         wait_for(lambda: host1.switch.vsctl("get", "interface", RED_TUNNEL,
                                             "options:key").strip() == f'"{5001 << 8}"',
                  2.5, "the tunnel key repaired")
-        assert f"repair tunnel port {RED_TUNNEL}" in log.read_text()
+        # The line follows the repair (by milliseconds: it may come after `get` reads it).
+        wait_for(lambda: f"repair tunnel port {RED_TUNNEL}" in log.read_text(), 2.5,
+                 "the repair logged")
 
         # ovs-vswitchd dies and comes back without its flows.
         seen = len(log.read_text())

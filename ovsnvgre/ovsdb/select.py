@@ -70,11 +70,20 @@ class RawClient:
             raise SystemFailure(f"cannot reach ovsdb-server at {remote}: "
                                 f"{exc.strerror or exc}") from None
 
-    def select(self, tables: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:  # noqa: C901 - one decision per branch, each documented; splitting would scatter it
+    def select(self, tables: dict[str, list[str]], named: dict[str, set[str]] | None = None  # noqa: C901 - one decision per branch, each documented; splitting would scatter it
+               ) -> dict[str, list[dict[str, Any]]]:
         """Every row of each table, with ``_uuid`` and the columns named (RFC 7047
-        JSON values); raises SystemFailure on any error."""
-        operations = [{"op": "select", "table": table, "where": [],
-                       "columns": ["_uuid", *columns]} for table, columns in tables.items()]
+        JSON values); of a table in ``named``, only the rows with those names (one
+        select each).  Raises SystemFailure on any error."""
+        named = named or {}
+        operations, order = [], []
+        for table, columns in tables.items():
+            wheres = [[["name", "==", name]] for name in sorted(named[table])] \
+                if table in named else [[]]
+            for where in wheres:
+                operations.append({"op": "select", "table": table, "where": where,
+                                   "columns": ["_uuid", *columns]})
+                order.append(table)
         request = {"method": "transact", "params": ["Open_vSwitch", *operations], "id": 1}
         decoder = json.JSONDecoder()
         pending = b""
@@ -113,7 +122,10 @@ class RawClient:
             if "error" in result:
                 raise SystemFailure(f"ovsdb-server at {self.remote}: {result['error']}: "
                                     f"{result.get('details', '')}")
-        return {table: result["rows"] for table, result in zip(tables, results, strict=True)}
+        found: dict[str, list[dict[str, Any]]] = {table: [] for table in tables}
+        for table, result in zip(order, results, strict=True):
+            found[table] += result["rows"]
+        return found
 
     def close(self) -> None:
         """Close the connection."""

@@ -73,4 +73,5 @@ STAGE = Stage(
             "inner flow in its FlowID bits.",
     drop_reason="no port of VSID {vsid} takes it",
     flows=_flows,
+    incremental=True,
 )
