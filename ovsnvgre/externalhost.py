@@ -19,6 +19,7 @@ from ovsnvgre.externalns import (
     link_exists,
     make_links,
     master_of,
+    mount_blocker,
     owned_namespaces,
     read,
     remove,
@@ -54,11 +55,20 @@ def survey(fabric: Fabric, host: str, removing: bool = False
     return found, changes
 
 
-def blockers(fabric: Fabric, host: str) -> list[str]:
-    """What makes `up` refuse before any change on a gateway host: no `nft` here, an
-    external NIC that does not exist or is enslaved (a macvlan cannot sit on a bridge's
-    or bond's port: the kernel answers EBUSY), one line each."""
+def blockers(fabric: Fabric, host: str, changes: Iterable[ExternalChange] = (),
+             removing: bool = False) -> list[str]:
+    """What makes `up` or `down` refuse before any change on a gateway host: a run that
+    would create or delete a namespace from a private mount namespace (`ip netns
+    exec`); on `up`, no `nft` here, an external NIC that does not exist or is enslaved
+    (a macvlan cannot sit on a bridge's or bond's port: the kernel answers EBUSY); one
+    line each."""
     found = []
+    if any(change.action in ("create", "delete") for change in changes):
+        blocker = mount_blocker()
+        if blocker is not None:
+            found.append(blocker)
+    if removing:
+        return found
     if fabric.gateway_domains(host) and shutil.which("nft") is None:
         found.append("nft not found: the external gateways need it (apt-get install nftables)")
     for domain in fabric.gateway_domains(host):

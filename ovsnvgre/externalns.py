@@ -109,20 +109,36 @@ def _machine_mount_ns() -> list[str]:
     vanish when the command exits, and a delete there would not reach the machine's
     mount.  PID 1's mount namespace is used when it can be read and is not ours; when it
     cannot be read and /run/netns is a slave mount here (`ip netns exec`), the run is
-    refused rather than making a namespace that vanishes."""
+    refused (``mount_blocker``, before any change) rather than making a namespace that
+    vanishes."""
     try:
         if os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/1/ns/mnt"):
             return ["nsenter", "--mount=/proc/1/ns/mnt", "--"]
         return []
     except OSError:
         pass
-    if _slave_mount(str(NETNS_DIR)):
-        raise SystemFailure(f"this run is in a private mount namespace whose {NETNS_DIR} "
-                            "only receives mounts (as under `ip netns exec`): a namespace "
-                            "made here would vanish when it exits; run it in the machine's "
-                            "mount namespace (`nsenter --net=...` enters only the network "
-                            "namespace)")
+    blocker = mount_blocker()
+    if blocker is not None:
+        raise SystemFailure(blocker)
     return []
+
+
+def mount_blocker() -> str | None:
+    """Why this run cannot make or delete a domain's namespace (one line), or None.
+
+    Checked before the first change of a run that will create or delete one: from
+    under `ip netns exec` the name would vanish (or stay) behind the run's back."""
+    try:
+        os.readlink("/proc/1/ns/mnt")
+        return None
+    except OSError:
+        pass
+    if not _slave_mount(str(NETNS_DIR)):
+        return None
+    return (f"this run is in a private mount namespace whose {NETNS_DIR} only receives "
+            "mounts (as under `ip netns exec`): a routing domain's namespace made or "
+            "deleted here would vanish (or stay) when it exits; run it in the machine's "
+            "mount namespace (`nsenter --net=...` enters only the network namespace)")
 
 
 def _slave_mount(path: str) -> bool:

@@ -106,7 +106,8 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
                            f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
     sides, external_changes = externalhost.survey(desired.fabric, desired.host.name, removing)
     if external_changes:
-        blocked = [] if removing else externalhost.blockers(desired.fabric, desired.host.name)
+        blocked = externalhost.blockers(desired.fabric, desired.host.name, external_changes,
+                                        removing)
         the_plan = replace(the_plan, external=tuple(external_changes),
                            blockers=(*the_plan.blockers, *blocked))
     refused = actual.interfaces.only(set(desired.ports)).refused()

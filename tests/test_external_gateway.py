@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -388,3 +389,34 @@ def test_an_enslaved_external_nic_is_refused_before_any_change(world):
     assert result.returncode == 1
     assert "routing domain contoso's external NIC eth2 is enslaved to brx" in result.stderr
     assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+
+
+def _switch_state(host: Host) -> tuple[str, str, str]:
+    flows = host.switch.appctl("bridge/dump-flows", "br-int") \
+        if "br-int" in host.switch.vsctl("list-br").split() else ""
+    flows = re.sub(r"(duration|n_packets|n_bytes|idle_age)=[^,]*, ", "", flows)
+    return host.switch.vsctl("show"), flows, host.ip("-4", "route", "show")
+
+
+def test_a_run_under_ip_netns_exec_is_refused_before_any_change(world):
+    # `ip netns exec` gives the run a private mount namespace: a domain's namespace made
+    # or deleted there would vanish (or stay) behind it, so `up` and `down` refuse first.
+    host3 = world.host3
+    before = _switch_state(host3)
+    refused = host3.ovsnvgre("up")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("ovsnvgre: error: host host3: this run is in a private mount "
+                           "namespace"), refused.stderr
+    assert last.endswith("nothing was changed"), last
+    assert _switch_state(host3) == before
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    up(world)
+    before = _switch_state(host3)
+    refused = host3.ovsnvgre("down", "--no-verify")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].endswith("nothing was changed")
+    assert _switch_state(host3) == before
+    again = run(host3, "up")
+    assert again.returncode == 0 and "no changes" in again.stdout, again.stdout + again.stderr
+    assert world.vms["web-b"].ping(SERVER)
