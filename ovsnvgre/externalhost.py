@@ -6,6 +6,7 @@ externalns.py's; the data and the difference external.py's.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable
 from typing import Any
@@ -84,7 +85,10 @@ def blockers(fabric: Fabric, host: str, changes: Iterable[ExternalChange] = (),
 
 def apply(changes: Iterable[ExternalChange]) -> int:
     """Carry ``changes`` out, domain by domain; the number of changes made.  Raises
-    SystemFailure (with the netlink or command's reason) on the first that fails."""
+    SystemFailure (with the netlink or command's reason: pyroute2's NetlinkError, an
+    OSError) on the first that fails, so the run rolls back."""
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415 - as externalns._ipr
+
     done = 0
     by_netns: dict[str, list[ExternalChange]] = {}
     for change in changes:
@@ -110,8 +114,10 @@ def apply(changes: Iterable[ExternalChange]) -> int:
                 done += 1
             if actions - {"sysctls", "links"} or "links" in actions:
                 done += converge(side, read(netns, side.bridge_port))
-        except OSError as exc:  # NetlinkError is an OSError
-            raise SystemFailure(f"namespace {netns}: {exc}") from exc
+        except (OSError, NetlinkError) as exc:  # NetlinkError is no OSError (pyroute2 0.9)
+            code = getattr(exc, "code", None)
+            reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
+            raise SystemFailure(f"namespace {netns}: {reason}") from exc
     return done
 
 

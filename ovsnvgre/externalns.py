@@ -12,6 +12,7 @@ its peer inside, in one request) and nothing else (the macvlan is made directly 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -289,20 +290,24 @@ def converge(side: ExternalSide, actual: ActualSide) -> int:
     with _netns(side.netns) as ns:
         outside = ns.link_lookup(ifname=OUTSIDE_LINK)[0]
         inside = ns.link_lookup(ifname=INSIDE_LINK)[0]
+        # Stale routes first: deleting an address makes the kernel drop the routes
+        # through it (the old default route with the old external network's address).
+        index = {INSIDE_LINK: inside, OUTSIDE_LINK: outside}
+        for dst, gateway, _ in sorted(actual.routes - external.wanted_routes(side), key=str):
+            _tolerate_gone(lambda dst=dst, gateway=gateway: ns.route(
+                "del", dst=dst, gateway=gateway, table=MAIN_TABLE))
+            changes += 1
         wanted = set(side.addresses)
         for address in sorted(actual.addresses - wanted):
-            ns.addr("del", index=outside, address=str(address.ip),
-                    prefixlen=address.network.prefixlen)
+            _tolerate_gone(lambda address=address: ns.addr(
+                "del", index=outside, address=str(address.ip),
+                prefixlen=address.network.prefixlen))
             changes += 1
         for address in side.addresses:
             if address not in actual.addresses:
                 ns.addr("add", index=outside, address=str(address.ip),
                         prefixlen=address.network.prefixlen)
                 changes += 1
-        index = {INSIDE_LINK: inside, OUTSIDE_LINK: outside}
-        for dst, gateway, _ in sorted(actual.routes - external.wanted_routes(side), key=str):
-            ns.route("del", dst=dst, gateway=gateway, table=MAIN_TABLE)
-            changes += 1
         wanted_neigh = external.wanted_neighbours(side)
         for dst, _ in actual.neighbours - wanted_neigh:
             ns.neigh("del", dst=dst, ifindex=inside)
@@ -321,17 +326,28 @@ def converge(side: ExternalSide, actual: ActualSide) -> int:
     return changes
 
 
+def _tolerate_gone(delete: Any) -> None:
+    """Run ``delete`` (a netlink deletion); an object the kernel removed already (ESRCH,
+    EADDRNOTAVAIL: gone with an address or link deleted before it) is no error."""
+    try:
+        delete()
+    except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError, re-raised unless gone
+        if getattr(exc, "code", None) not in (errno.ESRCH, errno.EADDRNOTAVAIL):
+            raise
+
+
 def remove(netns: str, bridge_port: str | None) -> None:
     """Delete ``netns`` with everything in it (its links first, so that a process still
     inside cannot keep them, nor the veth's end on the bridge, alive), and wait until
     the bridge port is gone."""
     if exists(netns):
+        prefix = _machine_mount_ns()  # raises before anything is deleted
         with _netns(netns) as ns:
             for name in (INSIDE_LINK, OUTSIDE_LINK):
                 for index in ns.link_lookup(ifname=name):
                     ns.link("del", index=index)
         _run(_in(netns, "nft", "flush", "ruleset"), check=False)
-        _run([*_machine_mount_ns(), "ip", "netns", "delete", netns])
+        _run([*prefix, "ip", "netns", "delete", netns])
     if bridge_port is not None:
         _wait_gone([bridge_port])
 

@@ -420,3 +420,46 @@ def test_a_run_under_ip_netns_exec_is_refused_before_any_change(world):
     again = run(host3, "up")
     assert again.returncode == 0 and "no changes" in again.stdout, again.stdout + again.stderr
     assert world.vms["web-b"].ping(SERVER)
+
+
+def test_moving_a_domain_to_another_external_network(world):
+    # The old address goes, and the kernel drops the default route with it: `up` replaces
+    # both, and the domain leaves by its new address.
+    up(world)
+    world.outside.exec("ip", "addr", "add", "100.64.0.1/24", "dev", "eth0")
+    fabric = world.host3.fabric
+    fabric.write_text(fabric.read_text().replace(
+        "address: 203.0.113.10/24\n      gateway: 203.0.113.1\n"
+        "      floating_ips: {web-a: 203.0.113.21}",
+        "address: 100.64.0.10/24\n      gateway: 100.64.0.1\n"
+        "      floating_ips: {web-a: 100.64.0.21}"))
+    for host in (world.host3, world.host1):
+        moved = run(host, "up")
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+    again = run(world.host3, "up")
+    assert "no changes" in again.stdout, again.stdout + again.stderr
+    server = Listener(world.outside.name, SERVER)
+    try:
+        assert world.ask("web-b", "udp").startswith("100.64.0.10:")
+        assert world.ask("web-a", "udp").startswith("100.64.0.21:")
+        assert world.ask("front-a", "udp").startswith("203.0.113.11:")
+    finally:
+        server.stop()
+
+
+def test_a_netlink_error_in_the_external_phase_rolls_back(world):
+    # A macvlan cannot sit on the loopback device: the kernel refuses it (EINVAL) once
+    # the run has begun; the run says so in one line and rolls back.
+    fabric = world.host3.fabric
+    fabric.write_text(fabric.read_text().replace(
+        "fabrikam:\n    external: {host: host3, nic: eth2,",
+        "fabrikam:\n    external: {host: host3, nic: lo,"))
+    before = _switch_state(world.host3)
+    failed = run(world.host3, "up")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "internal error" not in failed.stderr, failed.stderr
+    assert last.startswith("ovsnvgre: error: host host3: namespace "
+                           f"ovsnvgre-{FABRIC}-fabrikam: Invalid argument"), last
+    assert "Rolled back" in last, last
+    assert _switch_state(world.host3) == before
