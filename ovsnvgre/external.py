@@ -318,9 +318,10 @@ def diff(side: ExternalSide, actual: ActualSide) -> list[ExternalChange]:
 
 def owned(fabric: Fabric, host: str, netns: str, actual_marker: str | None) -> bool:
     """Whether the namespace ``netns`` (with int0's mark ``actual_marker``) is this
-    fabric's on ``host``: its mark names both, or, with no mark, its name is that of a
-    domain whose gateway ``host`` is."""
-    if actual_marker is not None:
+    fabric's on ``host``: its mark names both, or, with no mark (no int0, or an empty
+    ifalias: a run killed between making the links and marking them), its name is that
+    of a domain whose gateway ``host`` is."""
+    if actual_marker:
         return actual_marker.startswith(f"ovsnvgre-fabric={fabric.name} host={host} ")
     return netns in {netns_name(fabric, domain.name) for domain in fabric.gateway_domains(host)}
 

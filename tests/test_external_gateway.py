@@ -463,3 +463,20 @@ def test_a_netlink_error_in_the_external_phase_rolls_back(world):
                            f"ovsnvgre-{FABRIC}-fabrikam: Invalid argument"), last
     assert "Rolled back" in last, last
     assert _switch_state(world.host3) == before
+
+
+def test_down_removes_a_namespace_left_unmarked_by_a_run_that_died(world):
+    # A run killed while making a namespace leaves its links without their mark (the
+    # ifalias is set after they are made): the namespace's name is still this fabric's
+    # domain's on this host, so `down` removes it with its bridge port.
+    up(world)
+    contoso = f"ovsnvgre-{FABRIC}-contoso"
+    for link in ("int0", "ext0"):
+        sh("ip", "-n", contoso, "link", "set", link, "alias", "")
+    plan = run(world.host3, "plan")
+    assert f"set links of namespace {contoso}" in plan.stdout, plan.stdout + plan.stderr
+    down = run(world.host3, "down", "--no-verify")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    assert not [line for line in world.host3.ip("-br", "link").splitlines()
+                if line.startswith("gw")]
