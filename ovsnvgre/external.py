@@ -33,6 +33,7 @@ OUTSIDE_LINK = "ext0"
 NETNS_PREFIX = "ovsnvgre-"
 NFT_TABLE = "ovsnvgre"  # family ip
 DIGEST_WORD = "rules="
+LISTED_WORD = "listed="
 # The sysctls of the namespace (/proc/sys/net relative paths): it forwards IPv4 and
 # has no IPv6 (nothing of the design carries it; no link-local chatter on either side).
 SYSCTLS = {"ipv4/ip_forward": "1", "ipv6/conf/all/disable_ipv6": "1",
@@ -224,9 +225,34 @@ def ruleset(fabric: Fabric, domain: RoutingDomain,
 
 def ruleset_digest(text: str) -> str | None:
     """The digest a ruleset (as ``ruleset`` writes it, or as ``nft list table`` prints it)
-    carries in its table comment, or None."""
-    found = re.search(rf'comment "[^"]*{DIGEST_WORD}([0-9a-f]+)"', text)
-    return found.group(1) if found else None
+    carries in its table comment, or None.
+
+    A listing whose comment also records the digest of the listing itself (``listed=``,
+    ``with_listing``) yields its digest only while the rules listed are still exactly
+    those: a rule, set element or chain added or changed by hand gives None (drift)."""
+    found = re.search(rf'comment "[^"]*{DIGEST_WORD}([0-9a-f]+)', text)
+    if not found:
+        return None
+    listed = re.search(rf'comment "[^"]*{LISTED_WORD}([0-9a-f]+)"', text)
+    if listed is not None and listed.group(1) != listing_digest(text):
+        return None
+    return found.group(1)
+
+
+def listing_digest(listing: str) -> str:
+    """A digest of ``nft list table`` output, the table's comment line left out (it
+    carries this very digest)."""
+    body = "\n".join(line for line in listing.splitlines()
+                     if not line.strip().startswith("comment "))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def with_listing(text: str, listing: str) -> str:
+    """``text`` (a ``ruleset``) whose table comment also records the digest of
+    ``listing``, what nft listed once ``text`` was installed: nft spells rules its own
+    way, so what is installed is compared with what nft itself listed."""
+    return re.sub(rf'({DIGEST_WORD}[0-9a-f]+)"', rf'\1 {LISTED_WORD}{listing_digest(listing)}"',
+                  text, count=1)
 
 
 @dataclass(frozen=True)

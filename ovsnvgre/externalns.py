@@ -321,9 +321,18 @@ def converge(side: ExternalSide, actual: ActualSide) -> int:
                      **({"flags": RTNH_F_ONLINK} if link == INSIDE_LINK else {}))
             changes += 1
     if actual.ruleset_digest != external.ruleset_digest(side.ruleset):
-        _run(_in(side.netns, "nft", "-f", "-"), stdin=side.ruleset)
+        install_ruleset(side)
         changes += 1
     return changes
+
+
+def install_ruleset(side: ExternalSide) -> None:
+    """Replace the namespace's table with ``side.ruleset`` (one nft transaction), then
+    once more with the digest of nft's own listing of it in the table's comment, so
+    that ``read`` sees any rule changed by hand as drift (external.ruleset_digest)."""
+    _run(_in(side.netns, "nft", "-f", "-"), stdin=side.ruleset)
+    listing = _run(_in(side.netns, "nft", "list", "table", "ip", NFT_TABLE)).stdout
+    _run(_in(side.netns, "nft", "-f", "-"), stdin=external.with_listing(side.ruleset, listing))
 
 
 def _tolerate_gone(delete: Any) -> None:

@@ -480,3 +480,22 @@ def test_down_removes_a_namespace_left_unmarked_by_a_run_that_died(world):
     assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
     assert not [line for line in world.host3.ip("-br", "link").splitlines()
                 if line.startswith("gw")]
+
+
+def test_a_rule_added_by_hand_in_a_namespace_is_drift_that_up_repairs(world):
+    # A rule that lets the outside in to every CA: the table's comment is untouched, but
+    # the rules nft lists are not those `up` installed.
+    up(world)
+    contoso = f"ovsnvgre-{FABRIC}-contoso"
+    sh("nft", "add", "rule", "ip", "ovsnvgre", "forward", "iifname", "ext0", "accept",
+       netns=contoso)
+    plan = run(world.host3, "plan")
+    assert f"set ruleset of namespace {contoso}" in plan.stdout, plan.stdout + plan.stderr
+    report = json.loads(run(world.host3, "status", "--json").stdout)
+    assert {s["domain"]: s["state"] for s in report["external"]}["contoso"] == "drifted"
+    repaired = run(world.host3, "up")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    listed = sh("nft", "list", "chain", "ip", "ovsnvgre", "forward", netns=contoso).stdout
+    assert 'iifname "ext0" accept' not in listed, listed
+    again = run(world.host3, "up")
+    assert "no changes" in again.stdout, again.stdout + again.stderr
