@@ -36,9 +36,8 @@ def survey(fabric: Fabric, host: str, removing: bool = False
     the fabric's prefix whose mark names another fabric are left alone."""
     wanted: dict[str, ExternalSide] = {}
     if not removing and fabric.gateway_domains(host):
-        own = frozenset(address for address in netlink.local_addresses()
-                        if address.version == 4 and not address.is_loopback)
-        wanted = {side.netns: side for side in external.sides(fabric, host, own).values()}
+        wanted = {side.netns: side
+                  for side in external.sides(fabric, host, own_addresses()).values()}
     found: dict[str, ActualSide] = {}
     changes: list[ExternalChange] = []
     for netns, side in wanted.items():
@@ -54,6 +53,13 @@ def survey(fabric: Fabric, host: str, removing: bool = False
             changes.append(ExternalChange(domain, netns, "delete", None,
                                           external.bridge_port(fabric, domain)))
     return found, changes
+
+
+def own_addresses() -> frozenset:
+    """This host's own IPv4 addresses but loopback's 127/8 (IPv4Address), which no VM
+    may reach through a gateway (external.blocked)."""
+    return frozenset(address for address in netlink.local_addresses()
+                     if address.version == 4 and not address.is_loopback)
 
 
 def blockers(fabric: Fabric, host: str, changes: Iterable[ExternalChange] = (),

@@ -499,3 +499,21 @@ def test_a_rule_added_by_hand_in_a_namespace_is_drift_that_up_repairs(world):
     assert 'iifname "ext0" accept' not in listed, listed
     again = run(world.host3, "up")
     assert "no changes" in again.stdout, again.stdout + again.stderr
+
+
+def test_status_on_a_gateway_host_with_addresses_of_its_own(world):
+    # Every real gateway host has addresses besides its PA (here one on lo): they are in
+    # each domain's blocked set, and status reads the sides as `up` wrote them.
+    world.host3.netns.exec("ip", "addr", "add", "198.18.7.7/32", "dev", "lo")
+    up(world)
+    result = run(world.host3, "status", "--json")
+    report = json.loads(result.stdout)
+    assert {s["domain"]: s["state"] for s in report["external"]} == {
+        "contoso": "up", "fabrikam": "up"}, report["external"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    # A side that is drifted is drift: status exits 3.
+    sh("nft", "delete", "table", "ip", "ovsnvgre", netns=f"ovsnvgre-{FABRIC}-contoso")
+    drifted = run(world.host3, "status", "--json")
+    assert drifted.returncode == 3, drifted.stdout + drifted.stderr
+    states = {s["domain"]: s["state"] for s in json.loads(drifted.stdout)["external"]}
+    assert states == {"contoso": "drifted", "fabrikam": "up"}, states
