@@ -160,6 +160,24 @@ def blocked(fabric: Fabric, domain: RoutingDomain,
     return sorted(found)
 
 
+def why_blocked(fabric: Fabric, domain: RoutingDomain, address: str) -> str | None:
+    """What ``address`` is when it is in ``domain``'s blocked set (the gateway host's own
+    addresses aside: only that host reads them), e.g. ``the PA of host host3``; or None."""
+    ip = ipaddress.ip_address(address)
+    for host in fabric.hosts.values():
+        if ip == host.pa.ip:
+            return f"the PA of host {host.name}"
+        if ip == host.gateway:
+            return f"the underlay gateway of host {host.name}"
+    for other in fabric.routing_domains.values():
+        if other.name != domain.name and other.external is not None:
+            if ip == other.external.address.ip:
+                return f"routing domain {other.name}'s SNAT address"
+            if ip in other.external.floating_ips.values():
+                return f"routing domain {other.name}'s floating IP"
+    return None
+
+
 def ruleset(fabric: Fabric, domain: RoutingDomain,
             blocked_addresses: list[ipaddress.IPv4Address]) -> str:
     """The nftables ruleset of ``domain``'s namespace, as ``nft -f`` reads it.

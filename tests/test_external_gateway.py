@@ -517,3 +517,16 @@ def test_status_on_a_gateway_host_with_addresses_of_its_own(world):
     assert drifted.returncode == 3, drifted.stdout + drifted.stderr
     states = {s["domain"]: s["state"] for s in json.loads(drifted.stdout)["external"]}
     assert states == {"contoso": "drifted", "fabrikam": "up"}, states
+
+
+def test_trace_says_the_gateway_drops_the_provider_network_and_other_domains(world):
+    up(world)
+    for target, what in (("192.0.2.13", "the PA of host host3"),
+                         ("203.0.113.21", "routing domain contoso's floating IP"),
+                         ("203.0.113.10", "routing domain contoso's SNAT address")):
+        said = world.host1.ovsnvgre("trace", "--from", "front-a", "--to", target).stdout
+        assert (f"dropped by the external gateway on host3: {target} is {what}, which no VM "
+                "of fabrikam reaches") in said, said
+        assert not world.vms["front-a"].ping(target, count=1)
+    said = world.host1.ovsnvgre("trace", "--from", "front-a", "--to", SERVER).stdout
+    assert "routed to the external gateway on host3, SNAT 203.0.113.11" in said, said
