@@ -256,6 +256,7 @@ class Converge:
         with signals_deferred():
             try:
                 undone = restore(self.switch, self.record.snapshot, self.progress)
+                undone += externalhost.undo(self)
             except Exception as exc:  # noqa: BLE001 - whatever it is, say what is left
                 return SystemFailure(
                     f"{what}; restoring the state before the run failed too ({exc}): it is "

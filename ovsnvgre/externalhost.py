@@ -89,10 +89,13 @@ def blockers(fabric: Fabric, host: str, changes: Iterable[ExternalChange] = (),
     return found
 
 
-def apply(changes: Iterable[ExternalChange]) -> int:
+def apply(changes: Iterable[ExternalChange], created: list[tuple[str, str | None]] | None = None
+          ) -> int:
     """Carry ``changes`` out, domain by domain; the number of changes made.  Raises
     SystemFailure (with the netlink or command's reason: pyroute2's NetlinkError, an
-    OSError) on the first that fails, so the run rolls back."""
+    OSError) on the first that fails, so the run rolls back.  ``created``: each
+    namespace (and its bridge port) this call begins to make is appended to it, before
+    it is made, so that a rollback removes it (``undo``)."""
     from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415 - as externalns._ipr
 
     done = 0
@@ -109,6 +112,8 @@ def apply(changes: Iterable[ExternalChange]) -> int:
                 continue
             assert side is not None  # noqa: S101 - every other change carries its side
             if "create" in actions:
+                if created is not None:
+                    created.append((netns, side.bridge_port))
                 create(side)
                 done += 1
                 continue
@@ -135,4 +140,22 @@ def phase(run: Any, last: bool) -> None:
         run.save_before_changing()
         run.progress(f"applying {len(run.plan.external)} changes to the routing domains' "
                      "external sides")
-        run.kernel_changes += apply(run.plan.external)
+        run.external_created = getattr(run, "external_created", [])
+        run.kernel_changes += apply(run.plan.external, run.external_created)
+
+
+def undo(run: Any) -> int:
+    """For engine's rollback of ``run``: remove the namespaces the run made (or began to
+    make); the number removed.  A namespace the run deleted (`down`) or changed is not
+    put back: the next `up` makes or converges it, and the progress says so."""
+    if not hasattr(run, "external_created"):
+        return 0  # the external phase did not run
+    undone = 0
+    for netns, port in reversed(run.external_created):
+        remove(netns, port)
+        undone += 1
+    kept = [change.netns for change in run.plan.external if change.action != "create"]
+    if kept:
+        run.progress(f"not rolled back: {', '.join(sorted(set(kept)))} (deleted or changed "
+                     "by the run; the next `ovsnvgre up` makes or converges them)")
+    return undone

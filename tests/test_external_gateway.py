@@ -463,6 +463,10 @@ def test_a_netlink_error_in_the_external_phase_rolls_back(world):
                            f"ovsnvgre-{FABRIC}-fabrikam: Invalid argument"), last
     assert "Rolled back" in last, last
     assert _switch_state(world.host3) == before
+    # The namespaces the run made (contoso's whole, fabrikam's begun) go with it.
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    assert not [line for line in world.host3.ip("-br", "link").splitlines()
+                if line.startswith("gw")]
 
 
 def test_down_removes_a_namespace_left_unmarked_by_a_run_that_died(world):
