@@ -33,6 +33,7 @@ from ovsnvgre.external import (
     ActualSide,
     ExternalSide,
 )
+from ovsnvgre.lab import proc
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +86,7 @@ def _netns(name: str) -> Iterator[Any]:
 def _run(argv: list[str], stdin: str | None = None, check: bool = True
          ) -> subprocess.CompletedProcess:
     log.debug("running %s", " ".join(argv))
-    try:
-        result = subprocess.run(argv, input=stdin, capture_output=True, text=True,  # noqa: S603 - a fixed argv, no shell, no user-supplied program
-                                timeout=60)
-    except FileNotFoundError:
-        raise SystemFailure(f"{argv[0]} not found (install iproute2 and nftables)") from None
-    except subprocess.TimeoutExpired:
-        raise SystemFailure(f"{' '.join(argv[:4])} did not finish within 60 s") from None
-    if check and result.returncode != 0:
-        reason = (result.stderr.strip() or result.stdout.strip() or "failed").splitlines()[-1]
-        raise SystemFailure(f"{' '.join(argv[:5])}: {reason}")
-    return result
+    return proc.run(*argv, stdin=stdin, check=check)
 
 
 def _in(netns: str, *argv: str) -> list[str]:
