@@ -22,6 +22,8 @@ import pytest
 from conftest import Host, Lab, Vm, running_lab
 from ovsenv import Namespace, sh, veth
 
+from ovsnvgre.lab.outside import ASK, WHOAMI  # the lab's outside server and client
+
 FABRIC = f"gw{os.getpid() % 100000}"  # the namespaces ovsnvgre-<FABRIC>-* are this run's
 TEXT = f"""\
 fabric: {FABRIC}
@@ -51,57 +53,6 @@ vms:
 """
 SERVER = "203.0.113.100"
 
-# Answers each UDP datagram, and each TCP connection, with the address and port it came
-# from as the server saw them: what the NAT made of the client.
-WHOAMI = r"""
-import socket, sys, threading
-address, port = sys.argv[1], int(sys.argv[2])
-udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-udp.bind((address, port))
-tcp = socket.socket()
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-tcp.bind((address, port))
-tcp.listen(8)
-def serve_tcp():
-    while True:
-        conn, peer = tcp.accept()
-        data = conn.recv(100)
-        conn.sendall(f"{peer[0]}:{peer[1]} {data.decode()}".encode())
-        conn.close()
-threading.Thread(target=serve_tcp, daemon=True).start()
-print("listening", flush=True)
-while True:
-    data, peer = udp.recvfrom(100)
-    print(f"{peer[0]}:{peer[1]} {data.decode()}", flush=True)
-    udp.sendto(f"{peer[0]}:{peer[1]} {data.decode()}".encode(), peer)
-"""
-# One UDP datagram (or TCP connection) to address:port from source port sport; prints
-# the answer, or nothing after 3 tries.
-ASK = r"""
-import socket, sys
-proto, address, port, sport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-tries = int(sys.argv[5]) if len(sys.argv) > 5 else 3
-for _ in range(tries):
-    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    s = socket.socket(socket.AF_INET, kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", sport))
-    s.settimeout(2 if tries > 1 else 0.5)
-    try:
-        if proto == "udp":
-            s.sendto(b"hello", (address, port))
-        else:
-            s.connect((address, port))
-            s.sendall(b"hello")
-        print(s.recv(100).decode())
-        break
-    except OSError:
-        pass
-    finally:
-        s.close()
-"""
-
-
 @dataclass
 class World:
     lab: Lab
@@ -112,7 +63,7 @@ class World:
 
     def ask(self, vm: str, proto: str, address: str = SERVER, port: int = 7000,
             sport: int = 40000) -> str:
-        return sh(sys.executable, "-I", "-c", ASK, proto, address, str(port), str(sport),
+        return sh(sys.executable, "-I", "-c", ASK, proto, address, str(port), str(sport), "3",
                   netns=self.vms[vm].netns.name, timeout=30).stdout.strip()
 
 
@@ -204,11 +155,11 @@ def test_snat_floating_ip_and_tenants_apart(world):
         # each reply reaches its own tenant.
         asks = {name: subprocess.Popen(  # noqa: S603 - a fixed argv
             ["ip", "netns", "exec", world.vms[name].netns.name, sys.executable, "-I", "-c",
-             ASK, "udp", SERVER, "7000", "41000"], cwd="/", stdout=subprocess.PIPE, text=True)
+             ASK, "udp", SERVER, "7000", "41000", "3"], cwd="/", stdout=subprocess.PIPE, text=True)
             for name in ("web-b", "front-a")}
         answers = {name: ask.communicate(timeout=30)[0].strip() for name, ask in asks.items()}
-        assert answers["web-b"] == "203.0.113.10:41000 hello"
-        assert answers["front-a"] == "203.0.113.11:41000 hello"
+        assert answers["web-b"] == "203.0.113.10:41000"
+        assert answers["front-a"] == "203.0.113.11:41000"
     finally:
         seen = server.stop()
     assert seen, "the outside server saw nothing"
@@ -222,8 +173,8 @@ def test_snat_floating_ip_and_tenants_apart(world):
                   netns=world.outside.name, check=False).returncode == 0
         for proto in ("udp", "tcp"):
             answer = sh(sys.executable, "-I", "-c", ASK, proto, "203.0.113.21", "7000",
-                        "42000", netns=world.outside.name).stdout.strip()
-            assert answer == "203.0.113.1:42000 hello", answer  # no SNAT on the way in
+                        "42000", "3", netns=world.outside.name).stdout.strip()
+            assert answer == "203.0.113.1:42000", answer  # no SNAT on the way in
     finally:
         assert web_a.stop()
 
