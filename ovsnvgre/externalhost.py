@@ -27,6 +27,7 @@ from ovsnvgre.externalns import (
     write_sysctls,
 )
 from ovsnvgre.model import Fabric
+from ovsnvgre.safe.restore import restore as restore_snapshot
 
 
 def survey(fabric: Fabric, host: str, removing: bool = False
@@ -142,6 +143,13 @@ def phase(run: Any, last: bool) -> None:
                      "external sides")
         run.external_created = getattr(run, "external_created", [])
         run.kernel_changes += apply(run.plan.external, run.external_created)
+
+
+def restore(run: Any) -> int:
+    """engine's rollback of ``run`` (an engine.Converge): the rows, links and flows its
+    snapshot holds (safe/restore.py), then ``undo``; the number of changes undone.
+    Raises SystemFailure."""
+    return restore_snapshot(run.switch, run.record.snapshot, run.progress) + undo(run)
 
 
 def undo(run: Any) -> int:
