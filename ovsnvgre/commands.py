@@ -176,13 +176,18 @@ def up(config: str, host: str | None, db: str | None, timeout: float, wait: floa
     Creates the underlay bridge with the tep port holding the PA (moving the
     uplink's addresses and routes to it), the integration bridge, the GRE
     ports to the peers, the VM ports, and the OpenFlow pipeline that gives
-    each VM port its tenant and keeps tenants apart. Safe to run again: with
-    nothing changed it writes nothing.
+    each VM port its tenant and keeps tenants apart. On a routing domain's
+    gateway host, also the domain's network namespace (veth, macvlan on the
+    external NIC, addresses, routes, nftables NAT and filter rules). Safe to
+    run again: with nothing changed it writes nothing.
 
     One run changes a host at a time (others wait, see --wait). Before
     changing anything it saves the host's state in ovsnvgre-rollback.json in
     the OVS run directory; when the underlay changed it checks the host still
-    reaches its network (see --verify) and rolls back by itself if not. After
+    reaches its network (see --verify) and rolls back by itself if not (or
+    on any error after its first change): rows, addresses, routes and flows
+    go back, and the namespaces the run made are deleted; a namespace it
+    changed stays as it is, for the next `up` to converge. After
     a run that was killed, the next `up` takes its saved state over: it
     converges, and returns to that state if the check fails (`ovsnvgre
     rollback` returns to it at once instead).
@@ -208,9 +213,12 @@ def down(config: str, host: str | None, db: str | None, timeout: float, wait: fl
 
     Deletes the bridges, ports and tunnels that carry this fabric's marker and
     the flows that carry ovsnvgre's cookie, and gives the uplink back the
-    addresses and routes `up` moved off it. Rows and flows ovsnvgre did not
+    addresses and routes `up` moved off it; on a gateway host, deletes the
+    routing domains' namespaces with their links, nftables rules and
+    conntrack state. Rows, flows, namespaces and rules ovsnvgre did not
     create are never touched. The state before is saved and the underlay
-    checked afterwards, as for `up`.
+    checked afterwards, as for `up`; a rollback does not make a deleted
+    namespace again (the next `up` does).
     """
     fab, chosen = _load_host(config, host)
     result = engine.down(fab, chosen, db, timeout, progress(as_json), verify, confirm, wait)

@@ -44,7 +44,6 @@ from ovsnvgre.plan import diff_flows, with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
-from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
 from ovsnvgre.survey import integration_bridge, survey
@@ -258,7 +257,7 @@ class Converge:
         self.progress(f"{what}: restoring the state before the run")
         with signals_deferred():
             try:
-                undone = restore(self.switch, self.record.snapshot, self.progress)
+                undone = externalhost.restore(self)
             except Exception as exc:  # noqa: BLE001 - whatever it is, say what is left
                 return SystemFailure(
                     f"{what}; restoring the state before the run failed too ({exc}): it is "

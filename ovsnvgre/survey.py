@@ -106,7 +106,8 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
                            f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
     sides, external_changes = externalhost.survey(desired.fabric, desired.host.name, removing)
     if external_changes:
-        blocked = [] if removing else externalhost.blockers(desired.fabric, desired.host.name)
+        blocked = externalhost.blockers(desired.fabric, desired.host.name, external_changes,
+                                        removing)
         the_plan = replace(the_plan, external=tuple(external_changes),
                            blockers=(*the_plan.blockers, *blocked))
     refused = actual.interfaces.only(set(desired.ports)).refused()
@@ -158,7 +159,14 @@ def status(fabric: Fabric, host: str, db: str | None = None,
         details = switch.interface_details(desired.ports)
     report = build_report(desired, details, found.kernel, found.installed, found.plan,
                           found.refused)
-    return replace(report, external=external.report(fabric, host, found.external))
+    rows = external.report(fabric, host, found.external,
+                           externalhost.own_addresses() if found.external else frozenset())
+    # A side that is not up is drift (status exits 3), said once: the plan's line names it.
+    drift = [*report.drift, *(f"routing domain {row['domain']}'s external side is "
+                              f"{row['state']}" for row in rows if row["state"] != "up"
+                              and not any(str(row["namespace"]) in line
+                                          for line in report.drift))]
+    return replace(report, external=rows, drift=drift)
 
 
 def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
