@@ -11,10 +11,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from fabrics import load, refuse
 from json_contract import VALIDATE
 
 from ovsnvgre import fabric, fabric_cache
-from ovsnvgre.errors import FabricError
 
 GATEWAY = (Path(__file__).parent.parent / "examples" / "gateway.yaml").read_text()
 CONTOSO = """    external:
@@ -27,17 +27,6 @@ CONTOSO = """    external:
 FABRIKAM = ("    external: {host: host3, nic: eth2, address: 203.0.113.11/24, "
             "gateway: 203.0.113.1}\n")
 
-
-def load(text: str) -> fabric.Fabric:
-    return fabric.loads(text, "f.yaml")
-
-
-def refuse(text: str) -> str:
-    with pytest.raises(FabricError) as info:
-        load(text)
-    message = str(info.value)
-    assert "\n" not in message and info.value.exit_code == 2
-    return message
 
 
 def contoso(**changes: str) -> str:

@@ -6,24 +6,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from fabrics import ROUTED
+from fabrics import ROUTED, load, refuse
 
-from ovsnvgre import fabric
 from ovsnvgre.errors import FabricError
 from ovsnvgre.model import Overlay, VirtualSubnet
-
-
-def load(text: str) -> fabric.Fabric:
-    return fabric.loads(text, "f.yaml")
-
-
-def refuse(text: str) -> str:
-    with pytest.raises(FabricError) as info:
-        load(text)
-    message = str(info.value)
-    assert "\n" not in message
-    assert info.value.exit_code == 2
-    return message
 
 
 def test_the_routed_fabric_loads_with_its_domains_prefixes_and_gateways():
