@@ -80,9 +80,18 @@ def test_flooding_stays_in_the_vsid_and_respects_split_horizon():
     forward = texts(pipeline(), FORWARD)
     assert ("forward priority=50 reg0=0x1389,reg1=0 actions=output:vnet0,"
             "output:gcb00710b001389") in forward
-    assert "forward priority=50 reg0=0x1389,reg1=0x1 actions=output:vnet0" in forward
-    assert ("forward priority=100 dl_dst=02:00:00:00:50:02,reg0=0x1389,reg1=0x1 "
-            "actions=drop") in forward
+    # From a tunnel: broadcast and multicast to the local ports only; other unicast
+    # than a local VM's falls to the table's drop (no flow per remote VM).
+    assert ("forward priority=50 dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,reg0=0x1389,"
+            "reg1=0x1 actions=output:vnet0") in forward
+    assert not any("reg1=0x1" in text and "priority=100" in text for text in forward)
+    assert not any("reg1=0x1" in text and "gcb00710b" in text for text in forward)
+
+
+def test_one_forward_flow_per_remote_vm():
+    flows = pipeline("per-peer")
+    to_red_b = [f for f in flows if f.table == FORWARD and "dl_dst=02:00:00:00:50:02" in f.match]
+    assert len(to_red_b) == 1 and "reg1=0" in to_red_b[0].match
 
 
 def test_arp_responder_answers_with_the_fabrics_mac():
