@@ -35,18 +35,19 @@ from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
+from ovsnvgre.openflow import FlowDump
 from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
 from ovsnvgre.ovsdb.switch import NotApplied
 from ovsnvgre.pipeline import desired_flows
-from ovsnvgre.plan import diff_flows, with_flows
+from ovsnvgre.plan import by_dump_line, diff_dump, with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
 from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
-from ovsnvgre.survey import integration_bridge, survey
+from ovsnvgre.survey import gc_paused, integration_bridge, survey
 
 DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
 
@@ -196,7 +197,8 @@ class Converge:
             host=desired.host.name, db=self.switch.remote, pid=os.getpid(),
             started=time.time(),
             snapshot=snapshot.take(desired.owner, desired.host.name, found.actual,
-                                   found.kernel, desired.fabric.overlay.bridge, self.installed))
+                                   found.kernel, desired.fabric.overlay.bridge,
+                                   self.installed.flows(found.wanted)))
         journal.save(self.path, self.record)
 
     def start_check(self, verify: bool) -> None:
@@ -270,15 +272,16 @@ class Converge:
             # Flows dumped before the change name ports by name; only a deleted
             # port (or bridge) changes how the installed flows read now.
             if bridge is None:
-                self.installed = set()
+                self.installed = FlowDump()
             elif any(isinstance(c, PortDelete | BridgeDelete) for c in self.plan.ovsdb):
-                self.installed = openflow.dump(bridge)
+                self.installed = openflow.dump_lines(bridge)
         else:
             self.status = self.found.actual.interfaces.only(wanted)
-        flow_changes = diff_flows(
-            desired.fabric.overlay.bridge,
-            set() if self.removing else desired_flows(desired, self.status.live()),
-            self.installed)
+        live = self.status.live()
+        # The survey computed the flows for the ports it expected to be live.
+        flows = ({} if self.removing else self.found.wanted if live == self.found.live
+                 else by_dump_line(desired_flows(desired, live)))
+        flow_changes = diff_dump(desired.fabric.overlay.bridge, flows, self.installed.lines)
         self.plan = with_flows(self.plan, flow_changes)
         if not flow_changes:
             return
@@ -358,8 +361,8 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
     missing = missing_socket(remote)
     if missing is not None:
         raise missing
-    with HostLock(journal.path_for(remote).parent, "down" if removing else "up", wait,
-                  progress), Switch(remote, timeout) as switch:
+    with gc_paused(), HostLock(journal.path_for(remote).parent, "down" if removing else "up",
+                               wait, progress), Switch(remote, timeout) as switch:
         run = Converge(desired, switch, removing, progress)
         run.guard()
         run.survey()

@@ -5,9 +5,11 @@ starts with the same survey.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 from ovsnvgre import handles, netlink, openflow
 from ovsnvgre import trace as traces
@@ -16,13 +18,36 @@ from ovsnvgre.changes import Plan
 from ovsnvgre.desired import DesiredHost, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
+from ovsnvgre.openflow import FlowDump
 from ovsnvgre.ovsdb import Switch
 from ovsnvgre.pipeline import Flow, desired_flows
-from ovsnvgre.plan import diff_flows, handle_candidates, is_owned, make_plan, with_flows
+from ovsnvgre.plan import (
+    by_dump_line,
+    diff_dump,
+    handle_candidates,
+    is_owned,
+    make_plan,
+    with_flows,
+)
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal
 from ovsnvgre.status import Report, build_report
 from ovsnvgre.underlay import links_to_read
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a run builds its state: it allocates some
+    millions of objects at data-centre scale, none in cycles that matter for its
+    few seconds, and each full collection walks every live one (a quarter of the
+    desired flows' time, measured).  Collections resume, as before, afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def select_host(fabric: Fabric, requested: str | None) -> str:
@@ -52,14 +77,20 @@ def select_host(fabric: Fabric, requested: str | None) -> str:
 
 @dataclass(frozen=True)
 class Survey:
-    """The host as read, and the plan against the fabric (flows included when asked)."""
+    """The host as read, and the plan against the fabric (flows included when asked).
+
+    ``wanted``: the desired flows (by ``Flow.dump_line``) for the ports in ``live``:
+    those that exist or that the plan creates, minus those ovs-vswitchd refuses now.
+    """
 
     desired: DesiredHost
     actual: ActualSwitch
     kernel: ActualKernel
-    installed: set[Flow]  # the owned flows of the integration bridge
+    installed: FlowDump  # the owned flows of the integration bridge
     plan: Plan
     refused: dict[str, str]
+    live: frozenset[str] = frozenset()
+    wanted: dict[str, Flow] = field(default_factory=dict)
 
 
 def integration_bridge(desired: DesiredHost,
@@ -82,7 +113,8 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
     (handles.py) differs too: the plan attaches it again.
 
     With ``flows`` the plan includes the flow changes, for the ports that exist or
-    that the plan creates (ports ovs-vswitchd refuses now get no flows).  Raises
+    that the plan creates (ports ovs-vswitchd refuses now get no flows); without,
+    the desired flows are computed all the same (``Survey.wanted``).  Raises
     SystemFailure when the switch cannot be read or a foreign row is in the way.
     ``prior``: the owned ports of a dead run's rollback state this run took over.
     """
@@ -91,28 +123,32 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         pending = journal.load(journal.path_for(switch.remote))
         prior = pending.snapshot.ports if pending is not None else None
     actual = switch.read()
-    kernel = netlink.read(links_to_read(desired, actual, prior))
-    unknown = None
-    if not removing:
-        handle_check = handles.check(handle_candidates(desired, actual), switch.remote)
-        kernel = replace(kernel, stale=handle_check.stale)
-        unknown = handle_check.unknown
-    the_plan = make_plan(desired, actual, kernel, removing=removing, prior=prior)
-    if unknown:
-        the_plan = replace(the_plan, notes=(*the_plan.notes, "could not check whether "
-                           f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
-    refused = actual.interfaces.only(set(desired.ports)).refused()
     bridge = integration_bridge(desired, actual.bridge_external_ids())
-    installed = openflow.dump(bridge) if bridge else set()
+    # ovs-ofctl and ovs-vswitchd print the flows while this process reads the kernel
+    # and computes the flows it wants.
+    with contextlib.ExitStack() as stack:
+        dumping = stack.enter_context(openflow.PendingDump(bridge)) if bridge else None
+        kernel = netlink.read(links_to_read(desired, actual, prior))
+        unknown = None
+        if not removing:
+            handle_check = handles.check(handle_candidates(desired, actual), switch.remote)
+            kernel = replace(kernel, stale=handle_check.stale)
+            unknown = handle_check.unknown
+        the_plan = make_plan(desired, actual, kernel, removing=removing, prior=prior)
+        if unknown:
+            the_plan = replace(the_plan, notes=(*the_plan.notes, "could not check whether "
+                               f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
+        refused = actual.interfaces.only(set(desired.ports)).refused()
+        live = frozenset(name for name in desired.ports if name not in refused)
+        wanted = {} if removing else by_dump_line(desired_flows(desired, set(live)))
+        installed = dumping.result() if dumping else FlowDump()
     if flows:
-        live = {name for name in desired.ports if name not in refused}
-        wanted = set() if removing else desired_flows(desired, live)
-        the_plan = with_flows(the_plan, diff_flows(desired.fabric.overlay.bridge, wanted,
-                                                   installed))
+        the_plan = with_flows(the_plan, diff_dump(desired.fabric.overlay.bridge, wanted,
+                                                  installed.lines))
         pending = _pending_note(switch.remote)
         if pending:
             the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
-    return Survey(desired, actual, kernel, installed, the_plan, refused)
+    return Survey(desired, actual, kernel, installed, the_plan, refused, live, wanted)
 
 
 def _pending_note(remote: str) -> str | None:
@@ -135,7 +171,7 @@ def plan(fabric: Fabric, host: str, db: str | None = None, removing: bool = Fals
     Raises SystemFailure when the switch cannot be read or a foreign row is in the way.
     """
     desired = desired_host(fabric, host)
-    with Switch(db) as switch:
+    with gc_paused(), Switch(db) as switch:
         progress(f"reading {switch.remote}, the kernel and the flows")
         return survey(desired, switch, removing).plan
 
@@ -144,12 +180,12 @@ def status(fabric: Fabric, host: str, db: str | None = None,
            progress: Progress = quiet) -> Report:
     """The host as it runs, and how it differs from the fabric; changes nothing."""
     desired = desired_host(fabric, host)
-    with Switch(db) as switch:
+    with gc_paused(), Switch(db) as switch:
         progress(f"reading {switch.remote}, the kernel and the flows")
         found = survey(desired, switch)
         details = switch.interface_details(desired.ports)
-    return build_report(desired, details, found.kernel, found.installed, found.plan,
-                        found.refused)
+    return build_report(desired, details, found.kernel, found.installed.flows(found.wanted),
+                        found.plan, found.refused)
 
 
 def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
