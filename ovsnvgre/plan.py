@@ -309,6 +309,8 @@ def diff_dump(bridge: str, desired: Mapping[str, Flow], dumped: AbstractSet[str]
     """
     if desired.keys() == dumped:
         return FlowChanges(bridge)
+    if not dumped:  # a new bridge: every flow is added, none compared
+        return FlowChanges(bridge, tuple(desired.values()), ())
     extra = {parse_dump_line(line) for line in dumped if line not in desired}
     missing = {flow for line, flow in desired.items() if line not in dumped}
     return diff_flows(bridge, missing, extra - {None})

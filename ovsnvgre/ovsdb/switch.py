@@ -1,4 +1,5 @@
-"""One switch's database: read it (plain selects), apply a plan's OVSDB part (ovsdbapp)."""
+"""One switch's database: read it (plain selects), apply a plan's OVSDB part (plain
+transactions, ovsdb/commands.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from ovsnvgre.actual import ActualBridge, ActualPort, ActualSwitch, PortStatus
-from ovsnvgre.changes import OvsdbChange, PortCreate, PortDelete, PortRecord, PortUpdate
+from ovsnvgre.changes import OvsdbChange, PortCreate, PortDelete
 from ovsnvgre.errors import SystemFailure
-from ovsnvgre.ovsdb.commands import ChangeCommand, root_row
+from ovsnvgre.ovsdb import commands
+from ovsnvgre.ovsdb.commands import ROWS_READ, Rows, needs_ports
 from ovsnvgre.ovsdb.remote import (
     CONNECT_TIMEOUT,
     MONITORED,
     absolute,
     check_remote,
     default_remote,
-    schema_helper,
 )
-from ovsnvgre.ovsdb.select import RawClient, as_map, interface_status, values
+from ovsnvgre.ovsdb.select import RawClient, TransactError, as_map, interface_status, values
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,8 @@ class NotApplied(SystemFailure):
 
 
 class Switch:
-    """One switch's database, used as a context manager.
-
-    Reads are plain selects; the ovsdbapp connection that writes is opened only
-    when there is something to write.
-    """
+    """One switch's database, used as a context manager: one connection that reads
+    (plain selects) and writes (plain transactions, waiting for ovs-vswitchd)."""
 
     def __init__(self, remote: str | None = None, timeout: float = 30.0) -> None:
         """``remote``: unix:PATH or tcp:HOST:PORT (default: default_remote());
@@ -42,54 +40,20 @@ class Switch:
         self.remote = absolute(remote or default_remote())
         check_remote(self.remote)
         self.timeout = timeout
-        self.api: Any = None
-        self.watched: set[str] = set()  # the Port and Interface rows the API's IDL holds
         self.raw: RawClient | None = None
 
     def __enter__(self) -> Switch:
         self.raw = RawClient(self.remote, CONNECT_TIMEOUT)
         return self
 
-    def _connect_api(self, port_names: Iterable[str]) -> Any:
-        """The ovsdbapp API, its IDL holding only the Port and Interface rows named.
-
-        A transaction only needs to see the rows it changes in place: new rows are
-        inserted, and a bridge's port set is changed by mutation.  Monitoring a
-        thousand ports to add one would cost a second of pure-Python JSON.
-        """
-        if self.api is not None:
-            return self.api
-        from ovsdbapp.backend.ovs_idl import connection
-        from ovsdbapp.schema.open_vswitch import impl_idl
-
-        idl = connection.OvsdbIdl(self.remote, schema_helper(self.remote))
-        self.watched = set(port_names)
-        wanted = [["name", "==", name] for name in sorted(self.watched)] or [False]
-        for table in ("Port", "Interface"):
-            idl.cond_change(table, wanted)
-        conn = connection.Connection(idl=idl, timeout=self.timeout)
-        # ovsdbapp keeps the connection on the API class, one per process; a
-        # class of our own per Switch lets one process drive several switches.
-        # No name indexes: the commands find rows themselves, and keeping the
-        # indexes sorted cost ~35 ms of a 1,000-port transaction.
-        api_class = type("SwitchApi", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
-        try:
-            self.api = api_class(conn, auto_index=False)
-        except Exception as exc:
-            raise SystemFailure(f"cannot read the database at {self.remote}: {exc}") from exc
-        return self.api
-
     def __exit__(self, *exc: object) -> None:
-        if self.api is not None:
-            self.api.ovsdb_connection.stop(timeout=5)
         if self.raw is not None:
             self.raw.close()
 
     # --- reading ----------------------------------------------------------------
 
     def _select(self, tables: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
-        assert self.raw is not None, "use Switch as a context manager"  # noqa: S101 - an invariant the code above guarantees, not input checking
-        return self.raw.select(tables)
+        return self._raw().select(tables)
 
     def read(self) -> ActualSwitch:
         """Every bridge, port and interface status, in one select; raises SystemFailure."""
@@ -179,7 +143,7 @@ class Switch:
                              "holds it and ovs-vswitchd applies it when it starts")
 
     def apply(self, changes: Iterable[OvsdbChange]) -> int:
-        """All changes in one transaction, which waits for ovs-vswitchd to apply it.
+        """All changes in one transaction, then wait for ovs-vswitchd to apply it.
 
         Except one thing: a port removed to be attached again (PortDelete with
         ``reattach``) is created again in a second transaction once ovs-vswitchd has
@@ -188,19 +152,11 @@ class Switch:
         re-created device (handles.py) is only dropped when the port is gone.
 
         Returns the number of changes; raises SystemFailure when a transaction
-        fails or ovs-vswitchd does not apply it within the timeout.
+        fails, NotApplied when ovs-vswitchd does not apply it within the timeout.
         """
         changes = list(changes)
         if not changes:
             return 0
-        in_place = {change.spec.name if isinstance(change, PortUpdate) else change.name
-                    for change in changes
-                    if isinstance(change, PortUpdate | PortDelete | PortRecord)}
-        if self.api is not None and not in_place <= self.watched:
-            # A second transaction (a rollback) that changes other rows in place.
-            self.api.ovsdb_connection.stop(timeout=5)
-            self.api = None
-        self._connect_api(in_place | self.watched)
         again = {change.name for change in changes
                  if isinstance(change, PortDelete) and change.reattach}
         later = [change for change in changes
@@ -215,23 +171,24 @@ class Switch:
 
     def _transact(self, changes: list[OvsdbChange]) -> None:
         """One transaction, applied by ovs-vswitchd; raises SystemFailure."""
-        from ovsdbapp import exceptions
-
-        commands = [ChangeCommand(self.api, change) for change in changes]
+        tables = ROWS_READ if needs_ports(changes) else {"Bridge": ROWS_READ["Bridge"]}
+        operations = commands.operations(changes, Rows.from_select(self._select(tables)))
         for change in changes:
             log.debug("OVSDB: %s", change.describe())
         try:
-            with self.api.transaction(check_error=True, log_errors=False) as txn:
-                for command in commands:
-                    txn.add(command)
-        except exceptions.TimeoutException:
-            raise self._not_applied() from None
-        except SystemFailure:
+            results = self._raw().transact(operations)
+        except TransactError as exc:
+            raise SystemFailure(f"the OVSDB transaction failed: {exc}") from None
+        next_cfg = results[-1]["rows"][0]["next_cfg"]
+        try:
+            # The reply may take the whole timeout: a little more to read it.
+            self._raw().transact(commands.wait_for(next_cfg, self.timeout),
+                                 timeout=self.timeout + CONNECT_TIMEOUT)
+        except TransactError as exc:
+            if exc.error == "timed out":
+                raise self._not_applied() from None
             raise
-        except Exception as exc:
-            raise SystemFailure(f"the OVSDB transaction failed: {exc}") from exc
-        # ovsdbapp only logs a switch that never applied the transaction.
-        with self.api.ovsdb_connection.lock:
-            root = root_row(self.api)
-            if root.cur_cfg < root.next_cfg:
-                raise self._not_applied()
+
+    def _raw(self) -> RawClient:
+        assert self.raw is not None, "use Switch as a context manager"  # noqa: S101 - an invariant the code above guarantees, not input checking
+        return self.raw
