@@ -31,7 +31,7 @@ from typing import Any
 
 from ovsnvgre import netlink, openflow
 from ovsnvgre.actual import PortStatus
-from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
+from ovsnvgre.changes import BridgeDelete, FlowChanges, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
@@ -50,7 +50,6 @@ from ovsnvgre.safe.verify import Check, targets, touches_underlay
 from ovsnvgre.survey import gc_paused, integration_bridge, survey
 
 DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
-
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ class Converge:
             started=time.time(),
             snapshot=snapshot.take(desired.owner, desired.host.name, found.actual,
                                    found.kernel, desired.fabric.overlay.bridge,
-                                   self.installed.flows(found.wanted)))
+                                   self.installed.flows(found.wanted())))
         journal.save(self.path, self.record)
 
     def start_check(self, verify: bool) -> None:
@@ -277,11 +276,15 @@ class Converge:
                 self.installed = openflow.dump_lines(bridge)
         else:
             self.status = self.found.actual.interfaces.only(wanted)
-        live = self.status.live()
-        # The survey computed the flows for the ports it expected to be live.
-        flows = ({} if self.removing else self.found.wanted if live == self.found.live
-                 else by_dump_line(desired_flows(desired, live)))
-        flow_changes = diff_dump(desired.fabric.overlay.bridge, flows, self.installed.lines)
+        live, found = self.status.live(), self.found
+        # The survey planned the flows for the ports it expected to be live.
+        if live == found.live and found.flows_converged and self.installed is found.installed:
+            flow_changes = FlowChanges(desired.fabric.overlay.bridge)
+        else:
+            flows = ({} if self.removing else found.wanted() if live == found.live
+                     else by_dump_line(desired_flows(desired, live)))
+            flow_changes = diff_dump(desired.fabric.overlay.bridge, flows,
+                                     self.installed.lines)
         self.plan = with_flows(self.plan, flow_changes)
         if not flow_changes:
             return

@@ -11,10 +11,10 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from ovsnvgre import handles, netlink, openflow
+from ovsnvgre import flow_cache, handles, netlink, openflow
 from ovsnvgre import trace as traces
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
-from ovsnvgre.changes import Plan
+from ovsnvgre.changes import FlowChanges, Plan
 from ovsnvgre.desired import DesiredHost, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
@@ -85,8 +85,9 @@ def select_host(fabric: Fabric, requested: str | None) -> str:
 class Survey:
     """The host as read, and the plan against the fabric (flows included when asked).
 
-    ``wanted``: the desired flows (by ``Flow.dump_line``) for the ports in ``live``:
-    those that exist or that the plan creates, minus those ovs-vswitchd refuses now.
+    ``live``: the ports the desired flows are for (those that exist or that the plan
+    creates, minus those ovs-vswitchd refuses now); ``flows_converged``: the bridge
+    holds exactly those flows, no more, no fewer.
     """
 
     desired: DesiredHost
@@ -96,7 +97,16 @@ class Survey:
     plan: Plan
     refused: dict[str, str]
     live: frozenset[str] = frozenset()
-    wanted: dict[str, Flow] = field(default_factory=dict)
+    flows_converged: bool = False
+    # The desired flows of ``live`` by Flow.dump_line, once computed (wanted()).
+    computed: dict[str, dict[str, Flow]] = field(default_factory=dict, repr=False)
+
+    def wanted(self) -> dict[str, Flow]:
+        """The desired flows of ``live`` (none when removing), by ``Flow.dump_line``:
+        computed on first use when a certified digest made it unnecessary before."""
+        if "flows" not in self.computed:
+            self.computed["flows"] = by_dump_line(desired_flows(self.desired, set(self.live)))
+        return self.computed["flows"]
 
 
 def integration_bridge(desired: DesiredHost,
@@ -119,8 +129,9 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
     (handles.py) differs too: the plan attaches it again.
 
     With ``flows`` the plan includes the flow changes, for the ports that exist or
-    that the plan creates (ports ovs-vswitchd refuses now get no flows); without,
-    the desired flows are computed all the same (``Survey.wanted``).  Raises
+    that the plan creates (ports ovs-vswitchd refuses now get no flows); without, it
+    still finds whether the bridge holds exactly those flows (``flows_converged``:
+    by a certified digest of them, flow_cache.py, or by computing them).  Raises
     SystemFailure when the switch cannot be read or a foreign row is in the way.
     ``prior``: the owned ports of a dead run's rollback state this run took over.
     """
@@ -146,15 +157,26 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
                                f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
         refused = actual.interfaces.only(set(desired.ports)).refused()
         live = frozenset(name for name in desired.ports if name not in refused)
-        wanted = {} if removing else by_dump_line(desired_flows(desired, set(live)))
+        found = Survey(desired, actual, kernel, FlowDump(), the_plan, refused, live)
+        if removing:
+            found.computed["flows"] = {}
+        entry = None if removing else flow_cache.key(desired.fabric, desired.host.name, live)
+        certified = flow_cache.get(entry) if entry else None
+        if certified is None:
+            found.wanted()  # beside the dump: it does not need it
         installed = dumping.result() if dumping else FlowDump()
+    converged = (certified == flow_cache.digest(installed.lines) if certified is not None
+                 else found.wanted().keys() == installed.lines)
+    if entry and certified is None:
+        flow_cache.put(entry, flow_cache.digest(found.wanted()))
     if flows:
-        the_plan = with_flows(the_plan, diff_dump(desired.fabric.overlay.bridge, wanted,
-                                                  installed.lines))
+        changes = (FlowChanges(desired.fabric.overlay.bridge) if converged else
+                   diff_dump(desired.fabric.overlay.bridge, found.wanted(), installed.lines))
+        the_plan = with_flows(the_plan, changes)
         pending = _pending_note(switch.remote)
         if pending:
             the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
-    return Survey(desired, actual, kernel, installed, the_plan, refused, live, wanted)
+    return replace(found, installed=installed, plan=the_plan, flows_converged=converged)
 
 
 def _pending_note(remote: str) -> str | None:
@@ -190,8 +212,8 @@ def status(fabric: Fabric, host: str, db: str | None = None,
         progress(f"reading {switch.remote}, the kernel and the flows")
         found = survey(desired, switch)
         details = switch.interface_details(desired.ports)
-    return build_report(desired, details, found.kernel, found.installed.flows(found.wanted),
-                        found.plan, found.refused)
+    return build_report(desired, details, found.kernel,
+                        found.installed.flows(found.wanted()), found.plan, found.refused)
 
 
 def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
