@@ -24,6 +24,11 @@ from ovsnvgre.ovsdb.select import RawClient, TransactError, as_map, interface_st
 
 log = logging.getLogger(__name__)
 
+# What read() compares: the monitored columns but those only watch's row events use
+# (an Interface's link_state and ifindex): 11,000 interfaces make a large reply.
+READ = {"Bridge": MONITORED["Bridge"], "Port": MONITORED["Port"],
+        "Interface": [c for c in MONITORED["Interface"] if c not in ("link_state", "ifindex")]}
+
 
 class NotApplied(SystemFailure):
     """ovs-vswitchd did not apply a transaction in time: the database holds it, and any
@@ -57,7 +62,7 @@ class Switch:
 
     def read(self) -> ActualSwitch:
         """Every bridge, port and interface status, in one select; raises SystemFailure."""
-        rows = self._select({name: MONITORED[name] for name in ("Bridge", "Port", "Interface")})
+        rows = self._select(READ)
         ifaces = {row["_uuid"][1]: row for row in rows["Interface"]}
         ports_by_uuid = {row["_uuid"][1]: row for row in rows["Port"]}
         bridge_of: dict[str, str] = {}
