@@ -31,7 +31,7 @@ from typing import Any
 
 from ovsnvgre import netlink, openflow
 from ovsnvgre.actual import PortStatus
-from ovsnvgre.changes import BridgeDelete, FlowChanges, Plan, PortCreate, PortDelete
+from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.model import Fabric
@@ -39,15 +39,14 @@ from ovsnvgre.openflow import FlowDump
 from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
 from ovsnvgre.ovsdb.switch import NotApplied
-from ovsnvgre.pipeline import desired_flows
-from ovsnvgre.plan import by_dump_line, diff_dump, with_flows
+from ovsnvgre.plan import with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
 from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
-from ovsnvgre.survey import gc_paused, integration_bridge, survey
+from ovsnvgre.survey import changed_flows, gc_paused, integration_bridge, survey
 
 DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
 
@@ -197,7 +196,8 @@ class Converge:
             started=time.time(),
             snapshot=snapshot.take(desired.owner, desired.host.name, found.actual,
                                    found.kernel, desired.fabric.overlay.bridge,
-                                   self.installed.flows(found.wanted())))
+                                   self.installed.flows(found.wanted() if self.installed.lines
+                                                        else None)))
         journal.save(self.path, self.record)
 
     def start_check(self, verify: bool) -> None:
@@ -216,7 +216,9 @@ class Converge:
             return
         self.save_before_changing()
         self.progress(f"applying {len(self.plan.ovsdb)} OVSDB changes in one transaction")
-        self.ovsdb_writes = self.switch.apply(self.plan.ovsdb)
+        # The flows the ports will need, while ovs-vswitchd makes the ports.
+        self.ovsdb_writes = self.switch.apply(
+            self.plan.ovsdb, meanwhile=None if self.removing else self.found.wanted)
 
     def apply_kernel(self) -> None:
         """Addresses, routes, links and IPv6 settings, in the planned order."""
@@ -276,15 +278,8 @@ class Converge:
                 self.installed = openflow.dump_lines(bridge)
         else:
             self.status = self.found.actual.interfaces.only(wanted)
-        live, found = self.status.live(), self.found
-        # The survey planned the flows for the ports it expected to be live.
-        if live == found.live and found.flows_converged and self.installed is found.installed:
-            flow_changes = FlowChanges(desired.fabric.overlay.bridge)
-        else:
-            flows = ({} if self.removing else found.wanted() if live == found.live
-                     else by_dump_line(desired_flows(desired, live)))
-            flow_changes = diff_dump(desired.fabric.overlay.bridge, flows,
-                                     self.installed.lines)
+        flow_changes = changed_flows(self.found, self.status.live(), self.installed,
+                                     self.removing)
         self.plan = with_flows(self.plan, flow_changes)
         if not flow_changes:
             return

@@ -100,12 +100,19 @@ class Survey:
     flows_converged: bool = False
     # The desired flows of ``live`` by Flow.dump_line, once computed (wanted()).
     computed: dict[str, dict[str, Flow]] = field(default_factory=dict, repr=False)
+    # Their flow_cache key, and the digest stored under it when there was one.
+    entry: str | None = None
+    certified: str | None = None
 
     def wanted(self) -> dict[str, Flow]:
-        """The desired flows of ``live`` (none when removing), by ``Flow.dump_line``:
-        computed on first use when a certified digest made it unnecessary before."""
+        """The desired flows of ``live`` (none when removing), by ``Flow.dump_line``,
+        computed on first use (a certified digest may make them unnecessary); their
+        digest is then stored for the next run."""
         if "flows" not in self.computed:
-            self.computed["flows"] = by_dump_line(desired_flows(self.desired, set(self.live)))
+            flows = by_dump_line(desired_flows(self.desired, set(self.live)))
+            self.computed["flows"] = flows
+            if self.entry and self.certified is None:
+                flow_cache.put(self.entry, flow_cache.digest(flows))
         return self.computed["flows"]
 
 
@@ -157,18 +164,21 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
                                f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
         refused = actual.interfaces.only(set(desired.ports)).refused()
         live = frozenset(name for name in desired.ports if name not in refused)
-        found = Survey(desired, actual, kernel, FlowDump(), the_plan, refused, live)
-        if removing:
-            found.computed["flows"] = {}
         entry = None if removing else flow_cache.key(desired.fabric, desired.host.name, live)
         certified = flow_cache.get(entry) if entry else None
-        if certified is None:
+        found = Survey(desired, actual, kernel, FlowDump(), the_plan, refused, live,
+                       entry=entry, certified=certified)
+        if removing:
+            found.computed["flows"] = {}
+        elif certified is None and dumping is not None:
             found.wanted()  # beside the dump: it does not need it
         installed = dumping.result() if dumping else FlowDump()
-    converged = (certified == flow_cache.digest(installed.lines) if certified is not None
-                 else found.wanted().keys() == installed.lines)
-    if entry and certified is None:
-        flow_cache.put(entry, flow_cache.digest(found.wanted()))
+    if certified is not None:
+        converged = certified == flow_cache.digest(installed.lines)
+    elif not installed.lines and not removing:
+        converged = False  # every stage has flows: a new bridge has all to get
+    else:
+        converged = found.wanted().keys() == installed.lines
     if flows:
         changes = (FlowChanges(desired.fabric.overlay.bridge) if converged else
                    diff_dump(desired.fabric.overlay.bridge, found.wanted(), installed.lines))
@@ -177,6 +187,19 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         if pending:
             the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
     return replace(found, installed=installed, plan=the_plan, flows_converged=converged)
+
+
+def changed_flows(found: Survey, live: set[str], installed: FlowDump, removing: bool
+                  ) -> FlowChanges:
+    """The flow changes for the ports ``live`` now, from the flows ``installed``: none
+    when the survey found the bridge converged for exactly these ports and nothing was
+    dumped again since; from the survey's desired flows when they are for these ports."""
+    bridge = found.desired.fabric.overlay.bridge
+    if live == found.live and found.flows_converged and installed is found.installed:
+        return FlowChanges(bridge)
+    flows = ({} if removing else found.wanted() if live == found.live
+             else by_dump_line(desired_flows(found.desired, live)))
+    return diff_dump(bridge, flows, installed.lines)
 
 
 def _pending_note(remote: str) -> str | None:

@@ -89,14 +89,25 @@ class RawClient:
         each.  ``timeout``: seconds to wait for the reply (a "wait" operation may hold
         it), else the connect timeout.  Raises TransactError (SystemFailure) with
         ovsdb-server's error and details when an operation or the commit fails."""
+        return self.finish(self.start(operations), timeout)
+
+    def start(self, operations: list[dict[str, Any]]) -> int:
+        """Send a transaction without waiting for its reply; returns its id for finish()."""
         self.serial += 1
         request = {"method": "transact", "params": ["Open_vSwitch", *operations],
                    "id": self.serial}
         try:
+            self.sock.sendall(json.dumps(request, separators=(",", ":")).encode())
+        except OSError as exc:
+            raise SystemFailure(f"writing to {self.remote}: {exc.strerror or exc}") from None
+        return self.serial
+
+    def finish(self, serial: int, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The results of the transaction ``serial`` sent by start(); see transact()."""
+        try:
             if timeout is not None:
                 self.sock.settimeout(timeout)
-            self.sock.sendall(json.dumps(request, separators=(",", ":")).encode())
-            reply = self._reply(self.serial)
+            reply = self._reply(serial)
         except TimeoutError:
             raise SystemFailure(f"ovsdb-server at {self.remote} did not answer within "
                                 f"{timeout or self.timeout:g} s") from None

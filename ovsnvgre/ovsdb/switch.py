@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ovsnvgre.actual import ActualBridge, ActualPort, ActualSwitch, PortStatus
@@ -147,8 +147,11 @@ class Switch:
                              f"(is ovs-vswitchd running for {self.remote}?); the database "
                              "holds it and ovs-vswitchd applies it when it starts")
 
-    def apply(self, changes: Iterable[OvsdbChange]) -> int:
-        """All changes in one transaction, then wait for ovs-vswitchd to apply it.
+    def apply(self, changes: Iterable[OvsdbChange],
+              meanwhile: Callable[[], object] | None = None) -> int:
+        """All changes in one transaction, then wait for ovs-vswitchd to apply it,
+        calling ``meanwhile()`` (work that needs no switch: ovs-vswitchd and
+        ovsdb-server are the busy ones then) while it waits for the first.
 
         Except one thing: a port removed to be attached again (PortDelete with
         ``reattach``) is created again in a second transaction once ovs-vswitchd has
@@ -167,14 +170,15 @@ class Switch:
         later = [change for change in changes
                  if isinstance(change, PortCreate) and change.spec.name in again]
         self._transact([change for change in changes
-                        if not any(change is create for create in later)])
+                        if not any(change is create for create in later)], meanwhile)
         if later:
             log.debug("OVSDB: a second transaction attaches again %s",
                       ", ".join(sorted(change.spec.name for change in later)))
             self._transact(later)
         return len(changes)
 
-    def _transact(self, changes: list[OvsdbChange]) -> None:
+    def _transact(self, changes: list[OvsdbChange],
+                  meanwhile: Callable[[], object] | None = None) -> None:
         """One transaction, applied by ovs-vswitchd; raises SystemFailure."""
         tables = ROWS_READ if needs_ports(changes) else {"Bridge": ROWS_READ["Bridge"]}
         operations = commands.operations(changes, Rows.from_select(self._select(tables)))
@@ -185,10 +189,12 @@ class Switch:
         except TransactError as exc:
             raise SystemFailure(f"the OVSDB transaction failed: {exc}") from None
         next_cfg = results[-1]["rows"][0]["next_cfg"]
+        waiting = self._raw().start(commands.wait_for(next_cfg, self.timeout))
+        if meanwhile is not None:
+            meanwhile()
         try:
             # The reply may take the whole timeout: a little more to read it.
-            self._raw().transact(commands.wait_for(next_cfg, self.timeout),
-                                 timeout=self.timeout + CONNECT_TIMEOUT)
+            self._raw().finish(waiting, timeout=self.timeout + CONNECT_TIMEOUT)
         except TransactError as exc:
             if exc.error == "timed out":
                 raise self._not_applied() from None
