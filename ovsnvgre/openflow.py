@@ -151,9 +151,10 @@ def trace(bridge: str, flow: str) -> str:
 def apply(bridge: str, add: Iterable[Flow], delete: Iterable[Flow]) -> int:
     """Deletions and additions as one atomic bundle (`ovs-ofctl --bundle add-flows`);
     returns the number of flow-mods; raises SystemFailure, leaving the flows as they were."""
-    # Sorted only so that the file reads the same for the same change.
-    lines = sorted(f.delete_line() for f in delete)
-    lines += sorted(f.add_line() for f in add)
+    # Not sorted: the bundle applies as one whatever the order, and sorting 250,000
+    # lines (5,000 hosts) costs a quarter of a second for nothing.
+    lines = [f.delete_line() for f in delete]
+    lines += [f.add_line() for f in add]
     if not lines:
         return 0
     with tempfile.NamedTemporaryFile("w", prefix="ovsnvgre-flows-", suffix=".txt",
