@@ -185,7 +185,9 @@ class Switch:
         for change in changes:
             log.debug("OVSDB: %s", change.describe())
         try:
-            results = self._raw().transact(operations)
+            # Committing 110,000 rows (per-vsid, 5,000 hosts) takes ovsdb-server longer
+            # than a read may: the run's --timeout bounds it.
+            results = self._raw().transact(operations, timeout=self.timeout)
         except TransactError as exc:
             raise SystemFailure(f"the OVSDB transaction failed: {exc}") from None
         next_cfg = results[-1]["rows"][0]["next_cfg"]
