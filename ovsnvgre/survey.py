@@ -111,8 +111,10 @@ class Survey:
         if "flows" not in self.computed:
             flows = by_dump_line(desired_flows(self.desired, set(self.live)))
             self.computed["flows"] = flows
-            if self.entry and self.certified is None:
-                flow_cache.put(self.entry, flow_cache.digest(flows))
+            entry = self.entry or flow_cache.key(self.desired.fabric, self.desired.host.name,
+                                                 self.live)
+            if entry and self.certified is None:
+                flow_cache.put(entry, flow_cache.digest(flows))
         return self.computed["flows"]
 
 
@@ -164,7 +166,9 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
                                f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
         refused = actual.interfaces.only(set(desired.ports)).refused()
         live = frozenset(name for name in desired.ports if name not in refused)
-        entry = None if removing else flow_cache.key(desired.fabric, desired.host.name, live)
+        # Without a bridge there is no dump to compare: the key waits for wanted().
+        entry = None if removing or dumping is None else flow_cache.key(
+            desired.fabric, desired.host.name, live)
         certified = flow_cache.get(entry) if entry else None
         found = Survey(desired, actual, kernel, FlowDump(), the_plan, refused, live,
                        entry=entry, certified=certified)
