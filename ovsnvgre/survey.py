@@ -148,12 +148,17 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         # What the next `up` would take over, as it would (a read-only look).
         pending = journal.load(journal.path_for(switch.remote))
         prior = pending.snapshot.ports if pending is not None else None
-    actual = switch.read()
-    bridge = integration_bridge(desired, actual.bridge_external_ids())
-    # ovs-ofctl and ovs-vswitchd print the flows while this process reads the kernel
-    # and computes the flows it wants.
     with contextlib.ExitStack() as stack:
-        dumping = stack.enter_context(openflow.PendingDump(bridge)) if bridge else None
+        # ovs-ofctl and ovs-vswitchd print the flows while this process reads the
+        # database and the kernel and computes the flows it wants; the dump is read
+        # only if the bridge turns out to be this fabric's.
+        dumping = _start_dump(stack, desired.fabric.overlay.bridge)
+        actual = switch.read()
+        bridge = integration_bridge(desired, actual.bridge_external_ids())
+        if bridge is None:
+            dumping = None
+        elif dumping is None:
+            dumping = stack.enter_context(openflow.PendingDump(bridge))
         kernel = netlink.read(links_to_read(desired, actual, prior))
         unknown = None
         if not removing:
@@ -177,12 +182,7 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         elif certified is None and dumping is not None:
             found.wanted()  # beside the dump: it does not need it
         installed = dumping.result() if dumping else FlowDump()
-    if certified is not None:
-        converged = certified == flow_cache.digest(installed.lines)
-    elif not installed.lines and not removing:
-        converged = False  # every stage has flows: a new bridge has all to get
-    else:
-        converged = found.wanted().keys() == installed.lines
+    converged = _converged(found, installed, removing)
     if flows:
         changes = (FlowChanges(desired.fabric.overlay.bridge) if converged else
                    diff_dump(desired.fabric.overlay.bridge, found.wanted(), installed.lines))
@@ -191,6 +191,25 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         if pending:
             the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
     return replace(found, installed=installed, plan=the_plan, flows_converged=converged)
+
+
+def _converged(found: Survey, installed: FlowDump, removing: bool) -> bool:
+    """Whether ``installed`` are exactly the desired flows: by the certified digest
+    when there is one, else by the flows themselves."""
+    if found.certified is not None:
+        return found.certified == flow_cache.digest(installed.lines)
+    if not installed.lines and not removing:
+        return False  # every stage has flows: a new bridge has all to get
+    return found.wanted().keys() == installed.lines
+
+
+def _start_dump(stack: contextlib.ExitStack, bridge: str) -> openflow.PendingDump | None:
+    """The dump of ``bridge`` started before knowing whether it is ovsnvgre's (read
+    only if it is; left, and stopped, otherwise); None when it cannot start."""
+    try:
+        return stack.enter_context(openflow.PendingDump(bridge))
+    except SystemFailure:
+        return None  # no ovs-ofctl: said again if the dump is needed
 
 
 def changed_flows(found: Survey, live: set[str], installed: FlowDump, removing: bool
