@@ -66,6 +66,8 @@ def _managed(ids: dict[str, str]) -> dict[str, str]:
 
 def _ids_diff(want: dict[str, str], have: dict[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
     """Keys to set and stale ovsnvgre keys to remove; foreign keys are never touched."""
+    if want == have:  # a row of nothing but its wanted keys: 22,000 at 11,000 ports
+        return {}, ()
     have_managed = _managed(have)
     to_set = {k: v for k, v in want.items() if have_managed.get(k) != v}
     stale = tuple(sorted(set(have_managed) - set(want)))
