@@ -1,15 +1,19 @@
 """How long reading a fabric file takes, with and without the fabric cache.
 
-    python3 bench/fabric_load.py [--runs 7] [--json]
+    python3 bench/fabric_load.py [--runs 7] [--fabrics bench,20k,100k] [--json]
 
-Two fabrics from fabric_gen.py: the converge bench's (101 hosts, 3,050 VMs) and a
-1,000-host x 20-VM one (20,020 VMs).  For each: the whole `ovsnvgre validate`
-process, and `fabric.load` inside one process (what a converged `up` pays before
-it reads the switch), once with the cache off (OVSNVGRE_NO_CACHE=1: parse and
-validate every time) and once with the entry already written.  The cache lives
-in a temporary directory of its own.  Times `python -m ovsnvgre` of the interpreter
-running this script, whatever `ovsnvgre` it imports (PYTHONPATH may point at
-another checkout).  Figures, never test pass/fail.
+Three fabrics from fabric_gen.py: the converge bench's (101 hosts, 3,050 VMs), a
+1,000-host x 20-VM one (20,020 VMs) and a 5,000-host x 20-VM one (100,000 VMs, the
+size of issue 17's `validate` target).  For each: the whole `ovsnvgre validate`
+process with the cache off (OVSNVGRE_NO_CACHE=1: parse and validate every time),
+with the cache on and empty (a new cache directory each run: parse, validate and
+write the entry: a fabric's first run) and with the entry already written; and
+`fabric.load` inside one process (what a converged `up` pays before it reads the
+switch), cache off and entry written.  Each cache lives in a temporary directory of
+its own.  Wall-clock medians, and the validate process's CPU time (user + system,
+which a busy neighbour on a shared machine inflates less).  Times `python -m
+ovsnvgre` of the interpreter running this script, whatever `ovsnvgre` it imports
+(PYTHONPATH may point at another checkout).  Figures, never test pass/fail.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,17 +42,27 @@ fabric.load(sys.argv[1])
 print(time.perf_counter() - start)
 """
 
+# --fabrics name -> (what the report calls it, the fabric)
 FABRICS = {
-    "bench (101 hosts, 3,050 VMs)": lambda: generate(101, tunnel_ports="per-vsid"),
-    "1,000 hosts x 20 VMs (20,020 VMs)": lambda: generate(1000, local_vms=20, vms_per_peer=20),
+    "bench": ("bench (101 hosts, 3,050 VMs)", lambda: generate(101, tunnel_ports="per-vsid")),
+    "20k": ("1,000 hosts x 20 VMs (20,020 VMs)",
+            lambda: generate(1000, local_vms=20, vms_per_peer=20)),
+    "100k": ("5,000 hosts x 20 VMs (100,000 VMs)",
+             lambda: generate(5000, local_vms=20, vms_per_peer=20)),
 }
 
 
-def _whole(env: dict[str, str], path: Path, cwd: str) -> float:
-    start = time.perf_counter()
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _whole(env: dict[str, str], path: Path, cwd: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one `ovsnvgre validate` process."""
+    cpu, start = _cpu(), time.perf_counter()
     subprocess.run([sys.executable, "-m", "ovsnvgre", "validate", "-c", str(path)], env=env,
                    cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu() - cpu
 
 
 def _load(env: dict[str, str], path: Path, cwd: str) -> float:
@@ -57,7 +72,7 @@ def _load(env: dict[str, str], path: Path, cwd: str) -> float:
 
 
 def measure(text: str, runs: int, workdir: Path) -> dict[str, float]:
-    """Medians (seconds) of validate and load, cache off and warm."""
+    """Medians (seconds) of validate and load, cache off, empty and warm."""
     path = workdir / "fabric.yaml"
     path.write_text(text)
     cache = workdir / "cache"
@@ -65,11 +80,15 @@ def measure(text: str, runs: int, workdir: Path) -> dict[str, float]:
     warm = {**os.environ, "OVSNVGRE_CACHE_DIR": str(cache)}
     warm.pop("OVSNVGRE_NO_CACHE", None)
     _whole(warm, path, str(workdir))  # writes the entry
-    times: dict[str, list[float]] = {k: [] for k in ("validate, no cache", "validate, cached",
-                                                      "load, no cache", "load, cached")}
-    for _ in range(runs):  # interleaved, so that a busy neighbour hits every mode alike
-        times["validate, no cache"].append(_whole(cold, path, str(workdir)))
-        times["validate, cached"].append(_whole(warm, path, str(workdir)))
+    validates = ("validate, no cache", "validate, cache empty", "validate, cached")
+    times: dict[str, list[float]] = {k: [] for k in (
+        *validates, *(f"{k} (CPU)" for k in validates), "load, no cache", "load, cached")}
+    for run in range(runs):  # interleaved, so that a busy neighbour hits every mode alike
+        empty = {**warm, "OVSNVGRE_CACHE_DIR": str(workdir / f"empty-{run}")}
+        for mode, env in zip(validates, (cold, empty, warm), strict=True):
+            wall, cpu = _whole(env, path, str(workdir))
+            times[mode].append(wall)
+            times[f"{mode} (CPU)"].append(cpu)
         times["load, no cache"].append(_load(cold, path, str(workdir)))
         times["load, cached"].append(_load(warm, path, str(workdir)))
     entries = sorted(p.name for p in cache.iterdir()) if cache.exists() else []
@@ -82,12 +101,15 @@ def main() -> None:
     """Print the medians per fabric (or JSON)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--fabrics", default=",".join(FABRICS),
+                        help=f"comma-separated, of: {', '.join(FABRICS)}")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     found = subprocess.run([sys.executable, "-c", "import ovsnvgre; print(ovsnvgre.__file__)"],
                            capture_output=True, text=True, check=True).stdout.strip()
     report = {}
-    for name, make in FABRICS.items():
+    for key in args.fabrics.split(","):
+        name, make = FABRICS[key]
         with tempfile.TemporaryDirectory(prefix="ovsnvgre-load-") as tmp:
             report[name] = measure(make(), args.runs, Path(tmp))
     if args.json:

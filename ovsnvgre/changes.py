@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from ovsnvgre.actual import Address
 from ovsnvgre.desired import BridgeSpec, PortSpec, RouteSpec
+from ovsnvgre.external import ExternalChange
 from ovsnvgre.pipeline import Flow, describe, table_name
 
 Action = Literal["add", "delete"]
@@ -199,11 +200,17 @@ class FlowChanges:
         return counts
 
     def lines(self, verbose: bool = False) -> list[str]:
-        """Counts per table, or (verbose) one line per flow added or deleted."""
+        """Counts per table, or (verbose) one line per flow added or deleted.
+
+        A table whose added flows hash the FlowID into the tunnel key says so
+        (``overlay.flow_id: hash``).
+        """
         if verbose:
             return ([f"add flow {text}" for text in sorted(map(describe, self.add))]
                     + [f"delete flow {text}" for text in sorted(map(describe, self.delete))])
+        hashing = {table_name(flow.table) for flow in self.add if flow.hashes_flow_id}
         return [f"flows in table {table} of {self.bridge}: +{added} -{deleted}"
+                + (" (tunnel keys: VSID << 8 + FlowID hash)" if table in hashing else "")
                 for table, (added, deleted) in sorted(self.per_table().items())]
 
 
@@ -219,15 +226,17 @@ class Plan:
     notes: tuple[str, ...] = ()
     # What makes `up` refuse before any change (preflight.py), one line each.
     blockers: tuple[str, ...] = ()
+    # The routing domains' external sides on this gateway host (issue 19).
+    external: tuple[ExternalChange, ...] = ()
 
     @property
     def empty(self) -> bool:
         """Whether the host already matches."""
-        return not self.ovsdb and not self.kernel and not self.flows
+        return not self.ovsdb and not self.kernel and not self.flows and not self.external
 
     def lines(self, verbose: bool = False) -> list[str]:
         """One line per change (flows per table unless ``verbose``)."""
-        lines = [change.describe() for change in (*self.ovsdb, *self.kernel)]
+        lines = [change.describe() for change in (*self.ovsdb, *self.kernel, *self.external)]
         if self.flows:
             lines += self.flows.lines(verbose)
         return lines

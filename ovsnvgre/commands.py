@@ -78,12 +78,17 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
     """Show this host as it runs, and how it drifted from the fabric.
 
     Reports the PA and where it sits, each tunnel (peer, VSID, key, port,
-    state, BFD), each local VM (port, VSID, MAC, CA, link, MTU, packet
-    counters), the flows per table, and warnings (MTU; a leased address back on
-    the uplink). Drift is every difference between the switch and the fabric
+    state, BFD; with `tunnel_ports: flow`, one row per peer and VSID read from
+    the installed flows, as the one flow port names no peer), each local VM
+    (port, VSID, MAC, CA, link, MTU, packet counters), the flows per table,
+    and warnings (MTU; a leased address back on the uplink); on a gateway host,
+    each routing domain's external side (NIC, SNAT address, floating IPs, next
+    hop, namespace, state) and its translations (the connections its conntrack
+    table holds). Drift is every difference between the switch and the fabric
     (missing, extra or changed rows, flows, ports ovs-vswitchd refused, VM
-    ports whose device was re-created while ovs-vswitchd holds the old one).
-    Changes nothing.
+    ports whose device was re-created while ovs-vswitchd holds the old one, an
+    external side's namespace, links, addresses, routes or rules). Changes
+    nothing.
 
     Exit status: 0 converged, 3 drifted (for monitoring), 1 or 2 on failure.
     """
@@ -99,28 +104,35 @@ def status(config: str, host: str | None, db: str | None, as_json: bool) -> None
 @click.option("--from", "source", required=True, metavar="VM",
               help="The VM the packet comes from (a VM of this host).")
 @click.option("--to", "target", required=True, metavar="VM|ADDRESS",
-              help="A VM name, or a CA (looked up in the source's virtual subnet first).")
+              help="A VM name, or a CA (looked up in the source's virtual subnet first, "
+                   "then in its routing domain).")
 @click.option("--proto", default="icmp", show_default=True, metavar="icmp|arp|tcp:PORT|udp:PORT",
               help="The packet: an echo request, an ARP request for the address, or a "
                    "TCP/UDP packet to PORT.")
+@click.option("--ttl", default=64, show_default=True, type=click.IntRange(0, 255),
+              help="The IPv4 packet's TTL (1 shows the distributed router dropping it).")
 @click.option("--host", metavar="NAME",
               help="The host the trace runs on. Default: the source VM's host.")
 @db_option
 @click.option("--raw", is_flag=True, help="Also print ofproto/trace's full output.")
 @json_option
 @fail_cleanly
-def trace(config: str, source: str, target: str, proto: str, host: str | None, db: str | None,
-          raw: bool, as_json: bool) -> None:
+def trace(config: str, source: str, target: str, proto: str, ttl: int, host: str | None,
+          db: str | None, raw: bool, as_json: bool) -> None:
     """Show what the switch does with one packet, in the fabric's terms.
 
     Builds the packet from the fabric (the VM's port, MAC and CA, the
-    destination's MAC when the fabric knows it), runs `ovs-appctl
-    ofproto/trace` on the integration bridge, and prints a verdict such as
-    "delivered to red-b via tunnel to host2 with key 0x138900", "answered by
-    the ARP responder" or "dropped: different virtual subnet". Changes nothing.
+    destination's MAC when the fabric knows it, the distributed router's MAC
+    off a routed subnet), runs `ovs-appctl ofproto/trace` on the integration
+    bridge, and prints a verdict such as "delivered to red-b via tunnel to
+    host2 with key 0x138900" (through the flow port: "via tunnel to host2
+    (tun_dst 192.168.2.11) with key 0x138900"), "routed by contoso's
+    distributed router to db-b (10.1.2.20) via tunnel to host2 with key
+    0x138a00", "answered by the ARP responder" or "dropped: different virtual
+    subnet". Changes nothing.
     """
-    render.trace(surveys.trace(fabrics.load(config), source, target, proto, host, db), raw,
-                 as_json)
+    render.trace(surveys.trace(fabrics.load(config), source, target, proto, host, db, ttl),
+                 raw, as_json)
 
 
 @click.command()
@@ -140,7 +152,9 @@ def watch(config: str, host: str | None, db: str | None, timeout: float,
     again under the same name), the flows of the integration bridge (or
     ovs-vswitchd restarting and losing them), or the fabric file (a new valid
     file is taken; an invalid one is reported and the last good one kept).
-    SIGHUP runs it at once. Logs every repair with what drifted, one line
+    A file whose VMs alone changed, and row events of VM and tunnel ports,
+    are applied incrementally: only the rows and flows they touch are read
+    and written. SIGHUP runs it at once. Logs every repair with what drifted, one line
     each, on stderr. Any failed run is logged in one line (and, with --debug,
     its traceback) and tried again after 1, 2, 5, 10, then every 30 s.
     examples/ovsnvgre-watch.service runs it under systemd.
@@ -162,13 +176,18 @@ def up(config: str, host: str | None, db: str | None, timeout: float, wait: floa
     Creates the underlay bridge with the tep port holding the PA (moving the
     uplink's addresses and routes to it), the integration bridge, the GRE
     ports to the peers, the VM ports, and the OpenFlow pipeline that gives
-    each VM port its tenant and keeps tenants apart. Safe to run again: with
-    nothing changed it writes nothing.
+    each VM port its tenant and keeps tenants apart. On a routing domain's
+    gateway host, also the domain's network namespace (veth, macvlan on the
+    external NIC, addresses, routes, nftables NAT and filter rules). Safe to
+    run again: with nothing changed it writes nothing.
 
     One run changes a host at a time (others wait, see --wait). Before
     changing anything it saves the host's state in ovsnvgre-rollback.json in
     the OVS run directory; when the underlay changed it checks the host still
-    reaches its network (see --verify) and rolls back by itself if not. After
+    reaches its network (see --verify) and rolls back by itself if not (or
+    on any error after its first change): rows, addresses, routes and flows
+    go back, and the namespaces the run made are deleted; a namespace it
+    changed stays as it is, for the next `up` to converge. After
     a run that was killed, the next `up` takes its saved state over: it
     converges, and returns to that state if the check fails (`ovsnvgre
     rollback` returns to it at once instead).
@@ -194,9 +213,12 @@ def down(config: str, host: str | None, db: str | None, timeout: float, wait: fl
 
     Deletes the bridges, ports and tunnels that carry this fabric's marker and
     the flows that carry ovsnvgre's cookie, and gives the uplink back the
-    addresses and routes `up` moved off it. Rows and flows ovsnvgre did not
+    addresses and routes `up` moved off it; on a gateway host, deletes the
+    routing domains' namespaces with their links, nftables rules and
+    conntrack state. Rows, flows, namespaces and rules ovsnvgre did not
     create are never touched. The state before is saved and the underlay
-    checked afterwards, as for `up`.
+    checked afterwards, as for `up`; a rollback does not make a deleted
+    namespace again (the next `up` does).
     """
     fab, chosen = _load_host(config, host)
     result = engine.down(fab, chosen, db, timeout, progress(as_json), verify, confirm, wait)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from ovsnvgre import nvgre
+from ovsnvgre import external, nvgre
 from ovsnvgre.model import Choice, Fabric, Host, KeyLayout, TunnelPorts
 
 # external_ids keys.  The fabric key is the ownership marker: a row is ovsnvgre's
@@ -19,6 +19,7 @@ ROLE_KEY = "ovsnvgre-role"
 PEER_KEY = "ovsnvgre-peer"
 VSID_KEY = "ovsnvgre-vsid"
 VM_KEY = "ovsnvgre-vm"
+DOMAIN_KEY = "ovsnvgre-routing-domain"
 
 
 class Role(Choice):
@@ -32,7 +33,12 @@ class Role(Choice):
     # per-vsid + rfc7637: a GRE port towards a peer's PA with in_key=flow, that only
     # receives (no flow sends to it): the frames whose FlowID is not 0.
     TUNNEL_RECEIVE = "tunnel-receive"
+    # tunnel_ports: flow: the one GRE port towards every peer (remote_ip=flow, key=flow);
+    # the pipeline picks the peer (tun_dst) and the key per frame.
+    TUNNEL_FLOW = "tunnel-flow"
     VM = "vm"            # a VM's port on the integration bridge
+    # A routing domain's external side: the veth to its namespace on the gateway host.
+    EXTERNAL = "external"
 
 
 @dataclass(frozen=True)
@@ -155,32 +161,69 @@ def desired_host(fabric: Fabric, host_name: str) -> DesiredHost:
             external_ids=owner_ids(fabric, Role.VM, **{VM_KEY: vm.name,
                                                         VSID_KEY: str(fabric.vsid_of(vm))}),
             adopt_existing=True, mtu_request=overlay.vm_mtu))
+    for domain in fabric.gateway_domains(host_name):
+        ports.append(PortSpec(
+            name=external.bridge_port(fabric, domain.name), bridge=overlay.bridge,
+            role=Role.EXTERNAL, iface_type="", options={},
+            external_ids=owner_ids(fabric, Role.EXTERNAL, **{DOMAIN_KEY: domain.name})))
     return DesiredHost(fabric=fabric, host=host, bridges=bridges,
                      ports={port.name: port for port in ports}, pa=host.pa,
                      peer_routes=tuple(peer_routes(fabric, host)))
 
 
 def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
-    """Each other host that has a VM in a VSID this host also has, with those VSIDs.
+    """Each other host this host exchanges frames with, and the VSIDs (keys) it takes.
 
-    Looked up per VSID of this host (``Fabric.hosts_with``): the cost is the size of
-    the answer, not the number of hosts times the number of VMs.
+    A VSID is shared with a peer when both have a VM in it (bridged), when this host's
+    VMs route to the peer's VMs of that VSID (the frame carries the destination VSID),
+    or the other way round (see ``shared_vsids``).  Symmetric: the peer's answer for
+    this host is the same set, so both ends have the port (per-vsid) for each key.
+
+    Looked up per VSID of this host and per routing domain (``Fabric.hosts_with``,
+    ``Fabric.hosts_in_domain``): the cost is the size of the answer, not the number of
+    hosts times the number of VMs.
     """
     shared: dict[str, set[int]] = {}
-    for vsid in fabric.vsids_on(host.name):
+    name = host.name
+    for vsid in fabric.vsids_on(name) | fabric.routed_vsids(name):
         for other in fabric.hosts_with(vsid):
-            if other != host.name:
+            if other != name:
                 shared.setdefault(other, set()).add(vsid)
+    for domain in fabric.domains_on(name):
+        routed_here = [s.vsid for s in fabric.subnets_in(domain)
+                       if s.vsid in fabric.vsids_on(name)]
+        for other in fabric.hosts_in_domain(domain):
+            if other != name:
+                shared.setdefault(other, set()).update(routed_here)
+        # Issue 19: packets for outside go to the domain's gateway host with the source
+        # VSID's key, and its replies come back with it.
+        gateway = fabric.routing_domains[domain].external
+        if gateway is not None and gateway.host != name and routed_here:
+            shared.setdefault(gateway.host, set()).update(routed_here)
     return shared
+
+
+def shared_vsids(fabric: Fabric, host: str, peer: str) -> set[int]:
+    """The VSIDs whose frames cross the tunnel between ``host`` and ``peer``, either way:
+    those both have a VM in, and those of one's VMs that the other's routing domains
+    route to (issue 18: a routed frame carries the destination VSID's key, so in
+    per-vsid mode both ends need that key's port even where only one has its VMs)."""
+    here, there = fabric.vsids_on(host), fabric.vsids_on(peer)
+    return set((here & there) | (there & fabric.routed_vsids(host))
+               | (here & fabric.routed_vsids(peer)))
 
 
 def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
     """The GRE ports of ``host``: one per peer (per-peer) or per (peer, shared VSID),
-    with remote_ip, local_ip, csum=false and the key (ovs-vswitchd.conf.db(5), options)."""
+    with remote_ip, local_ip, csum=false and the key (ovs-vswitchd.conf.db(5), options);
+    or, with ``tunnel_ports: flow``, the one flow port when any peer shares a VSID."""
     layout = fabric.overlay.key_layout
     bfd = {"enable": "true"} if fabric.overlay.bfd else {}
+    shared = peers_sharing(fabric, host)
+    if fabric.overlay.tunnel_ports == TunnelPorts.FLOW:
+        return [flow_port(fabric, host)] if shared else []
     ports = []
-    for peer_name, vsids in sorted(peers_sharing(fabric, host).items()):
+    for peer_name, vsids in sorted(shared.items()):
         peer = fabric.hosts[peer_name]
         base_options = {"remote_ip": str(peer.pa.ip), "local_ip": str(host.pa.ip),
                         "csum": "false"}
@@ -201,6 +244,25 @@ def tunnel_ports(fabric: Fabric, host: Host) -> list[PortSpec]:
                                        **{PEER_KEY: peer_name, VSID_KEY: str(vsid)}),
                 bfd=bfd))
     return ports
+
+
+def flow_port(fabric: Fabric, host: Host) -> PortSpec:
+    """The one GRE port of ``tunnel_ports: flow`` (nvgre.FLOW_PORT), towards every peer.
+
+    ``remote_ip=flow``: it takes frames from any remote tunnel endpoint, which
+    the classify stage tells apart by ``tun_src``, and sends wherever the flow
+    set ``tun_dst``; ``key=flow``: it takes every key (into ``tun_id``) and sends
+    the one the flow set (ovs-vswitchd.conf.db(5), Interface options remote_ip
+    and key).  ``local_ip`` is the host's PA, as on the ports of the other modes,
+    so it takes only frames sent to this host's PA.  It carries no BFD: a session
+    needs one remote (fabric.py refuses ``bfd: true`` with this mode).
+    """
+    return PortSpec(
+        name=nvgre.FLOW_PORT, bridge=fabric.overlay.bridge, role=Role.TUNNEL_FLOW,
+        iface_type="gre",
+        options={"remote_ip": "flow", "local_ip": str(host.pa.ip), "csum": "false",
+                 "key": "flow"},
+        external_ids=owner_ids(fabric, Role.TUNNEL_FLOW))
 
 
 def receive_port(fabric: Fabric, peer_name: str, base_options: dict[str, str]) -> PortSpec:

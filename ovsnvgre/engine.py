@@ -8,6 +8,7 @@ It starts with the survey `plan` shows (survey.py), then, in this order:
     survey   read and plan (the same survey as `plan`)
     preflight  refuse, before any change, a host whose uplink cannot be taken over
     check    probe the underlay before any change (when the plan touches it)
+    external the routing domains' namespaces on a gateway host (last on `down`)
     ovsdb    all row changes in one transaction (the rollback file is saved first)
     kernel   addresses, routes and links, off the uplink and onto the tep port
     verify   probe again; roll back by itself if the host lost its underlay
@@ -18,35 +19,40 @@ It starts with the survey `plan` shows (survey.py), then, in this order:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from subprocess import Popen
 from typing import Any
 
-from ovsnvgre import netlink, openflow
+from ovsnvgre import externalhost, netlink, openflow
 from ovsnvgre.actual import PortStatus
 from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
-from ovsnvgre.errors import SystemFailure, UsageError
+from ovsnvgre.errors import SystemFailure
 from ovsnvgre.model import Fabric
 from ovsnvgre.openflow import FlowDump
 from ovsnvgre.ovsdb import Switch, default_remote
-from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
+from ovsnvgre.ovsdb.remote import absolute, missing_socket
 from ovsnvgre.ovsdb.switch import NotApplied
+from ovsnvgre.pipeline import Flow
 from ovsnvgre.plan import with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
-from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
-from ovsnvgre.survey import changed_flows, gc_paused, integration_bridge, survey
+from ovsnvgre.survey import (
+    changed_flows,
+    gc_paused,
+    integration_bridge,
+    require_local,
+    survey,
+    wanted_flows,
+)
 
 DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
 
@@ -63,6 +69,15 @@ class RunResult:
     check: Check | None = None
     # With --confirm: the process that rolls the run back unless it is confirmed.
     timer: Popen | None = None
+    live: frozenset[str] = frozenset()  # the ports with an OpenFlow number, and
+    # the flows installed for them (watch keeps both), built when first asked: a run
+    # that found its bridge converged by the flow cache never built them.
+    flows_of: Callable[[], frozenset[Flow]] = field(default=frozenset, repr=False)
+
+    @property
+    def flows(self) -> frozenset[Flow]:
+        """The flows installed for ``live``."""
+        return self.flows_of()
 
     @property
     def changed(self) -> bool:
@@ -158,6 +173,7 @@ class Converge:
         self.ovsdb_writes = self.kernel_changes = self.flow_mods = 0
         self.status = PortStatus()
         self.timer: Popen | None = None
+        self.wanted: Callable[[], frozenset[Flow]] = frozenset
 
     def guard(self) -> None:
         """Take over the rollback state of a run that died (see journal.adopt)."""
@@ -211,11 +227,17 @@ class Converge:
             self.check = Check.start(probes)
 
     def apply_ovsdb(self) -> None:
-        """All row changes in one transaction, after saving the rollback state."""
+        """All row changes in one transaction (two when VM ports are attached again),
+        after saving the rollback state."""
         if not self.plan.ovsdb:
             return
         self.save_before_changing()
-        self.progress(f"applying {len(self.plan.ovsdb)} OVSDB changes in one transaction")
+        reattached = sum(1 for change in self.plan.ovsdb
+                         if isinstance(change, PortDelete) and change.reattach)
+        # Switch.apply attaches re-created VM devices again in a second transaction.
+        how = (f"in two transactions ({reattached} port(s) attached again in the second)"
+               if reattached else "in one transaction")
+        self.progress(f"applying {len(self.plan.ovsdb)} OVSDB changes {how}")
         # The flows the ports will need, while ovs-vswitchd makes the ports.
         self.ovsdb_writes = self.switch.apply(
             self.plan.ovsdb, meanwhile=None if self.removing else self.found.wanted)
@@ -228,7 +250,7 @@ class Converge:
         self.progress(f"applying {len(self.plan.kernel)} address, route and link changes")
         tep_created = any(isinstance(c, PortCreate) and c.spec.role == Role.TEP
                           for c in self.plan.ovsdb)
-        self.kernel_changes = netlink.apply(
+        self.kernel_changes += netlink.apply(
             self.plan.kernel, wait_for=[self.desired.tep_port] if tep_created else [])
 
     def verify(self) -> None:
@@ -252,7 +274,7 @@ class Converge:
         self.progress(f"{what}: restoring the state before the run")
         with signals_deferred():
             try:
-                undone = restore(self.switch, self.record.snapshot, self.progress)
+                undone = externalhost.restore(self)
             except Exception as exc:  # noqa: BLE001 - whatever it is, say what is left
                 return SystemFailure(
                     f"{what}; restoring the state before the run failed too ({exc}): it is "
@@ -278,8 +300,9 @@ class Converge:
                 self.installed = openflow.dump_lines(bridge)
         else:
             self.status = self.found.actual.interfaces.only(wanted)
-        flow_changes = changed_flows(self.found, self.status.live(), self.installed,
-                                     self.removing)
+        live = self.status.live()
+        flow_changes = changed_flows(self.found, live, self.installed, self.removing)
+        self.wanted = lambda: frozenset(wanted_flows(self.found, live, self.removing).values())
         self.plan = with_flows(self.plan, flow_changes)
         if not flow_changes:
             return
@@ -301,7 +324,8 @@ class Converge:
     def result(self) -> RunResult:
         """What the run did."""
         return RunResult(self.plan, self.ovsdb_writes, self.kernel_changes, self.flow_mods,
-                         self.status.refused(), self.check, self.timer)
+                         self.status.refused(), self.check, self.timer,
+                         frozenset(self.status.live()), self.wanted)
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -327,29 +351,6 @@ def down(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFA
     return _converge(fabric, host, db, True, timeout, progress, verify, confirm, wait)
 
 
-def require_local(remote: str) -> None:
-    """Raise UsageError unless ``remote`` is this machine's switch.
-
-    A run changes this machine's links, routes and flows (and probes from here), so
-    its OVSDB writes must go to this machine's ovsdb-server too: a unix: socket, or
-    tcp:/ssl: to an address of this machine.  `plan` and `status` may read anywhere.
-    """
-    kind, host, _ = check_remote(remote)
-    if kind == "unix":
-        return
-    try:
-        found = {ipaddress.ip_address(info[4][0].split("%")[0])
-                 for info in socket.getaddrinfo(host, None)}
-    except (OSError, ValueError):
-        found = set()
-    local = netlink.local_addresses()
-    if found and all(ip.is_loopback or ip in local for ip in found):
-        return
-    raise UsageError(f"--db {remote} is not this machine's switch: `up`, `down` and `watch` "
-                     "change this machine's links, routes and flows, so they only write to "
-                     "its own ovsdb-server (`plan` and `status` may read any)")
-
-
 def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout: float,
               progress: Progress, verify: bool, confirm: float | None, wait: float
               ) -> RunResult:
@@ -367,9 +368,10 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
         run.preflight()
         try:
             with signals_raise() as signals:
-                for phase in (lambda: run.start_check(verify), run.apply_ovsdb,
+                for phase in (lambda: run.start_check(verify),
+                              lambda: externalhost.phase(run, False), run.apply_ovsdb,
                               run.apply_kernel, run.verify, run.apply_flows,
-                              lambda: run.finish(confirm)):
+                              lambda: externalhost.phase(run, True), lambda: run.finish(confirm)):
                     phase()
                     signals.check()
         except (SystemFailure, KeyboardInterrupt) as exc:

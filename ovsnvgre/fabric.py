@@ -12,16 +12,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ovsnvgre import fabric_cache, fabric_yaml, nvgre
+from ovsnvgre import fabric_cache, fabric_external, fabric_routing, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
-from ovsnvgre.fabric_checks import Checker, describe, join
+from ovsnvgre.fabric_checks import Checker, describe, ipv4_interface, join
 from ovsnvgre.fabric_yaml import LineList, LineMap
 from ovsnvgre.model import (
     DatapathType,
     Fabric,
+    FlowId,
     Host,
     KeyLayout,
     Overlay,
+    RoutingDomain,
     TunnelPorts,
     Underlay,
     VirtualSubnet,
@@ -37,13 +39,13 @@ MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 def _parse_pa(text: str) -> ipaddress.IPv4Interface:
     if "/" not in text:
         raise ValueError(text)
-    return ipaddress.IPv4Interface(text)
+    return ipv4_interface(text) or ipaddress.IPv4Interface(text)
 
 
 def _parse_ca(text: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     if "/" not in text:
         raise ValueError(text)
-    return ipaddress.ip_interface(text)
+    return ipv4_interface(text) or ipaddress.ip_interface(text)
 
 
 # --- the loader ---------------------------------------------------------------------
@@ -63,16 +65,26 @@ def load(path: str | Path) -> Fabric:
         raise FabricError(f"{source}: is a directory, not a fabric file") from None
     except OSError as exc:
         raise FabricError(f"{source}: cannot read: {exc.strerror}") from None
-    cached = fabric_cache.get(data)
-    if isinstance(cached, Fabric):
-        return replace(cached, source=source)
-    fabric = loads(data, source)
-    fabric_cache.put(data, fabric)
+    with fabric_yaml.gc_paused():  # as in loads: reading a cached fabric back, 2x faster
+        cached = fabric_cache.get(data)
+        if isinstance(cached, Fabric):
+            return replace(cached, source=source)
+        fabric = loads(data, source)
+        fabric_cache.put(data, fabric)
     return fabric
 
 
 def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:
     """Parse and validate fabric text; ``source`` names it in error messages."""
+    # The garbage collector's passes over the millions of objects of a large fabric
+    # cost more than making them, and none is in a cycle: paused.  The document is
+    # freed (by reference counting) before it resumes, so its one pass then sees
+    # only the Fabric.
+    with fabric_yaml.gc_paused():
+        return _loads(data, source)
+
+
+def _loads(data: bytes | str, source: str) -> Fabric:
     check = Checker(source)
     if isinstance(data, bytes):
         try:
@@ -96,7 +108,7 @@ def loads(data: bytes | str, source: str = "<fabric>") -> Fabric:
 
 def _build(doc: LineMap, check: Checker) -> Fabric:
     check.keys(doc, "", {"fabric", "datapath_type", "underlay", "overlay", "hosts",
-                         "virtual_subnets", "vms"}, {"fabric", "hosts"})
+                         "virtual_subnets", "vms", "routing_domains"}, {"fabric", "hosts"})
     name = check.string(doc, "fabric", "")
     assert name is not None  # noqa: S101 - an invariant the code above guarantees, not input checking
     datapath_type = check.choice(doc, "datapath_type", "", DatapathType, DatapathType.SYSTEM)
@@ -110,11 +122,22 @@ def _build(doc: LineMap, check: Checker) -> Fabric:
     if len(reserved) < 3:
         raise check.fail("underlay.tep_port", f"{underlay.tep_port!r} is also a bridge name",
                          _line_of(doc, "underlay"))
+    if overlay.tunnel_ports == TunnelPorts.FLOW:
+        if nvgre.FLOW_PORT in reserved:
+            where = reserved[nvgre.FLOW_PORT]
+            raise check.fail(where, f"{nvgre.FLOW_PORT!r} is the name of the GRE port of "
+                             "tunnel_ports: flow", _line_of(doc, where.split(".")[0]))
+        reserved[nvgre.FLOW_PORT] = "the GRE port of tunnel_ports: flow"
     hosts = _hosts(doc, check, reserved)
-    subnets = _subnets(doc, check)
-    vms = _vms(doc, check, hosts, subnets, reserved)
+    seen = fabric_external.Seen()
+    domains = fabric_routing.routing_domains(
+        _section(doc, "routing_domains", check, allow_missing=True), check, hosts, reserved,
+        PORT_NAME_RE, seen)
+    subnets = _subnets(doc, check, domains)
+    vms = _vms(doc, check, hosts, subnets, reserved, overlay.router_mac)
+    fabric_external.floating_vms(domains, subnets, vms, seen, check)
     return Fabric(name=name, datapath_type=datapath_type, underlay=underlay, overlay=overlay,
-                  hosts=hosts, virtual_subnets=subnets, vms=vms,
+                  hosts=hosts, virtual_subnets=subnets, vms=vms, routing_domains=domains,
                   source=check.source)
 
 
@@ -169,10 +192,11 @@ def _probes(section: LineMap, check: Checker) -> tuple[ipaddress.IPv4Address, ..
 
 def _overlay(doc: LineMap, check: Checker) -> Overlay:
     section = _section(doc, "overlay", check, allow_missing=True)
-    check.keys(section, "overlay", {"bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu"},
-               set())
+    check.keys(section, "overlay", {"bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu",
+                                    "flow_id", "router_mac"}, set())
     default = Overlay()
-    return Overlay(
+    overlay = Overlay(
+        router_mac=_router_mac(section, check, default.router_mac),
         bfd=check.boolean(section, "bfd", "overlay", default.bfd),
         vm_mtu=check.integer(section, "vm_mtu", "overlay", nvgre.MIN_VM_MTU,
                              nvgre.MAX_MTU - nvgre.OVERHEAD, None),
@@ -182,7 +206,45 @@ def _overlay(doc: LineMap, check: Checker) -> Overlay:
                                 default.key_layout),
         tunnel_ports=check.choice(section, "tunnel_ports", "overlay", TunnelPorts,
                                   default.tunnel_ports),
+        flow_id=check.choice(section, "flow_id", "overlay", FlowId, default.flow_id),
     )
+    if overlay.bfd and overlay.tunnel_ports == TunnelPorts.FLOW:
+        # BFD runs on an Interface towards one remote_ip (ovs-vswitchd.conf.db(5), BFD);
+        # the flow port has remote_ip=flow, so no session could tell one peer from another.
+        raise check.fail("overlay.bfd", "BFD needs a GRE port per peer, and tunnel_ports: "
+                         "flow has one port for every peer; use tunnel_ports: per-peer or "
+                         "per-vsid for BFD, or bfd: false", section.key_lines["bfd"])
+    _check_flow_id(overlay, section, check)
+    return overlay
+
+
+def _check_flow_id(overlay: Overlay, section: LineMap, check: Checker) -> None:
+    """A hashed FlowID needs the RFC 7637 key and ports that take the key from the flow."""
+    if overlay.flow_id != FlowId.HASH:
+        return
+    line = section.key_lines.get("flow_id")
+    if overlay.key_layout == KeyLayout.PLAIN:
+        raise check.fail("overlay.flow_id", "hash needs key_layout: rfc7637 (with plain the "
+                         "whole key is the VSID: there is no FlowID)", line)
+    if overlay.tunnel_ports == TunnelPorts.PER_VSID:
+        # Every other mode has ports with key=flow: the pipeline writes the key.
+        others = ", ".join(mode.value for mode in TunnelPorts if mode != TunnelPorts.PER_VSID)
+        raise check.fail("overlay.flow_id", "hash needs tunnel ports that take the key from "
+                         f"the flow (tunnel_ports: {others}), but tunnel_ports is per-vsid: "
+                         "its ports send one fixed key each, FlowID 0", line)
+
+
+def _router_mac(section: LineMap, check: Checker, default: str) -> str:
+    """``overlay.router_mac``: a locally administered unicast MAC (IEEE 802: the first
+    octet's lowest bit clear, the next one set), so it never clashes with a NIC's."""
+    if "router_mac" not in section:
+        return default
+    mac = check.parsed(section, "router_mac", "overlay", _parse_mac,
+                       "a MAC address (six hex pairs like 02:00:5e:00:01:01)")
+    if int(mac[:2], 16) & 0b11 != 0b10:
+        raise check.fail("overlay.router_mac", f"{mac} is not a locally administered unicast "
+                         "MAC (like 02:00:5e:00:01:01)", section.key_lines["router_mac"])
+    return mac
 
 
 def _hosts(doc: LineMap, check: Checker, reserved: dict[str, str]) -> dict[str, Host]:
@@ -221,11 +283,14 @@ def _hosts(doc: LineMap, check: Checker, reserved: dict[str, str]) -> dict[str, 
     return hosts
 
 
-def _subnets(doc: LineMap, check: Checker) -> dict[str, VirtualSubnet]:
+def _subnets(doc: LineMap, check: Checker, domains: dict[str, RoutingDomain]
+             ) -> dict[str, VirtualSubnet]:
     section = _section(doc, "virtual_subnets", check, allow_missing=True)
     subnets: dict[str, VirtualSubnet] = {}
     vsid_owner: dict[int, str] = {}
-    for subnet_name, path, entry in check.entries(section, "virtual_subnets", {"vsid"},
+    prefix_lines: dict[str, int] = {}
+    for subnet_name, path, entry in check.entries(section, "virtual_subnets",
+                                                  {"vsid", *fabric_routing.SUBNET_KEYS},
                                                   {"vsid"}):
         vsid = check.whole(entry, "vsid", path)
         vsid_line = entry.key_lines["vsid"]
@@ -237,7 +302,12 @@ def _subnets(doc: LineMap, check: Checker) -> dict[str, VirtualSubnet]:
             raise check.fail(join(path, "vsid"), f"VSID {vsid} is already used by subnet "
                              f"{vsid_owner[vsid]!r}", vsid_line)
         vsid_owner[vsid] = subnet_name
-        subnets[subnet_name] = VirtualSubnet(name=subnet_name, vsid=vsid)
+        prefix = fabric_routing.prefix(entry, path, check)
+        domain = fabric_routing.routing_domain(entry, path, check, domains, prefix)
+        prefix_lines[subnet_name] = entry.key_lines.get("prefix", entry.line)
+        subnets[subnet_name] = VirtualSubnet(name=subnet_name, vsid=vsid, prefix=prefix,
+                                             routing_domain=domain)
+    fabric_routing.no_overlap(subnets, prefix_lines, check)
     return subnets
 
 
@@ -248,7 +318,8 @@ def _parse_mac(text: str) -> str:
 
 
 def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - one decision per branch, each documented; splitting would scatter it
-         subnets: dict[str, VirtualSubnet], reserved: dict[str, str]) -> dict[str, Vm]:
+         subnets: dict[str, VirtualSubnet], reserved: dict[str, str], router_mac: str
+         ) -> dict[str, Vm]:
     section = _section(doc, "vms", check, allow_missing=True)
     vms: dict[str, Vm] = {}
     seen_ca: dict[tuple[str, Any], str] = {}
@@ -291,14 +362,22 @@ def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - o
             raise check.fail(join(path, "mac"), f"{mac} is already used by VM "
                              f"{seen_mac[subnet, mac]!r} in virtual subnet {subnet!r}",
                              mac_line)
+        if mac == router_mac and subnets[subnet].routing_domain is not None:
+            raise check.fail(join(path, "mac"), f"{mac} is the distributed router's MAC "
+                             "(overlay.router_mac) in a routed subnet", mac_line)
         seen_mac[subnet, mac] = vm_name
         ca = check.parsed(entry, "ca", path, _parse_ca,
                           "an address with a prefix length (like 10.0.0.1/24)")
-        if (subnet, ca.ip) in seen_ca:
+        # The address's bytes (4 for IPv4, 16 for IPv6: the families never meet), not
+        # ca.ip, a new object with a slow hash for every VM.
+        ca_key = (subnet, ca.packed)
+        if ca_key in seen_ca:
             raise check.fail(join(path, "ca"), f"{ca.ip} is already used by VM "
-                             f"{seen_ca[subnet, ca.ip]!r} in virtual subnet {subnet!r}",
+                             f"{seen_ca[ca_key]!r} in virtual subnet {subnet!r}",
                              entry.key_lines["ca"])
-        seen_ca[subnet, ca.ip] = vm_name
+        fabric_routing.ca_in_prefix(check, join(path, "ca"), entry.key_lines["ca"], ca,
+                                    subnets[subnet])
+        seen_ca[ca_key] = vm_name
         vms[vm_name] = Vm(name=vm_name, host=host, virtual_subnet=subnet, port=port, mac=mac,
                           ca=ca)
     return vms

@@ -1,10 +1,11 @@
 """A cache of validated fabrics, keyed by the file's exact bytes and the code that built them.
 
-Parsing and validating a fabric of thousands of VMs costs ~0.2 s (3,000 VMs) to ~2.5 s
-(20,000), most of a converged run; an unchanged file is read back instead, from data
-only: the validated fabric as JSON, rebuilt into model.py's dataclasses without being
-validated again (bench/README.md, "Fabric cache", has the figures).  No pickle: reading
-an entry can build nothing but those dataclasses.
+Parsing and validating a fabric costs ~0.1 s of CPU at 3,000 VMs, ~0.6 s at 20,000 and
+~3 s at 100,000, most of a converged run; an unchanged file is read back instead, 5-10x
+faster, from data only: the validated fabric as JSON, rebuilt into model.py's
+dataclasses without being validated again (bench/README.md, "Fabric cache" and
+"`validate` at 100,000 VMs", has the figures).  No pickle: reading an entry can build
+nothing but those dataclasses.
 
 Trust (root may run with a user's XDG_CACHE_HOME or OVSNVGRE_CACHE_DIR): the cache
 directory is opened once with O_NOFOLLOW, and used only when it is a directory owned
@@ -33,10 +34,13 @@ from typing import Any
 from ovsnvgre import __version__
 from ovsnvgre.model import (
     DatapathType,
+    External,
     Fabric,
+    FlowId,
     Host,
     KeyLayout,
     Overlay,
+    RoutingDomain,
     TunnelPorts,
     Underlay,
     VirtualSubnet,
@@ -47,16 +51,20 @@ from ovsnvgre.model import (
 # only valid for the very code that validated and built it (a new rule, a renamed
 # field), whatever __version__ says.
 _SHAPING = ("model.py", "fabric.py", "fabric_checks.py", "fabric_yaml.py", "nvgre.py",
-            "family.py", "fabric_cache.py")
+            "family.py", "fabric_cache.py", "fabric_routing.py", "fabric_external.py")
 
 # The fields each dataclass is written with, in order (a test holds them to model.py).
 FIELDS: dict[type, tuple[str, ...]] = {
     Fabric: ("name", "datapath_type", "underlay", "overlay", "hosts", "virtual_subnets",
-             "vms", "source"),  # source is not written: it is the file given to load()
+             "vms", "routing_domains",
+             "source"),  # source is not written: it is the file given to load()
     Underlay: ("bridge", "tep_port", "probe", "mtu"),
-    Overlay: ("bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu"),
+    Overlay: ("bridge", "key_layout", "tunnel_ports", "bfd", "vm_mtu", "flow_id",
+              "router_mac"),
     Host: ("name", "pa", "uplink", "gateway"),
-    VirtualSubnet: ("name", "vsid"),
+    RoutingDomain: ("name", "external"),
+    External: ("host", "nic", "address", "gateway", "floating_ips"),
+    VirtualSubnet: ("name", "vsid", "prefix", "routing_domain"),
     Vm: ("name", "host", "virtual_subnet", "port", "mac", "ca"),
 }
 
@@ -201,28 +209,51 @@ def encode(fabric: Fabric) -> list[Any]:
         fabric.name, fabric.datapath_type.value,
         [underlay.bridge, underlay.tep_port, [int(p) for p in underlay.probe], underlay.mtu],
         [overlay.bridge, overlay.key_layout.value, overlay.tunnel_ports.value, overlay.bfd,
-         overlay.vm_mtu],
+         overlay.vm_mtu, overlay.flow_id.value, overlay.router_mac],
         [[h.name, int(h.pa.ip), h.pa.network.prefixlen, h.uplink,
           None if h.gateway is None else int(h.gateway)] for h in fabric.hosts.values()],
-        [[s.name, s.vsid] for s in fabric.virtual_subnets.values()],
+        [[s.name, s.vsid, None if s.prefix is None else int(s.prefix.network_address),
+          None if s.prefix is None else s.prefix.prefixlen, s.routing_domain]
+         for s in fabric.virtual_subnets.values()],
         [[v.name, v.host, v.virtual_subnet, v.port, v.mac, int(v.ca.ip),
           v.ca.network.prefixlen, v.ca.version] for v in fabric.vms.values()],
+        [[d.name, _encode_external(d.external)] for d in fabric.routing_domains.values()],
     ]
+
+
+def _encode_external(external: External | None) -> list[Any] | None:
+    if external is None:
+        return None
+    return [external.host, external.nic, int(external.address.ip),
+            external.address.network.prefixlen, int(external.gateway),
+            [[vm, int(ip)] for vm, ip in external.floating_ips.items()]]
+
+
+def _decode_external(values: list[Any] | None) -> External | None:
+    if values is None:
+        return None
+    host, nic, address, prefixlen, gateway, floating = values
+    v4 = ipaddress.IPv4Address
+    return External(host, nic, ipaddress.IPv4Interface((address, prefixlen)), v4(gateway),
+                    {vm: v4(ip) for vm, ip in floating})
 
 
 def decode(values: list[Any]) -> Fabric:
     """The Fabric that ``encode`` wrote (no validation: it was validated before)."""
-    name, datapath_type, underlay, overlay, hosts, subnets, vms = values
+    name, datapath_type, underlay, overlay, hosts, subnets, vms, domains = values
     v4 = ipaddress.IPv4Address
     return Fabric(
         name=name, datapath_type=DatapathType(datapath_type),
         underlay=Underlay(underlay[0], underlay[1], tuple(v4(p) for p in underlay[2]),
                           underlay[3]),
         overlay=Overlay(overlay[0], KeyLayout(overlay[1]), TunnelPorts(overlay[2]),
-                        overlay[3], overlay[4]),
+                        overlay[3], overlay[4], FlowId(overlay[5]), overlay[6]),
         hosts={h[0]: Host(h[0], ipaddress.IPv4Interface((h[1], h[2])), h[3],
                           None if h[4] is None else v4(h[4])) for h in hosts},
-        virtual_subnets={s[0]: VirtualSubnet(s[0], s[1]) for s in subnets},
+        virtual_subnets={s[0]: VirtualSubnet(s[0], s[1], None if s[2] is None else
+                                             ipaddress.IPv4Network((s[2], s[3])), s[4])
+                         for s in subnets},
         vms={v[0]: Vm(v[0], v[1], v[2], v[3], v[4], _interface(v[5], v[6], v[7]))
              for v in vms},
+        routing_domains={d[0]: RoutingDomain(d[0], _decode_external(d[1])) for d in domains},
     )

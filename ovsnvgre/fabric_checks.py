@@ -21,7 +21,9 @@ text, and each kind of field decides (the README's "Unquoted values" says the sa
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -58,17 +60,22 @@ class Checker:
 
     def keys(self, mapping: LineMap, path: str, allowed: set[str], required: set[str]) -> None:
         """Raises FabricError for the first unknown or missing key."""
+        if allowed >= mapping.keys() >= required:  # the usual entry: one set comparison
+            return
         for key in mapping:
             if key not in allowed:
-                hint = ", ".join(sorted(allowed))
-                raise self.fail(join(path, key), f"unknown key (expected one of: {hint})",
+                hint = (f"expected one of: {', '.join(sorted(allowed))}" if allowed
+                        else f"{path} takes no keys")
+                raise self.fail(join(path, key), f"unknown key ({hint})",
                                 mapping.key_lines[key])
         for key in sorted(required - set(mapping)):
             raise self.fail(join(path, key), "is required", mapping.line)
 
-    def entries(self, section: LineMap, kind: str, allowed: set[str], required: set[str]
-                ) -> Iterator[tuple[str, str, LineMap]]:
-        """Each named entry of a section, checked: (name, its path, its mapping)."""
+    def entries(self, section: LineMap, kind: str, allowed: set[str], required: set[str],
+                empty_ok: bool = False) -> Iterator[tuple[str, str, LineMap]]:
+        """Each named entry of a section, checked: (name, its path, its mapping).
+
+        ``empty_ok``: an entry written with no value (``contoso:``) is an empty mapping."""
         for name, value in section.items():
             path = f"{kind}.{name}"
             line = section.key_lines[name]
@@ -78,6 +85,8 @@ class Checker:
             if name in section.readings:
                 raise self.fail(path, f"{read_as(section.readings[name], name, 'name')}; "
                                 f'write it in quotes: "{name}"', line)
+            if value is None and empty_ok:
+                value = LineMap.empty(line)
             entry = self.mapping(value, path, line, section.texts.get(name))
             self.keys(entry, path, allowed, required)
             yield name, path, entry
@@ -88,6 +97,9 @@ class Checker:
         if key not in mapping:
             return default
         value = mapping[key]
+        if isinstance(value, str) and value and (max_len is None or len(value) <= max_len) \
+                and pattern.match(value):  # the usual name (a string has no text)
+            return value
         where = join(path, key)
         line = mapping.key_lines[key]
         text = mapping.texts.get(key)
@@ -171,6 +183,23 @@ class Checker:
             return parse(value)
         except ValueError:
             raise self.fail(where, f"{value!r} is not {what}", line) from None
+
+
+def ipv4_interface(text: str) -> ipaddress.IPv4Interface | None:
+    """IPv4Interface(text), a third of the time; None when ``text`` is not an IPv4
+    address, a slash and a prefix, for ipaddress to decide.
+
+    IPv4Interface(text) parses the address twice in Python (its network parses the
+    text again): half of validating a VM.  inet_pton(3) takes the very dotted quads
+    ipaddress takes (four decimal octets up to 255, no leading zeros: ipaddress
+    copies glibc's rule), tests/test_fabric.py holds them to each other; the prefix
+    (a length or a mask) is ipaddress's to read.  For the CA and PA fields."""
+    address, _, prefix = text.partition("/")
+    try:
+        packed = socket.inet_pton(socket.AF_INET, address)
+        return ipaddress.IPv4Interface((int.from_bytes(packed, "big"), prefix))
+    except (OSError, ValueError):  # not a dotted quad (a NUL is a ValueError), a bad prefix
+        return None
 
 
 def join(path: str, key: str) -> str:

@@ -2,7 +2,9 @@
 computing its flows again.
 
 The desired flows of a host (``pipeline.desired_flows``) are a pure function of the
-fabric, the host, the ports that are live and ovsnvgre's own code.  A run that
+fabric, the host, the ports that are live and ovsnvgre's own code (a stage that came
+to read anything else - the kernel, a file, the clock - would have to add it to
+``key``).  A run that
 computes them stores the sha256 of their dump lines (``Flow.dump_line``, sorted, one
 per line) under a key made of exactly those inputs: the fabric's repr (every field of
 every dataclass of model.py, in file order), the host's name, the live ports, the

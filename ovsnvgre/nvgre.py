@@ -22,6 +22,11 @@ MIN_VM_MTU = family.IPV4.min_vm_mtu
 MIN_UNDERLAY_MTU = MIN_VM_MTU + OVERHEAD
 MAX_MTU = 65535
 
+# `tunnel_ports: flow`: the one GRE port towards every peer (remote_ip=flow, key=flow).
+# "flow" holds letters that are no hex digit, so no per-peer port (`gre-` and a PA in
+# hex) ever has this name, and switching modes never renames a row in place.
+FLOW_PORT = "gre-flow"
+
 
 def is_valid_vsid(vsid: int) -> bool:
     """Whether ``vsid`` is a VSID a tenant may use (RFC 7637 section 3.2: 4096-16777214)."""

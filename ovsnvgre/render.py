@@ -10,9 +10,9 @@ import click
 from ovsnvgre import fabric as fabrics
 from ovsnvgre.changes import Plan
 from ovsnvgre.engine import RunResult
-from ovsnvgre.model import Fabric
+from ovsnvgre.model import Fabric, FlowId
 from ovsnvgre.safe.rollback import Confirmation
-from ovsnvgre.status import Report
+from ovsnvgre.status import Report, routing_domains
 from ovsnvgre.trace import TraceResult
 
 
@@ -37,13 +37,19 @@ def validation(fab: Fabric, config: str, as_json: bool) -> None:
         _json({"fabric": fab.name, "file": config, "valid": True, "hosts": len(fab.hosts),
                "virtual_subnets": len(fab.virtual_subnets), "vms": len(fab.vms),
                "datapath_type": fab.datapath_type, "key_layout": fab.overlay.key_layout,
-               "tunnel_ports": fab.overlay.tunnel_ports, "warnings": warnings})
+               "tunnel_ports": fab.overlay.tunnel_ports, "flow_id": fab.overlay.flow_id,
+               "warnings": warnings, "router_mac": fab.overlay.router_mac,
+               "routing_domains": routing_domains(fab)})
         return
     for warning in warnings:
         click.echo(f"{config}: warning: {warning}", err=True)
+    domains = ", ".join(f"{name}: {', '.join(s.name for s in fab.subnets_in(name)) or 'none'}"
+                        for name in fab.routing_domains)
+    routed = f", {len(fab.routing_domains)} routing domains ({domains})" if domains else ""
     click.echo(f"{config}: fabric {fab.name!r} is valid: {len(fab.hosts)} hosts, "
-               f"{len(fab.virtual_subnets)} virtual subnets, {len(fab.vms)} VMs "
-               f"({fab.datapath_type} datapath, {fab.overlay.key_layout} keys, "
+               f"{len(fab.virtual_subnets)} virtual subnets, {len(fab.vms)} VMs{routed} "
+               f"({fab.datapath_type} datapath, {fab.overlay.key_layout} keys"
+               f"{' + FlowID hash' if fab.overlay.flow_id == FlowId.HASH else ''}, "
                f"{fab.overlay.tunnel_ports} tunnel ports)")
 
 

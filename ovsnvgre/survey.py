@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import ipaddress
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from ovsnvgre import flow_cache, handles, netlink, openflow
+from ovsnvgre import external, externalhost, flow_cache, handles, netlink, openflow
 from ovsnvgre import trace as traces
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
 from ovsnvgre.changes import FlowChanges, Plan
 from ovsnvgre.desired import DesiredHost, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
+from ovsnvgre.external import ActualSide
 from ovsnvgre.model import Fabric
 from ovsnvgre.openflow import FlowDump
 from ovsnvgre.ovsdb import Switch
+from ovsnvgre.ovsdb.remote import check_remote
 from ovsnvgre.pipeline import Flow, desired_flows
 from ovsnvgre.plan import (
     by_dump_line,
@@ -81,6 +84,29 @@ def select_host(fabric: Fabric, requested: str | None) -> str:
                      f"({', '.join(matches)}); pick one with --host")
 
 
+def require_local(remote: str) -> None:
+    """Raise UsageError unless ``remote`` is this machine's switch.
+
+    A run changes this machine's links, routes and flows (and probes from here), so
+    its OVSDB writes must go to this machine's ovsdb-server too: a unix: socket, or
+    tcp:/ssl: to an address of this machine.  `plan` and `status` may read anywhere.
+    """
+    kind, host, _ = check_remote(remote)
+    if kind == "unix":
+        return
+    try:
+        found = {ipaddress.ip_address(info[4][0].split("%")[0])
+                 for info in socket.getaddrinfo(host, None)}
+    except (OSError, ValueError):
+        found = set()
+    local = netlink.local_addresses()
+    if found and all(ip.is_loopback or ip in local for ip in found):
+        return
+    raise UsageError(f"--db {remote} is not this machine's switch: `up`, `down` and `watch` "
+                     "change this machine's links, routes and flows, so they only write to "
+                     "its own ovsdb-server (`plan` and `status` may read any)")
+
+
 @dataclass(frozen=True)
 class Survey:
     """The host as read, and the plan against the fabric (flows included when asked).
@@ -116,6 +142,8 @@ class Survey:
             if entry and self.certified is None:
                 flow_cache.put(entry, flow_cache.digest(flows))
         return self.computed["flows"]
+    # The routing domains' namespaces on this gateway host, by name (issue 19).
+    external: dict[str, ActualSide] = field(default_factory=dict)
 
 
 def integration_bridge(desired: DesiredHost,
@@ -169,6 +197,7 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         if unknown:
             the_plan = replace(the_plan, notes=(*the_plan.notes, "could not check whether "
                                f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
+        sides, the_plan = _external(desired, the_plan, removing)
         refused = actual.interfaces.only(set(desired.ports)).refused()
         live = frozenset(name for name in desired.ports if name not in refused)
         # Without a bridge there is no dump to compare: the key waits for wanted().
@@ -176,7 +205,7 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
             desired.fabric, desired.host.name, live)
         certified = flow_cache.get(entry) if entry else None
         found = Survey(desired, actual, kernel, FlowDump(), the_plan, refused, live,
-                       entry=entry, certified=certified)
+                       entry=entry, certified=certified, external=sides)
         if removing:
             found.computed["flows"] = {}
         elif certified is None and dumping is not None:
@@ -191,6 +220,19 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         if pending:
             the_plan = replace(the_plan, notes=(*the_plan.notes, pending))
     return replace(found, installed=installed, plan=the_plan, flows_converged=converged)
+
+
+def _external(desired: DesiredHost, the_plan: Plan, removing: bool
+              ) -> tuple[dict[str, ActualSide], Plan]:
+    """The routing domains' namespaces on this gateway host, and the plan with their
+    changes and what would block them (issue 19)."""
+    sides, external_changes = externalhost.survey(desired.fabric, desired.host.name, removing)
+    if external_changes:
+        blocked = externalhost.blockers(desired.fabric, desired.host.name, external_changes,
+                                        removing)
+        the_plan = replace(the_plan, external=tuple(external_changes),
+                           blockers=(*the_plan.blockers, *blocked))
+    return sides, the_plan
 
 
 def _converged(found: Survey, installed: FlowDump, removing: bool) -> bool:
@@ -212,17 +254,29 @@ def _start_dump(stack: contextlib.ExitStack, bridge: str) -> openflow.PendingDum
         return None  # no ovs-ofctl: said again if the dump is needed
 
 
+def wanted_flows(found: Survey, live: set[str] | frozenset[str], removing: bool
+                 ) -> dict[str, Flow]:
+    """The desired flows for the ports ``live`` (by ``Flow.dump_line``): the survey's
+    when they are for these ports, else computed (once) for them; none when removing."""
+    if removing:
+        return {}
+    if live == found.live:
+        return found.wanted()
+    key = f"live:{','.join(sorted(live))}"
+    if key not in found.computed:
+        found.computed[key] = by_dump_line(desired_flows(found.desired, set(live)))
+    return found.computed[key]
+
+
 def changed_flows(found: Survey, live: set[str], installed: FlowDump, removing: bool
                   ) -> FlowChanges:
     """The flow changes for the ports ``live`` now, from the flows ``installed``: none
     when the survey found the bridge converged for exactly these ports and nothing was
-    dumped again since; from the survey's desired flows when they are for these ports."""
+    dumped again since."""
     bridge = found.desired.fabric.overlay.bridge
     if live == found.live and found.flows_converged and installed is found.installed:
         return FlowChanges(bridge)
-    flows = ({} if removing else found.wanted() if live == found.live
-             else by_dump_line(desired_flows(found.desired, live)))
-    return diff_dump(bridge, flows, installed.lines)
+    return diff_dump(bridge, wanted_flows(found, live, removing), installed.lines)
 
 
 def _pending_note(remote: str) -> str | None:
@@ -258,19 +312,28 @@ def status(fabric: Fabric, host: str, db: str | None = None,
         progress(f"reading {switch.remote}, the kernel and the flows")
         found = survey(desired, switch)
         details = switch.interface_details(desired.ports)
-    return build_report(desired, details, found.kernel,
-                        found.installed.flows(found.wanted()), found.plan, found.refused)
+    report = build_report(desired, details, found.kernel, found.installed.flows(found.wanted()),
+                          found.plan, found.refused)
+    rows = external.report(fabric, host, found.external,
+                           externalhost.own_addresses() if found.external else frozenset())
+    # A side that is not up is drift (status exits 3), said once: the plan's line names it.
+    drift = [*report.drift, *(f"routing domain {row['domain']}'s external side is "
+                              f"{row['state']}" for row in rows if row["state"] != "up"
+                              and not any(str(row["namespace"]) in line
+                                          for line in report.drift))]
+    return replace(report, external=rows, drift=drift)
 
 
 def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
-          host: str | None = None, db: str | None = None) -> traces.TraceResult:
+          host: str | None = None, db: str | None = None, ttl: int = 64
+          ) -> traces.TraceResult:
     """Trace a packet from the local VM ``source`` to ``target`` (a VM name or an address)
-    through the integration bridge (`ovs-appctl ofproto/trace`).
+    through the integration bridge (`ovs-appctl ofproto/trace`); ``ttl``: its IPv4 TTL.
 
     Raises UsageError for a VM, target or protocol the fabric does not know, and
     SystemFailure when the integration bridge is not set up.
     """
-    the_probe = traces.probe(fabric, source, target, proto)
+    the_probe = traces.probe(fabric, source, target, proto, ttl)
     vm_host = the_probe.source.host
     if host is not None and host != vm_host:
         raise UsageError(f"{fabric.source}: VM {source} is on host {vm_host}, not {host}: "

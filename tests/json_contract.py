@@ -20,9 +20,19 @@ STR, INT, BOOL, NUM = {"type": "string"}, {"type": "integer"}, {"type": "boolean
 OPT_STR, OPT_INT = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
 STRS = {"type": "array", "items": STR}
 
+# A routing domain (issue 18): validate lists every one and each subnet's VMs, status
+# those with a VM on the host and that host's VMs.
+ROUTING_DOMAINS = {"type": "array", "items": obj({
+    "name": STR, "router_mac": STR, "subnets": {"type": "array", "items": obj({
+        "name": STR, "vsid": INT, "prefix": STR, "gateway": STR, "vms": STRS})},
+    "external": {"anyOf": [{"type": "null"}, obj({
+        "host": STR, "nic": STR, "address": STR, "gateway": STR,
+        "floating_ips": {"type": "object", "additionalProperties": STR}})]}})}
+
 VALIDATE = obj({"fabric": STR, "file": STR, "valid": BOOL, "hosts": INT,
                 "virtual_subnets": INT, "vms": INT, "datapath_type": STR, "key_layout": STR,
-                "tunnel_ports": STR, "warnings": STRS})
+                "tunnel_ports": STR, "flow_id": STR, "warnings": STRS, "router_mac": STR,
+                "routing_domains": ROUTING_DOMAINS})
 
 PLAN = obj({"host": STR, "changes": STRS, "notes": STRS, "blockers": STRS,
             "ovsdb_changes": INT, "kernel_changes": INT,
@@ -43,12 +53,18 @@ STATUS = obj({
                  "gateway": OPT_STR, "underlay_mtu": OPT_INT}),
     "tunnels": {"type": "array", "items": obj({
         "port": STR, "peer": OPT_STR, "remote_ip": OPT_STR, "vsid": OPT_INT, "key": STR,
-        "ofport": OPT_INT, "state": STR, "bfd": {"type": ["object", "null"]}})},
+        "flow_id": {"enum": ["zero", "hash"]}, "ofport": OPT_INT, "state": STR,
+        "bfd": {"type": ["object", "null"]}})},
     "vms": {"type": "array", "items": obj({
         "name": STR, "port": STR, "vsid": INT, "mac": STR, "ca": STR, "ofport": OPT_INT,
         "state": STR, "mtu": OPT_INT, "rx_packets": INT, "tx_packets": INT})},
     "flows": {"type": "object", "additionalProperties": INT},
-    "warnings": STRS, "drift": STRS, "converged": BOOL, "notes": STRS})
+    "warnings": STRS, "drift": STRS, "converged": BOOL, "notes": STRS,
+    "routing_domains": ROUTING_DOMAINS,
+    "external": {"type": "array", "items": obj({
+        "domain": STR, "namespace": STR, "port": STR, "nic": STR, "address": STR,
+        "gateway": STR, "floating_ips": {"type": "object", "additionalProperties": STR},
+        "state": STR, "translations": OPT_INT})}})
 
 TRACE = obj({"host": STR, "from": STR, "to": STR, "destination": OPT_STR, "proto": STR,
              "flow": STR, "verdict": STR, "outputs": {"type": "array", "items": obj({

@@ -14,6 +14,10 @@ Input (JSON on stdin)::
      "probes": [{"key": 1280298, "src_mac": "...", "dst_mac": "...",
                  "src_ip": "10.0.0.2", "dst_ip": "10.0.0.1", "ident": 7}]}
 
+A probe may name a ``source``: an address of the namespace to send it from (the
+outer IPv4 source), as a host that is no peer of the receiver would; its replies,
+if any, are still read on the one unbound socket, which receives every GRE packet.
+
 A probe is sent up to ``tries`` times, each time waiting up to ``timeout`` seconds
 for its reply: the first frame towards a new peer can go while the switch still
 resolves the underlay next hop.  ``tries`` 1 and a probe nobody answers costs one
@@ -66,13 +70,21 @@ def run(request: dict) -> dict:
     """Send every probe and collect its replies (see the module docstring)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_GRE)
     sock.settimeout(0.05)
+    senders: dict[str, socket.socket] = {}
     replies: dict[int, list[dict]] = {}
     results = []
     try:
         for probe in request["probes"]:
+            sender = sock
+            if probe.get("source"):
+                if probe["source"] not in senders:
+                    senders[probe["source"]] = socket.socket(socket.AF_INET, socket.SOCK_RAW,
+                                                             IPPROTO_GRE)
+                    senders[probe["source"]].bind((probe["source"], 0))
+                sender = senders[probe["source"]]
             sent = 0
             for attempt in range(request.get("tries", 1)):
-                sock.sendto(frame(probe, attempt), (request["remote"], 0))
+                sender.sendto(frame(probe, attempt), (request["remote"], 0))
                 sent += 1
                 deadline = time.monotonic() + request.get("timeout", 1.0)
                 while time.monotonic() < deadline and not replies.get(probe["ident"]):
@@ -85,6 +97,8 @@ def run(request: dict) -> dict:
             result["replies"] = replies.get(result["ident"], [])
     finally:
         sock.close()
+        for sender in senders.values():
+            sender.close()
     return {"probes": results}
 
 

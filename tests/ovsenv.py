@@ -114,14 +114,25 @@ class Switch:
         self.pids: list[int] = []
 
     def start(self) -> Switch:
+        sh("ovsdb-tool", "create", f"{self.rundir}/conf.db", schema_path() or "", env=self.env)
+        self.start_db()
+        sh("ovs-vsctl", f"--db={self.db}", "--no-wait", "init", env=self.env)
+        return self.start_vswitchd()
+
+    def start_db(self) -> None:
+        """Start ovsdb-server on this switch's database (again, after ``stop_db``)."""
         d = self.rundir
-        sh("ovsdb-tool", "create", f"{d}/conf.db", schema_path() or "", env=self.env)
         sh("ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock",
            f"--pidfile={d}/ovsdb-server.pid", f"--log-file={d}/ovsdb-server.log",
            "--detach", "--no-chdir", env=self.env)
-        self.pids.append(self._pid("ovsdb-server"))
-        sh("ovs-vsctl", f"--db={self.db}", "--no-wait", "init", env=self.env)
-        return self.start_vswitchd()
+        self.pids.insert(0, self._pid("ovsdb-server"))
+
+    def stop_db(self) -> None:
+        """Stop ovsdb-server (by its pid); the database file stays."""
+        pid = self._pid("ovsdb-server")
+        stop(pid)
+        self.pids.remove(pid)
+        (self.rundir / "ovsdb-server.pid").unlink(missing_ok=True)
 
     def start_vswitchd(self) -> Switch:
         d = self.rundir

@@ -1,6 +1,10 @@
 """The command line through Click's CliRunner: exit codes, messages, help."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -226,3 +230,40 @@ def test_the_local_switch_over_tcp_is_this_machines(runner, fabric_file):
     require_local("unix:/run/openvswitch/db.sock")
     require_local("tcp:127.0.0.1:6640")
     require_local("tcp:[::1]:6640")
+
+
+HOSTNAME_PICK = """
+import sys
+from ovsnvgre import fabric, survey
+from ovsnvgre.errors import UsageError
+loaded = fabric.load(sys.argv[1])
+try:
+    print(survey.select_host(loaded, None))
+except UsageError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize(("hostname", "expected"), [
+    ("host2", "host2"),
+    ("host1.rack4.example", "host1"),
+    ("nobody", "refused: "),
+])
+def test_the_host_is_found_by_this_machines_hostname(tmp_path, hostname, expected):
+    """Without --host and with no PA configured here (a new network namespace has none),
+    the host whose name is this machine's hostname (or its first label) is the one."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private hostname and network")
+    path = tmp_path / "fabric.yaml"
+    path.write_text(TWO_HOSTS)
+    script = tmp_path / "pick.py"
+    script.write_text(HOSTNAME_PICK)
+    result = subprocess.run(
+        ["unshare", "--uts", "--net", "--", sys.executable, "-I", "-c",
+         f"import socket; socket.sethostname({hostname!r}); "
+         f"exec(open({str(script)!r}).read())", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(expected), result.stdout
+    if expected.startswith("refused"):
+        assert f"hostname {hostname!r} not listed" in result.stdout

@@ -85,6 +85,20 @@ def test_per_peer_mode_one_port_with_flow_key():
     assert [(p.name, p.options["key"]) for p in tunnels] == [("gre-cb00710b", "flow")]
 
 
+def test_flow_mode_one_port_for_every_peer():
+    fab = fabric.loads(TWO_HOSTS.replace("per-vsid", "flow"), "f.yaml")
+    tunnels = [p for p in desired_host(fab, "host1").ports.values()
+               if p.role.startswith("tunnel")]
+    assert [(p.name, p.role, p.iface_type, p.options, p.bfd) for p in tunnels] == [
+        ("gre-flow", "tunnel-flow", "gre", {"remote_ip": "flow", "local_ip": "198.51.100.11",
+                                            "csum": "false", "key": "flow"}, {})]
+    # No peer of its own: the flows name the peers.
+    assert "ovsnvgre-peer" not in tunnels[0].external_ids
+    alone = fabric.loads("fabric: f\noverlay: {tunnel_ports: flow}\nhosts:\n"
+                         "  a: {pa: 192.168.1.1/24}\n  b: {pa: 192.168.1.2/24}\n", "f.yaml")
+    assert "gre-flow" not in desired_host(alone, "a").ports
+
+
 def test_per_vsid_rfc7637_adds_one_receive_only_port_per_peer():
     # Fixed-key ports take FlowID 0 only (OVS matches a received key exactly); the
     # port with in_key=flow takes every other FlowID (RFC 7637 section 3.2).

@@ -1,3 +1,4 @@
+import gc
 import ipaddress
 
 import pytest
@@ -95,6 +96,8 @@ CASES = [
      ["duplicate key 'blue'", "line 10"]),
     ("uplink: eth1, gateway: 198.51.100.1", "uplink: vnet0, gateway: 198.51.100.1", 12,
      ["vms.red-a.port", "uplink"]),
+    ("tunnel_ports: per-vsid}", "tunnel_ports: flow, bfd: true}", 4,
+     ["overlay.bfd", "BFD needs a GRE port per peer", "tunnel_ports: flow"]),
 ]
 
 
@@ -105,6 +108,30 @@ def test_validation_refuses_with_file_line_and_entry(old, new, line, words):
     assert message.startswith(f"f.yaml:{line}:"), message
     for word in words:
         assert word in message, message
+
+
+def test_bfd_with_the_flow_port_is_refused_at_the_bfd_line():
+    text = TWO_HOSTS.replace("overlay: {bridge: br-int, key_layout: rfc7637, "
+                             "tunnel_ports: per-vsid}\n",
+                             "overlay:\n  tunnel_ports: flow\n  bfd: yes\n")
+    message = refuse(text)
+    assert message == ("f.yaml:6: overlay.bfd: BFD needs a GRE port per peer, and "
+                       "tunnel_ports: flow has one port for every peer; use tunnel_ports: "
+                       "per-peer or per-vsid for BFD, or bfd: false")
+    assert load(text.replace("bfd: yes", "bfd: no")).overlay.tunnel_ports == "flow"
+
+
+def test_the_flow_ports_name_is_taken_in_flow_mode_only():
+    text = TWO_HOSTS.replace('port: vnet0, mac: "02:00:00:00:50:01"',
+                             'port: gre-flow, mac: "02:00:00:00:50:01"')
+    assert load(text).vms["red-a"].port == "gre-flow"
+    message = refuse(text.replace("tunnel_ports: per-vsid", "tunnel_ports: flow"))
+    assert message == ("f.yaml:12: vms.red-a.port: 'gre-flow' is already the GRE port of "
+                       "tunnel_ports: flow")
+    message = refuse(TWO_HOSTS.replace("tunnel_ports: per-vsid", "tunnel_ports: flow")
+                     .replace("bridge: br-int", "bridge: gre-flow"))
+    assert message.startswith("f.yaml:4: overlay.bridge: 'gre-flow' is the name of the GRE "
+                              "port of tunnel_ports: flow"), message
 
 
 @pytest.mark.parametrize("text,words", [
@@ -144,3 +171,83 @@ def test_missing_file(tmp_path):
 def test_overlapping_cas_across_subnets_are_the_point():
     fab = load(TWO_HOSTS)
     assert fab.vms["red-a"].ca == fab.vms["blue-a"].ca
+
+
+# overlay.flow_id: only ports that take the key from the flow can send a hashed FlowID.
+FLOW_ID = "key_layout: rfc7637, tunnel_ports: per-vsid"
+
+
+def test_flow_id_defaults_to_zero_and_takes_hash_with_flow_keyed_ports():
+    assert load(TWO_HOSTS).overlay.flow_id == "zero"
+    hashed = load(TWO_HOSTS.replace(FLOW_ID, "tunnel_ports: per-peer, flow_id: hash"))
+    assert hashed.overlay.flow_id == "hash" and hashed.overlay.key_layout == "rfc7637"
+
+
+@pytest.mark.parametrize("settings, words", [
+    ("flow_id: hash", ["overlay.flow_id: hash needs tunnel ports that take the key from the "
+                       "flow (tunnel_ports: per-peer", "tunnel_ports is per-vsid",
+                       "fixed key"]),
+    ("tunnel_ports: per-vsid, flow_id: hash", ["overlay.flow_id:", "per-vsid"]),
+    ("key_layout: plain, tunnel_ports: per-peer, flow_id: hash",
+     ["overlay.flow_id: hash needs key_layout: rfc7637", "no FlowID"]),
+    ("tunnel_ports: per-peer, flow_id: random", ["overlay.flow_id", "'random'", "zero, hash"]),
+])
+def test_flow_id_hash_is_refused_where_no_port_takes_the_key_from_the_flow(settings, words):
+    message = refuse(TWO_HOSTS.replace(FLOW_ID, settings))
+    assert message.startswith("f.yaml:4: overlay.flow_id"), message
+    for word in words:
+        assert word in message, message
+
+
+def test_flow_id_refusal_names_its_own_line():
+    text = TWO_HOSTS.replace("overlay: {bridge: br-int, key_layout: rfc7637, tunnel_ports: "
+                             "per-vsid}", "overlay:\n  bridge: br-int\n  flow_id: hash")
+    assert refuse(text).startswith("f.yaml:6: overlay.flow_id: hash needs tunnel ports")
+
+
+ADDRESSES = ["10.0.0.1", "0.0.0.0", "255.255.255.255", "256.0.0.1", "01.2.3.4", "1.2.3.04",
+             "1.2.3.00", "0.0.0.00", "001.2.3.4", "1.2.3.1234", "1.2.3", "1.2.3.4.5", "1..3.4",
+             ".1.2.3", "1.2.3.", "1.2.3.4 ", " 1.2.3.4", "1.2.3.4\n", "1.2.3.4\x00",
+             "\u0661.\u0662.\u0663.\u0664", "1.2.3.0x4", "1.2.3.+4", "1.2.3.-4", "0x0a.0.0.1",
+             "1e1.0.0.1", "", "2001:db8::1", "::ffff:10.0.0.1", "1.2.3.4%eth0", "fe80::1%eth0"]
+PREFIXES = ["24", "8", "32", "0", "33", "08", "+8", " 8", "255.255.255.0", "0.0.0.255",
+            "255.0.255.0", "", "x", "24/5", "64", "128"]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_cas_and_pas_are_read_exactly_as_ipaddress_reads_them(address):
+    """The fast reading of an IPv4 CA or PA (inet_pton, then the prefix) takes what
+    ipaddress.ip_interface takes, as the same value, and refuses what it refuses."""
+    def outcome(parse, text):
+        try:
+            value = parse(text)
+        except ValueError:
+            return None
+        return type(value), value, value.network, value.ip.packed
+
+    for prefix in PREFIXES:
+        text = f"{address}/{prefix}"
+        assert outcome(fabric._parse_ca, text) == outcome(ipaddress.ip_interface, text), text
+        assert outcome(fabric._parse_pa, text) == outcome(ipaddress.IPv4Interface, text), text
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """Loading pauses the collector (for speed) and gives it back, even on a refusal: a
+    long-running `watch` reloads the fabric and must keep collecting its cycles."""
+    path = tmp_path / "f.yaml"
+    path.write_text(TWO_HOSTS)
+    assert gc.isenabled()
+    fabric.load(path)
+    fabric.load(path)  # from the cache
+    assert gc.isenabled()
+    with pytest.raises(FabricError):
+        load(TWO_HOSTS.replace("vsid: 5001", "vsid: 1"))
+    with pytest.raises(FabricError):
+        load("a: [unclosed\n")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load(TWO_HOSTS)
+        assert not gc.isenabled()  # a caller's own pause is kept
+    finally:
+        gc.enable()

@@ -25,13 +25,19 @@ EVERY_FIELD = """\
 fabric: every-field
 datapath_type: netdev
 underlay: {bridge: ul, tep_port: tp, probe: [192.0.2.1, 192.0.2.2], mtu: 9000}
-overlay: {bridge: ov, key_layout: plain, tunnel_ports: per-peer, bfd: yes, vm_mtu: 8900}
+overlay: {bridge: ov, key_layout: plain, tunnel_ports: per-peer, bfd: yes, vm_mtu: 8900,
+          router_mac: 0a:00:00:00:01:fe}
+routing_domains:
+  contoso: {}
+  fabrikam:
 hosts:
   h1: {pa: 198.51.100.11/24, uplink: eth1, gateway: 198.51.100.1}
   h2: {pa: 203.0.113.11/28}
 virtual_subnets:
   red: {vsid: 5001}
   blue: {vsid: 16777214}
+  web: {vsid: 4096, prefix: 10.0.0.0/16, routing_domain: contoso}
+  lan: {vsid: 4097, prefix: 10.1.0.0/24}
 vms:
   v4: {host: h1, subnet: red, port: p0, mac: 52:54:00:12:34:56, ca: 10.0.7.241/16}
   v6: {host: h2, subnet: blue, port: p1, mac: "02:00:00:00:00:02", ca: "fd00:0:0:1::5/64"}
@@ -82,7 +88,22 @@ def test_every_field_comes_back_exactly(cache):
     assert back.underlay.probe == parsed.underlay.probe
     assert type(back.overlay.key_layout) is model.KeyLayout
     assert back.hosts["h2"].gateway is None and back.hosts["h2"].uplink is None
+    assert back.overlay.router_mac == "0a:00:00:00:01:fe"
+    assert list(back.routing_domains) == ["contoso", "fabrikam"]
+    assert back.virtual_subnets["web"].prefix == ipaddress.IPv4Network("10.0.0.0/16")
+    assert back.virtual_subnets["web"].routing_domain == "contoso"
+    assert back.virtual_subnets["lan"].routing_domain is None
+    assert back.virtual_subnets["red"].prefix is None
+    assert back.subnets_in("contoso") == (back.virtual_subnets["web"],)
     assert json.loads(entry.read_text())["entry"] == entry.name  # data: JSON, not a pickle
+
+
+def test_the_flow_id_comes_back(cache):
+    text = EVERY_FIELD.replace("key_layout: plain", "flow_id: hash")
+    data, _ = cached_once(cache, text)
+    back = fabric_cache.get(data)
+    assert back == fabric.loads(text, "f.yaml")
+    assert back.overlay.flow_id is model.FlowId.HASH
 
 
 def test_the_written_fields_are_the_models_fields():

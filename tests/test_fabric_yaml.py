@@ -10,13 +10,22 @@ YAML made of it.
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import pytest
+from fabrics import TWO_HOSTS
 
-from ovsnvgre import fabric
+from ovsnvgre import fabric, fabric_yaml
 from ovsnvgre.errors import FabricError
 from ovsnvgre.fabric import PORT_NAME_RE
 from ovsnvgre.fabric_checks import NAME_RE
+from ovsnvgre.fabric_yaml import LineList, LineMap
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fabric_gen import generate  # noqa: E402
 
 TEMPLATE = """\
 fabric: {fabric}
@@ -230,3 +239,97 @@ def test_names_yaml_would_merge_are_two_names():
     fab = fabric.loads('fabric: f\nhosts:\n  "yes": {pa: 192.168.1.1/24}\n'
                        '  "on": {pa: 192.168.1.2/24}\n', "f.yaml")
     assert [*fab.hosts] == ["yes", "on"]
+
+
+# --- the event builder against PyYAML's constructor ----------------------------------
+# fabric_yaml builds LineMaps from libyaml's events (fast) and leaves tags, anchors,
+# aliases, merge keys and second documents to PyYAML's constructor (as before): both
+# must give the same values, texts, readings and lines, and the same errors.
+
+EDGE_DOCUMENTS = [
+    "", "# only a comment\n", "---\n", "---\n...\n", "~\n", "null\n", "5\n", "yes\n",
+    "just a string\n", "- a\n- b\n", "[]\n", "{}\n", "a: {}\nb: []\n",
+    "a: 1\na: 2\n", "a: 1\n'a': 2\n", "1: x\n'1': y\n", "yes: 1\non: 2\n",
+    'yes: 1\n"yes": 2\n', "a: {b: 1, b: 2}\nc: {d: 1, d: 2}\n", "a: {b: 1}\na: 2\n",
+    "? [a, b]\n: x\n", "? {a: 1}\n: x\n", "{[a]: 1}\n", "a: 1\n? [x]\n: 2\na: 3\n",
+    "a: 1\na: 2\nb: [unclosed\n", "a: 1\nb: [unclosed\n",
+    "a: &x 1\nb: *x\n", "a: &x 1\nb: 2\n", "a: &x 1\nb: &x 2\n", "a: *nope\n",
+    "base: &b {x: 1}\nc:\n  <<: *b\n  y: 2\n", "<<: {a: 1}\n", "a: <<\n", "x: &a [1, *a]\n",
+    "a: !!int '5'\n", "a: !!str 5\n", "a: ! 5\n", "a: !foo x\n", "!!map {a: 1}\n",
+    "a: !!binary aGk=\n", "a: !!set {x, y}\n",
+    "a: |\n  x\n  y\nb: >\n  p\n  q\nc: |-\n  z\n", "a: 'it''s'\nb: \"\\x41\\u00e9\\n\"\n",
+    "a: =\n=: b\n", "a:\nb: ~\nc: null\nd: Null\ne: NULL\nf: ''\n", "? \n: x\n", "{: x}\n",
+    "a: [1, '2', yes, ~, '', \"\"]\n", "a: 1\n---\nb: 2\n", "--- a\n--- b\n",
+    "%YAML 1.1\n---\na: 1\n", "\ufeffa: 1\n", "a: 1\r\nb: 2\r\n", "a:\tb\n", "\ta: 1\n",
+    "a: 2001-12-14t21:59:43.10-05:00\nb: 2024-01-01\nc: 1:30.5\nd: .inf\ne: -.inf\n"
+    "f: .NaN\ng: 0b101\nh: 0x1f\ni: 0755\nj: 1_000\nk: +5\nl: -0\nm: 190:20:30\n",
+    "2024-01-01: a\n1:30: b\n.inf: c\n~: d\nnull: e\nTrue: f\n0x1f: g\n=: h\n",
+    "a: [a, [b, [c, {d: e}]]]\n- x\n", "a: [a, [b, [c, {d: e}]]]\n", "- {a: 1}\n- [x, y]\n",
+    "a: b: c\n", "a: 'unclosed\n", "a: 1\n  b: 2\n", "- a\nb: 1\n", "a: 1 # comment\n",
+    "vms:\n  v1:\n    mac: 52:54:00:12:34:56\n    port: on\n    ca: 10.0.0.1/24\n",
+]
+
+
+def _shape(value):
+    """Everything parse() says about a value, comparable with ==."""
+    if isinstance(value, LineMap):
+        return ("map", value.line, [(key, _shape(item)) for key, item in value.items()],
+                value.key_lines, value.texts, {k: repr(v) for k, v in value.readings.items()})
+    if isinstance(value, LineList):
+        return ("list", [_shape(item) for item in value], value.texts)
+    return (type(value).__name__, repr(value))
+
+
+def _outcome(text: str, events: bool):
+    try:
+        return _shape(fabric_yaml._read(text, events))
+    except fabric_yaml.DocumentError as error:
+        return ("error", error.line, error.message)
+
+
+def _fabrics():
+    yield TWO_HOSTS
+    yield generate(6, vsids=3, local_vms=4, vms_per_peer=3, shared_per_peer=2)
+    for path in sorted(ROOT.glob("examples/*.yaml")) + sorted(ROOT.glob("ovsnvgre/lab/*.yaml")):
+        yield path.read_text()
+    for shape in SHAPES.values():
+        for placeholder in DEFAULTS:
+            yield fabric_text(**{placeholder: shape})
+            yield f"{shape}: x\n{shape}: y\n"
+
+
+def test_the_event_builder_gives_what_the_constructor_gives():
+    documents = EDGE_DOCUMENTS + list(_fabrics())
+    assert len(documents) > 400
+    for text in documents:
+        assert _outcome(text, events=True) == _outcome(text, events=False), text
+
+
+def test_fabric_files_are_built_from_events():
+    """Only tags, anchors, aliases, merge keys and second documents need PyYAML's
+    constructor: every fabric-shaped file, whatever YAML 1.1 makes of its words, is
+    built from the events (the fast path is the one taken)."""
+    for text in _fabrics():
+        try:
+            fabric_yaml._Builder(text).document()
+        except fabric_yaml.DocumentError:
+            pass
+        except fabric_yaml._Fallback:
+            pytest.fail(f"fell back to the constructor: {text}")
+    for text in ("a: &x 1\n", "a: *x\n", "a: !!str 1\n", "<<: {a: 1}\n", "a\n--- b\n"):
+        with pytest.raises(fabric_yaml._Fallback):
+            fabric_yaml._Builder(text).document()
+
+
+def test_an_error_deep_in_a_large_fabric_names_its_line():
+    text = generate(50, vsids=5, local_vms=10, vms_per_peer=20, shared_per_peer=3)
+    lines = text.splitlines()
+    number = len(lines) - 7  # a VM near the end
+    name = lines[number - 1].split(":")[0].strip()
+    lines[number - 1] = lines[number - 1].replace("mac: \"02:", "mac: \"03:")
+    message = refused("\n".join(lines) + "\n")
+    assert message.startswith(f"f.yaml:{number}: vms.{name}.mac: 03:") and "multicast" in message
+    lines[number - 1] = lines[number - 1] + "\n  " + name + ": {}"
+    message = refused("\n".join(lines) + "\n")
+    assert message.startswith(f"f.yaml:{number + 1}: duplicate key '{name}' (first on line "
+                              f"{number})"), message

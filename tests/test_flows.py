@@ -29,7 +29,8 @@ def texts(flows, table=None):
 
 
 @pytest.mark.parametrize("mode,layout", [("per-vsid", "rfc7637"), ("per-peer", "rfc7637"),
-                                         ("per-vsid", "plain"), ("per-peer", "plain")])
+                                         ("per-vsid", "plain"), ("per-peer", "plain"),
+                                         ("flow", "rfc7637"), ("flow", "plain")])
 def test_one_flow_per_match(mode, layout):
     flows = pipeline(mode, layout)
     counts = Counter(f.key for f in flows)
@@ -74,6 +75,72 @@ def test_per_peer_plain_key_is_the_vsid():
     flows = pipeline("per-peer", "plain")
     assert any("tun_id=0x1389 " in t for t in texts(flows, CLASSIFY))
     assert any("set_field:0x1389->tun_id" in t for t in texts(flows, FORWARD))
+
+
+def test_flow_mode_sends_to_the_peers_pa_with_the_key():
+    flows = pipeline("flow")
+    assert ("forward priority=100 dl_dst=02:00:00:00:50:02,reg0=0x1389,reg1=0 "
+            "actions=set_field:203.0.113.11->tun_dst,set_field:0x138900->tun_id,"
+            "output:gre-flow") in texts(flows, FORWARD)
+    assert ("forward priority=50 reg0=0x1771,reg1=0 actions=output:vnet1,"
+            "set_field:203.0.113.11->tun_dst,set_field:0x177100->tun_id,output:gre-flow") \
+        in texts(flows, FORWARD)
+
+
+@pytest.mark.parametrize("layout,key", [("rfc7637", "tun_id=0x138900/0xffffff00"),
+                                        ("plain", "tun_id=0x1389")])
+def test_flow_mode_receives_by_key_and_the_peers_pa(layout, key):
+    classify = [t for t in texts(pipeline("flow", layout), CLASSIFY) if "gre-flow" in t]
+    assert (f"classify priority=100 in_port=gre-flow,{key},tun_src=203.0.113.11 "
+            f"actions=set_field:0x1389->reg0,set_field:0x1->reg1,{TO_FORWARD}") in classify
+    # One flow per (peer, shared VSID): nothing takes a frame from any other PA.
+    assert len(classify) == 2 and all("tun_src=203.0.113.11" in t for t in classify)
+
+
+THREE_HOSTS = TWO_HOSTS.replace("tunnel_ports: per-vsid", "tunnel_ports: flow").replace(
+    "virtual_subnets:", "  host3: {pa: 192.0.2.13/24}\nvirtual_subnets:").replace(
+    "  blue: {vsid: 6001}\n", "  blue: {vsid: 6001}\n  green: {vsid: 7001}\n") + (
+    '  blue-c: {host: host3, subnet: blue, port: vnet1, mac: "02:00:00:00:60:03", '
+    "ca: 10.0.0.3/24}\n"
+    '  green-c: {host: host3, subnet: green, port: vnet2, mac: "02:00:00:00:70:03", '
+    "ca: 10.0.0.3/24}\n")
+
+
+def test_flow_mode_takes_a_vsid_only_from_the_peers_that_share_it():
+    state = desired_host(fabric.loads(THREE_HOSTS, "f.yaml"), "host1")
+    flows = desired_flows(state, set(state.ports))
+    assert [p.name for p in state.ports.values() if p.role == "tunnel-flow"] == ["gre-flow"]
+    sources = sorted(token for f in flows if f.table == CLASSIFY for token in f.match
+                      if token.startswith(("tun_src", "tun_id")))
+    # host2 shares red and blue, host3 blue only (its green is no VSID of host1's).
+    assert sources == sorted(["tun_src=203.0.113.11", "tun_id=0x138900/0xffffff00",
+                              "tun_src=203.0.113.11", "tun_id=0x177100/0xffffff00",
+                              "tun_src=192.0.2.13", "tun_id=0x177100/0xffffff00"])
+    blue_flood = next(describe(f) for f in flows if f.table == FORWARD and f.priority == 50
+                      and "reg0=0x1771,reg1=0 " in describe(f))
+    # Head-end replication: each peer's PA, then the port; the key set once serves both.
+    assert blue_flood.endswith("actions=output:vnet1,set_field:203.0.113.11->tun_dst,"
+                               "set_field:0x177100->tun_id,output:gre-flow,"
+                               "set_field:192.0.2.13->tun_dst,output:gre-flow")
+
+
+def test_flow_mode_hashes_the_flow_id_after_setting_the_peer_and_key():
+    text = THREE_HOSTS.replace("tunnel_ports: flow", "tunnel_ports: flow, flow_id: hash")
+    state = desired_host(fabric.loads(text, "f.yaml"), "host1")
+    forward = texts(desired_flows(state, set(state.ports)), FORWARD)
+    hashed = "multipath(symmetric_l3l4+udp,0,modulo_n,256,0,NXM_NX_TUN_ID[0..7])"
+    assert ("forward priority=100 dl_dst=02:00:00:00:50:02,reg0=0x1389,reg1=0 actions="
+            f"set_field:203.0.113.11->tun_dst,set_field:0x138900->tun_id,{hashed},"
+            "output:gre-flow") in forward
+    # Head-end replication: the key and its hash once, then each peer's PA and output.
+    assert ("forward priority=50 reg0=0x1771,reg1=0 actions=output:vnet1,"
+            f"set_field:203.0.113.11->tun_dst,set_field:0x177100->tun_id,{hashed},"
+            "output:gre-flow,set_field:192.0.2.13->tun_dst,output:gre-flow") in forward
+
+
+def test_flow_mode_without_a_live_flow_port_sends_nowhere():
+    flows = pipeline("flow", live={"vnet0", "vnet1"})
+    assert not any("gre-flow" in describe(f) or "tun_" in describe(f) for f in flows)
 
 
 def test_flooding_stays_in_the_vsid_and_respects_split_horizon():

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from conftest import needs_switch
 
 from ovsnvgre import fabric
 from ovsnvgre.errors import FabricError
-from ovsnvgre.lab import builder, topology
+from ovsnvgre.lab import builder, expect, topology
 from ovsnvgre.lab.commands import default_fabric
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -35,7 +36,7 @@ def test_topology_of_the_hnv_fabric():
     assert {h.netns for h in topo.hosts} == {f"{topo.prefix}-h-host1", f"{topo.prefix}-h-host2"}
     assert all(vm.mtu == 1458 for vm in topo.vms)
     assert all(ns.startswith(topo.prefix + "-") for ns in topo.namespaces)
-    probes = topology.matrix(topo)
+    probes = expect.matrix(topo)
     assert len(probes) == 12
     assert {(p.source, p.target) for p in probes if p.expected} == {
         ("red-a", "red-b"), ("red-b", "red-a"), ("blue-a", "blue-b"), ("blue-b", "blue-a")}
@@ -135,6 +136,30 @@ def test_lab_up_check_rerun_and_down(hnv_lab):
     assert "nothing to remove" in hnv_lab("down").stdout
 
 
+def test_the_lab_switched_to_flow_mode_is_all_green(hnv_lab):
+    """The HNV lab up in its own per-vsid mode, then `lab up` with `tunnel_ports: flow`:
+    both hosts move to the one flow port in place, and the whole check (ping matrix,
+    TCP per VSID, NVGRE on the wire) passes."""
+    assert hnv_lab("up").returncode == 0
+    hnv_lab.fabric.write_text(hnv_lab.fabric.read_text().replace("tunnel_ports: per-vsid",
+                                                                 "tunnel_ports: flow"))
+    up = hnv_lab("up")
+    assert up.returncode == 0, up.stderr
+    for host in ("host1", "host2"):
+        assert f"[{host}] + add tunnel-flow port gre-flow to br-int" in up.stdout, up.stdout
+        assert f"[{host}] + remove tunnel port g" in up.stdout, up.stdout
+    check = hnv_lab("check", "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    data = json.loads(check.stdout)
+    assert data["ok"] is True and data["wire"]["keys_seen"] == ["0x138900", "0x177100"]
+    assert {(p["source"], p["target"]) for p in data["probes"] if p["observed"]} == {
+        ("red-a", "red-b"), ("red-b", "red-a"), ("blue-a", "blue-b"), ("blue-b", "blue-a")}
+    assert all(p["tcp"] for p in data["probes"] if p["tcp"] is not None)
+    again = hnv_lab("up")
+    assert "[host1] host host1: no changes" in again.stdout
+    assert "[host2] host host2: no changes" in again.stdout
+
+
 def test_lab_check_fails_on_a_broken_lab(hnv_lab):
     assert hnv_lab("up").returncode == 0
     # Cut host2 off its router: red-a can no longer reach red-b.
@@ -227,6 +252,84 @@ def test_the_larger_example(tmp_path):
     assert run.leftovers() == []
 
 
+def test_the_routing_example(tmp_path):
+    """examples/routing.yaml's lab: two tenants with overlapping prefixes, routed on the
+    source host (one host and across hosts), isolated from each other, gateways answered
+    by the router; then the check fails once a routed pair is cut and an isolated
+    address answers."""
+    needs_switch()
+    run = LabRun(tmp_path, EXAMPLES / "routing.yaml", f"r{os.getpid()}")
+    try:
+        up = run("up")
+        assert up.returncode == 0, up.stderr
+        check = run("check", "--json")
+        assert check.returncode == 0, check.stdout + check.stderr
+        report = json.loads(check.stdout)
+        probes = {(p["source"], p["target"]): p for p in report["probes"]}
+        assert len(probes) == 106
+        for pair in [("web-a", "db-b"), ("db-b", "web-a"),  # across hosts, both ways
+                     ("web-a", "db-a"), ("stock-b", "shop-b")]:  # on one host
+            probe = probes[pair]
+            assert probe["outcome"] == "routed" and probe["observed"], probe
+            assert probe["answered_by"] == pair[1] and set(probe["ttl"]) == {63}, probe
+            assert probe["tcp"] is True, probe
+        # 10.1.2.21 seen from Contoso is db-a: Fabrikam's stock-b stays out of reach.
+        across = probes["web-a", "stock-b"]
+        assert across["outcome"] == "isolated" and not across["observed"]
+        assert across["answered_by"] == "db-a" and set(across["ttl"]) == {63}
+        assert probes["shop-a", "stock-b"]["answered_by"] == "stock-b"
+        # Each gateway of the domain is answered by the router; 10.1.1.1 is flat-a's in flat.
+        assert probes["web-b", "gateway of db"]["observed"]  # off-link: no MAC to tell
+        assert probes["web-a", "gateway of web"]["answered_by"] == "router"
+        assert probes["web-a", "flat-a"]["answered_by"] == "router"
+        assert probes["flat-b", "flat-a"]["observed"]
+        assert probes["flat-b", "flat-a"]["answered_by"] == "flat-a"
+        assert report["wire"]["ok"] and report["wire"]["keys_seen"] == [
+            "0x138900", "0x138a00", "0x177100", "0x177200", "0x1b5900"]
+        # Cut web-a's default route (a routed pair dropped), and make web-b's address
+        # answer flat-b (on its own loopback: the pipeline's anti-spoofing would drop
+        # a leak from another VM before it showed).
+        vm_ns = {vm.name: vm.netns for vm in run.topology.vms}
+        subprocess.run(["ip", "-n", vm_ns["web-a"], "route", "del", "default"], check=True)
+        subprocess.run(["ip", "-n", vm_ns["flat-b"], "addr", "add", "10.1.1.11/32", "dev",
+                        "lo"], check=True)
+        broken = run("check")
+        assert broken.returncode == 1
+        lines = broken.stdout.splitlines()
+        assert any(line.startswith("web-a ") and " db-b " in line and
+                   "MISMATCH: no reply" in line for line in lines), broken.stdout
+        assert any(line.startswith("flat-b ") and " web-b " in line and
+                   "MISMATCH: answered by flat-b, expected no answer" in line
+                   for line in lines), broken.stdout
+        assert "mismatches: FAILED" in lines[-1]
+    finally:
+        assert run("down").returncode == 0
+    assert run.leftovers() == []
+
+
+def test_the_routing_example_with_per_peer_ports_and_plain_keys(tmp_path):
+    """The other tunnel mode and key layout: one port per peer, the key set by the flow
+    (the destination's VSID), and key = VSID on the wire."""
+    needs_switch()
+    source = tmp_path / "routing-per-peer.yaml"
+    source.write_text((EXAMPLES / "routing.yaml").read_text()
+                      .replace("tunnel_ports: per-vsid", "tunnel_ports: per-peer")
+                      .replace("key_layout: rfc7637", "key_layout: plain"))
+    run = LabRun(tmp_path, source, f"p{os.getpid()}")
+    try:
+        assert run("up").returncode == 0
+        check = run("check", "--json")
+        assert check.returncode == 0, check.stdout + check.stderr
+        report = json.loads(check.stdout)
+        assert report["wire"]["keys_seen"] == ["0x1389", "0x138a", "0x1771", "0x1772",
+                                               "0x1b59"]
+        routed = [p for p in report["probes"] if p["outcome"] == "routed"]
+        assert len(routed) == 16 and all(p["observed"] and p["tcp"] for p in routed)
+    finally:
+        assert run("down").returncode == 0
+    assert run.leftovers() == []
+
+
 DROP_ROOT_THEN_RUN = """
 import os, sys
 import ovsnvgre.cli, ovsnvgre.lab.cli, ovsnvgre.lab.commands  # imported while readable
@@ -294,6 +397,17 @@ def test_vagrant_fabric_validates():
     vagrantfile = (EXAMPLES.parent / "Vagrantfile").read_text()
     for host in fab.hosts.values():
         assert f'"{host.name}" => "{host.pa.ip}"' in vagrantfile
+    # make vagrant-test moves the lab to flow mode with this second file: the same
+    # fabric but for its tunnel ports and a hashed FlowID.
+    flow = fabric.load(EXAMPLES / "vagrant-flow.yaml")
+    assert flow.overlay.tunnel_ports == "flow" and flow.overlay.flow_id == "hash"
+    assert replace(flow, overlay=fab.overlay, source=fab.source) == fab
+
+    def body(name: str) -> list[str]:
+        return [line for line in (EXAMPLES / name).read_text().splitlines()
+                if not line.startswith("#") and not line.startswith("overlay:")]
+
+    assert body("vagrant-flow.yaml") == body("vagrant.yaml")
 
 
 def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
@@ -340,9 +454,16 @@ def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
             report = json.loads(check.stdout)
             local = {vm.name for vm in topo.vms if vm.host == host.name}
             assert {p["source"] for p in report["probes"]} == local
-            reached = {(p["source"], p["target"]) for p in report["probes"] if p["observed"]}
+            reached = {(p["source"], p["target"]) for p in report["probes"]
+                       if p["observed"] and p["outcome"] != "gateway"}
+            # Bridged inside each VSID, routed between Red and Green (routing domain
+            # `tenant`), Blue L2 only.
             assert reached == {(a.name, b.name) for a in topo.vms for b in topo.vms
-                               if a.name in local and a.vsid == b.vsid and a != b}
+                               if a.name in local and a != b and (
+                                   a.vsid == b.vsid or a.routing_domain == b.routing_domain
+                                   == "tenant")}
+            routed = [p for p in report["probes"] if p["outcome"] == "routed"]
+            assert routed and all(p["ttl"] and set(p["ttl"]) == {63} for p in routed)
             # Every VSID shared with the other host crossed this host's uplink with its key.
             assert report["wire"]["keys_seen"] == ["0x138900", "0x177100", "0x1b5900"]
     finally:

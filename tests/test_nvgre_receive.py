@@ -6,8 +6,10 @@ switch (userspace datapath); host2 is no switch at all but a namespace where sca
 plays a Hyper-V host (tests/nvgre_peer.py): echo requests from host2's VMs to host1's
 VMs in every VSID with FlowIDs 0, 1, 0x2a and 0xff, each of which must be delivered to
 the right VM and answered, the answer on the wire carrying that VSID; and frames that
-must be dropped: a VSID with no VM on host1, a VSID the fabric does not have, and the
-key of the `plain` layout (the VSID unshifted) under `rfc7637`.
+must be dropped: a VSID with no VM on host1, a VSID the fabric does not have, the
+key of the `plain` layout (the VSID unshifted) under `rfc7637`, and a right key sent
+from a PA that is no host of the fabric.  In all three tunnel modes: per-vsid,
+per-peer, and flow (one port for every peer, which takes frames from any PA).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import pytest
 from fabrics import TWO_HOSTS
 
 HOST1_PA, HOST2_PA = "198.51.100.11", "203.0.113.11"
+# An address on host2's uplink that is no host of the fabric.
+STRANGER_PA = "203.0.113.12"
 PEER = Path(__file__).with_name("nvgre_peer.py")
 
 # host2's VMs are only names in the fabric: scapy speaks for them.
@@ -72,8 +76,9 @@ def classify_drops(host) -> int:
 
 
 RFC7637_MODES = pytest.mark.parametrize("receiver", [("per-vsid", "rfc7637"),
-                                                     ("per-peer", "rfc7637")],
-                                        indirect=True, ids=["per-vsid", "per-peer"])
+                                                     ("per-peer", "rfc7637"),
+                                                     ("flow", "rfc7637")],
+                                        indirect=True, ids=["per-vsid", "per-peer", "flow"])
 
 
 @pytest.fixture
@@ -146,8 +151,32 @@ def test_frames_of_no_tenant_here_are_dropped(receiver):
     assert classify_drops(host1) - before >= len(doomed)
 
 
-@pytest.mark.parametrize("receiver", [("per-vsid", "plain"), ("per-peer", "plain")],
-                         indirect=True, ids=["per-vsid", "per-peer"])
+@RFC7637_MODES
+def test_frames_from_a_pa_that_is_no_peer_are_dropped(receiver):
+    """Per-vsid and per-peer ports have the peer's remote_ip, so no port takes a frame
+    from another PA; the flow port takes any PA, and classify keeps only the PAs of
+    the peers that share the frame's VSID."""
+    host1, host2 = receiver
+    host2.netns.exec("ip", "addr", "add", f"{STRANGER_PA}/24", "dev", "eth1")
+    ident = Idents()
+    assert_answered(send(host2.netns.name, [probe(ident(), RED << 8)], 5, 1.0)[0], RED)
+    before = classify_drops(host1)
+    probes = []
+    for flow_id in (0, 0x2A):
+        probes += [{**probe(ident(), RED << 8 | flow_id), "source": STRANGER_PA},
+                   probe(ident(), RED << 8 | 0xFF)]
+    results = send(host2.netns.name, probes, tries=1, timeout=5.0)
+    for stranger, control in zip(results[::2], results[1::2], strict=True):
+        assert_answered(control, RED)
+        assert stranger["replies"] == [], f"key {stranger['key']:#x} from {STRANGER_PA}"
+    if "gre-flow" in host1.switch.vsctl("list-ports", "br-int").split():
+        # They reached host1's flow port, and classify dropped them.
+        assert classify_drops(host1) - before >= 2
+
+
+@pytest.mark.parametrize("receiver", [("per-vsid", "plain"), ("per-peer", "plain"),
+                                      ("flow", "plain")],
+                         indirect=True, ids=["per-vsid", "per-peer", "flow"])
 def test_plain_layout_takes_the_whole_key_as_the_vsid(receiver):
     host1, host2 = receiver
     ident = Idents()
@@ -157,6 +186,6 @@ def test_plain_layout_takes_the_whole_key_as_the_vsid(receiver):
         assert {reply["key"] for reply in result["replies"]} == {vsid}
         assert result["replies"][0]["inner_src_mac"] == TARGETS[vsid][0]
     # The rfc7637 key of Red means VSID 0x138900 to a plain fabric: no tenant here
-    # (per-vsid: no port takes the key; per-peer: classify drops it).
+    # (per-vsid: no port takes the key; per-peer and flow: classify drops it).
     results = send(host2.netns.name, [probe(ident(), RED << 8), probe(ident(), RED)], 1, 5.0)
     assert results[0]["replies"] == [] and results[1]["replies"]

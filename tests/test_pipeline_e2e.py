@@ -36,7 +36,7 @@ class Capture:
         self.process.wait(timeout=10)
 
 
-@pytest.fixture(params=["per-vsid", "per-peer"])
+@pytest.fixture(params=["per-vsid", "per-peer", "flow"])
 def overlay(request, lab):
     lab.fabric.write_text(TWO_HOSTS.replace("tunnel_ports: per-vsid",
                                             f"tunnel_ports: {request.param}"))

@@ -81,6 +81,8 @@ def test_status_reports_a_recreated_device_and_up_attaches_it_again(lab):
     result = host1.ovsnvgre("up")
     assert result.returncode == 0, result.stderr
     assert "remove vm port vnet0 from br-int to attach it again" in result.stdout
+    assert "in two transactions (1 port(s) attached again in the second)" in (
+        result.stdout + result.stderr)
     alive(red_a, "10.0.0.2")
     assert red_b.ping("10.0.0.1") and red_a.tcp(red_b)
     # A new row, still owned: the marker is on it.

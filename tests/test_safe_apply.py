@@ -4,6 +4,7 @@ and `ovsnvgre rollback` after a run that was killed half-way."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -212,6 +213,38 @@ def test_confirm_timeout_rolls_back_when_the_up_process_is_killed(host1):
     assert_restored(host1, before)
     log = (host1.switch.rundir / "ovsnvgre-rollback.log").read_text()
     assert "no confirmation in time" in log and "rolled back" in log
+    assert host1.ping(GATEWAY)
+
+
+def test_a_timer_whose_rollback_fails_keeps_the_state_for_ovsnvgre_rollback(host1):
+    """The detached timer cannot reach OVSDB when its deadline comes: it says so in its
+    log, keeps the rollback state, and `ovsnvgre rollback` restores the host later."""
+    before = host_state(host1)
+    run = start(host1, "up", "--confirm", "120")
+    try:
+        wait_for(lambda: awaiting_confirmation(host1), 30, what="the run to wait for confirm")
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        timer_file = host1.switch.rundir / f"{ROLLBACK_FILE}.timer"
+        wait_for(lambda: timer_file.read_text().strip(), 30, what="the timer to name itself")
+        timer = int(timer_file.read_text())
+        host1.switch.stop_db()
+        try:
+            os.kill(timer, signal.SIGUSR1)  # what `ovsnvgre rollback` sends it
+            wait_for(lambda: timer_gone(host1), 60, what="the timer to give up")
+        finally:
+            host1.switch.start_db()
+    finally:
+        run.kill()
+    log = (host1.switch.rundir / "ovsnvgre-rollback.log").read_text()
+    assert "rollback failed:" in log and "the state is kept in" in log, log
+    assert "Traceback" not in log
+    assert json.loads(rollback_file(host1).read_text())["state"] == "applying"
+    result = host1.switch.ovsnvgre("rollback")
+    assert result.returncode == 0, result.stderr
+    assert "rolled back" in result.stdout
+    assert_restored(host1, before)
+    assert not rollback_file(host1).exists()
     assert host1.ping(GATEWAY)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fabrics import TWO_HOSTS
+from fabrics import ROUTED, TWO_HOSTS
 from ovsenv import sh, wait_for
 
 RED_TUNNEL = "gcb00710b001389"
@@ -119,3 +119,52 @@ def test_mtu_warning_is_the_case_where_big_frames_are_lost(lab, tmp_path):
     vm = next(v for v in report["vms"] if v["name"] == "red-a")
     assert vm["mtu"] == 1458
     assert not [w for w in report["warnings"] if "vnet0" in w]
+
+
+def test_flow_mode_shows_the_peers_from_the_flows(host1, tmp_path):
+    """One GRE port serves every peer: status reads the peers and their VSIDs from the
+    installed flows (classify by tun_src, forward by tun_dst), not from ports."""
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(TWO_HOSTS.replace("tunnel_ports: per-vsid", "tunnel_ports: flow"))
+    assert host1.ovsnvgre("up", fabric=flow).returncode == 0
+    result = host1.ovsnvgre("status", "--json", fabric=flow)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tunnels = json.loads(result.stdout)["tunnels"]
+    ofport = tunnels[0]["ofport"]
+    assert isinstance(ofport, int)
+    assert tunnels == [
+        {"port": "gre-flow", "peer": "host2", "remote_ip": "203.0.113.11", "vsid": vsid,
+         "key": f"{vsid << 8:#x}", "flow_id": "zero", "ofport": ofport, "state": "up", "bfd": None}
+        for vsid in (5001, 6001)]
+    # Without the flows that send to host2 in Blue, the row says what is left.
+    sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-int",
+       "cookie=0x6f76736e76677265/-1,table=20,reg0=0x1771", env=host1.switch.env)
+    result = host1.ovsnvgre("status", "--json", fabric=flow)
+    assert result.returncode == DRIFTED
+    blue = next(t for t in json.loads(result.stdout)["tunnels"] if t["vsid"] == 6001)
+    assert blue["state"] == "up (send flows missing)"
+    # Without any of its flows, each tunnel the fabric wants says what it lacks.
+    sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-int",
+       "cookie=0x6f76736e76677265/-1", env=host1.switch.env)
+    tunnels = json.loads(host1.ovsnvgre("status", "--json", fabric=flow).stdout)["tunnels"]
+    assert [(t["peer"], t["vsid"], t["state"]) for t in tunnels] == [
+        ("host2", vsid, "up (receive flows missing, send flows missing)")
+        for vsid in (5001, 6001)]
+    text = host1.ovsnvgre("status", fabric=flow).stdout
+    assert "gre-flow" in text and "drifted" in text
+
+
+def test_flow_mode_with_routing_domains_is_converged_with_one_way_tunnels(host1, tmp_path):
+    """A routed VSID is often sent in one direction only (host1 routes into app, where it
+    has no VM, and receives nothing in it): that is the fabric, not drift."""
+    routed = tmp_path / "routed.yaml"
+    routed.write_text(ROUTED.replace("tunnel_ports: per-vsid", "tunnel_ports: flow"))
+    for index, port in ((2, "vnet2"), (3, "vnet3")):  # the fixture made vnet0 and vnet1
+        host1.netns.exec("ip", "link", "add", port, "type", "veth", "peer", "name", f"vm{index}")
+        host1.netns.exec("ip", "link", "set", port, "up")
+    assert host1.ovsnvgre("up", fabric=routed).returncode == 0
+    result = host1.ovsnvgre("status", "--json", fabric=routed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tunnels = json.loads(result.stdout)["tunnels"]
+    assert {t["vsid"] for t in tunnels} >= {5001, 5002, 5003}
+    assert all(t["state"] == "up" for t in tunnels), tunnels

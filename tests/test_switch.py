@@ -266,6 +266,38 @@ def test_switching_tunnel_mode_converges(host1, tmp_path):
     assert "no changes" in host1.ovsnvgre("up", fabric=per_peer).stdout
 
 
+def test_switching_between_every_tunnel_mode_converges(host1, tmp_path):
+    """per-vsid -> flow -> per-peer -> flow -> per-vsid on a running switch: each `up`
+    removes the old mode's ports and adds the new ones in one run, ovs-vswitchd opens
+    every port, and a second `up` changes nothing."""
+    ports_of = {
+        "per-vsid": {RED_TUNNEL, BLUE_TUNNEL, RECEIVE},
+        "per-peer": {"gre-cb00710b"},
+        "flow": {"gre-flow"},
+    }
+    for mode in ("per-vsid", "flow", "per-peer", "flow", "per-vsid"):
+        path = tmp_path / f"{mode}.yaml"
+        path.write_text(TWO_HOSTS.replace("tunnel_ports: per-vsid", f"tunnel_ports: {mode}"))
+        result = host1.ovsnvgre("up", fabric=path)
+        assert result.returncode == 0, f"{mode}: {result.stderr}"
+        assert set(host1.switch.vsctl("list-ports", "br-int").split()) == \
+            {"vnet0", "vnet1"} | ports_of[mode], mode
+        for port in ports_of[mode]:
+            assert int(host1.switch.vsctl("get", "interface", port, "ofport")) > 0, port
+        again = host1.ovsnvgre("up", fabric=path)
+        assert "no changes" in again.stdout, f"{mode}: {again.stdout}"
+        flows = "\n".join(owned_flows(host1))
+        assert ("set_field:203.0.113.11->tun_dst" in flows) == (mode == "flow"), mode
+        if mode == "flow":
+            interface = rows(host1, "Interface")["gre-flow"]
+            assert interface["type"] == "gre"
+            assert ovs_map(interface["options"]) == {
+                "remote_ip": "flow", "key": "flow", "local_ip": "198.51.100.11",
+                "csum": "false"}
+    options = ovs_map(rows(host1, "Interface")[RED_TUNNEL]["options"])
+    assert options["key"] == str(5001 << 8)
+
+
 def test_a_vm_port_the_hypervisor_attached_is_left_alone(host1):
     assert host1.ovsnvgre("up").returncode == 0
     sw = host1.switch

@@ -13,6 +13,7 @@ from ovsnvgre.trace import Parsed, parse
 RED_A, BLUE_A, RED_C = "02:00:00:00:50:01", "02:00:00:00:60:01", "02:00:00:00:50:03"
 RED_B, BLUE_B = "02:00:00:00:50:02", "02:00:00:00:60:02"
 RED_TUNNEL, BLUE_TUNNEL, PEER_TUNNEL = "gcb00710b001389", "gcb00710b001771", "gre-cb00710b"
+FLOW_TUNNEL, HOST2_PA = "gre-flow", "203.0.113.11"
 TRACE_FABRIC = TWO_HOSTS + ('  red-c:  {host: host1, subnet: red,  port: vnet2, '
                             f'mac: "{RED_C}", ca: 10.0.0.3/24}}\n')
 
@@ -36,8 +37,9 @@ def _vm_flow(port: str, mac: str, ca: str, rest: str) -> str:
 
 
 @pytest.fixture(scope="module",
-                params=[("per-vsid", "rfc7637"), ("per-peer", "rfc7637"), ("per-peer", "plain")],
-                ids=["per-vsid", "per-peer", "per-peer-plain"])
+                params=[("per-vsid", "rfc7637"), ("per-peer", "rfc7637"), ("per-peer", "plain"),
+                        ("flow", "rfc7637")],
+                ids=["per-vsid", "per-peer", "per-peer-plain", "flow"])
 def traced(request, tmp_path_factory):
     """One configured host per mode, shared by the traces (a trace changes nothing)."""
     mode, layout = request.param
@@ -55,17 +57,24 @@ def _configure(lab, mode: str, layout: str):
     return Tracer(host), mode, layout
 
 
+def key_port(mode: str) -> str:
+    """The port that takes its key from the flow: per peer, or the one flow port."""
+    return FLOW_TUNNEL if mode == "flow" else PEER_TUNNEL
+
+
 def red_out(mode: str, layout: str) -> tuple[str, int | None]:
     if mode == "per-vsid":
         return (RED_TUNNEL, None)
-    return (PEER_TUNNEL, 5001 << 8 if layout == "rfc7637" else 5001)
+    return (key_port(mode), 5001 << 8 if layout == "rfc7637" else 5001)
 
 
-def red_in(mode: str, layout: str, flow_id: int = 0) -> str:
+def red_in(mode: str, layout: str, flow_id: int = 0, source: str = HOST2_PA) -> str:
     if mode == "per-vsid":
         return f"in_port={RED_TUNNEL}"
     key = (5001 << 8 | flow_id) if layout == "rfc7637" else 5001
-    return f"in_port={PEER_TUNNEL},tun_id={key:#x}"
+    # The flow port takes frames from any PA: the outer source says which peer sent it.
+    peer = f",tun_src={source}" if mode == "flow" else ""
+    return f"in_port={key_port(mode)}{peer},tun_id={key:#x}"
 
 
 def test_known_unicast_goes_straight_to_its_port_or_tunnel(traced):
@@ -91,7 +100,7 @@ def test_bum_floods_within_the_vsid_only(traced):
                     "nw_src=10.0.0.1,nw_dst=10.0.0.99")
     assert "vnet0" not in unknown.ports and "vnet2" not in unknown.ports
     assert RED_TUNNEL not in unknown.ports
-    blue_key = [tun for port, tun in unknown.outputs if port == PEER_TUNNEL]
+    blue_key = [tun for port, tun in unknown.outputs if port == key_port(mode)]
     assert blue_key in ([], [6001 << 8], [6001])
 
 
@@ -174,9 +183,16 @@ def test_tunnel_keys_are_checked(traced):
         assert blue.ports == {"vnet1"}
         return
     unknown = 7001 << 8 if layout == "rfc7637" else 7001
-    dropped = trace(f"in_port={PEER_TUNNEL},tun_id={unknown:#x},dl_src={RED_B},"
+    peer = f",tun_src={HOST2_PA}" if mode == "flow" else ""
+    dropped = trace(f"in_port={key_port(mode)}{peer},tun_id={unknown:#x},dl_src={RED_B},"
                     "dl_dst=ff:ff:ff:ff:ff:ff,ip,nw_src=10.0.0.2,nw_dst=10.0.0.255")
     assert dropped.outputs == []
+    if mode == "flow":
+        # A right key from a PA that is no peer's (here no host of the fabric): dropped.
+        for source in ("203.0.113.12", "198.51.100.11"):
+            stranger = trace(f"{red_in(mode, layout, source=source)},dl_src={RED_B},"
+                             "dl_dst=ff:ff:ff:ff:ff:ff,ip,nw_src=10.0.0.2,nw_dst=10.0.0.255")
+            assert stranger.outputs == [] and stranger.last_table == 0, source
     if layout == "rfc7637":
         # A receiver reads the VSID from the top 24 bits only: the FlowID is ignored.
         with_flow_id = trace(f"{red_in(mode, layout, flow_id=0x5a)},dl_src={RED_B},"
@@ -197,11 +213,27 @@ def verdict(traced, *args: str) -> str:
 def test_trace_command_names_the_tunnel_and_key(traced):
     _, mode, layout = traced
     key = 5001 << 8 if layout == "rfc7637" else 5001
-    port = RED_TUNNEL if mode == "per-vsid" else PEER_TUNNEL
+    port = RED_TUNNEL if mode == "per-vsid" else key_port(mode)
+    via = f" (tun_dst {HOST2_PA})" if mode == "flow" else ""
     assert verdict(traced, "--from", "red-a", "--to", "10.0.0.2") == (
-        f"delivered to red-b via tunnel to host2 with key {key:#x} (port {port})")
+        f"delivered to red-b via tunnel to host2{via} with key {key:#x} (port {port})")
     assert verdict(traced, "--from", "red-a", "--to", "red-b", "--proto", "tcp:80") == (
-        f"delivered to red-b via tunnel to host2 with key {key:#x} (port {port})")
+        f"delivered to red-b via tunnel to host2{via} with key {key:#x} (port {port})")
+
+
+def test_trace_command_json_names_the_peer_of_every_tunnel_output(traced):
+    trace, mode, layout = traced
+    key = 5001 << 8 if layout == "rfc7637" else 5001
+    result = trace.host.ovsnvgre("trace", "--from", "red-a", "--to", "10.0.0.77", "--json")
+    data = json.loads(result.stdout)
+    tunnel = next(o for o in data["outputs"] if o["kind"] == "tunnel")
+    assert tunnel == {**tunnel, "peer": "host2", "key": f"{key:#x}", "vsid": 5001,
+                      "port": RED_TUNNEL if mode == "per-vsid" else key_port(mode)}
+    # The flow port serves every peer: the PA the flow set says which.
+    assert tunnel.get("tun_dst") == (HOST2_PA if mode == "flow" else None)
+    if mode == "flow":
+        assert (f"tunnel to host2 (tun_dst {HOST2_PA}, key {key:#x}, port gre-flow)"
+                in data["verdict"])
 
 
 def test_trace_command_local_arp_cross_vsid_and_unknown(traced):
@@ -242,3 +274,13 @@ def test_trace_command_usage_errors(traced, args, message):
     result = trace.host.ovsnvgre("trace", *args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_trace_command_takes_udp(traced):
+    # ofproto/trace reads tp_dst as tcp_dst: a UDP probe names udp_dst.
+    _, mode, layout = traced
+    key = 5001 << 8 if layout == "rfc7637" else 5001
+    port = RED_TUNNEL if mode == "per-vsid" else key_port(mode)
+    via = f" (tun_dst {HOST2_PA})" if mode == "flow" else ""
+    assert verdict(traced, "--from", "red-a", "--to", "red-b", "--proto", "udp:53") == (
+        f"delivered to red-b via tunnel to host2{via} with key {key:#x} (port {port})")

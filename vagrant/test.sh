@@ -43,9 +43,14 @@ FABRIC=/vagrant/examples/vagrant.yaml
 # Boot both guests; each is provisioned by examples/provision.sh.
 vagrant up
 
-# 1. The kernel datapath, and the whole matrix from each guest: every VM pings
-#    every VM of its VSID and no other, and each shared VSID's key is on eth1.
+# 1. The kernel datapath, and the whole matrix from each guest: every VM reaches
+#    every VM of its VSID (bridged) and of its routing domain (routed: Red and Green,
+#    replies with TTL 63), and no other; each GRE packet on eth1 carries the key of
+#    its destination's VSID. Red on host1 to Green on host2, routed by host1's
+#    kernel datapath and sent with Green's key:
 vagrant ssh host1 --no-tty -c 'sudo ovs-dpctl show' | grep 'system@ovs-system'
+vagrant ssh host1 --no-tty -c 'sudo ip netns exec nv-vagrant-v-red-a ping -c 3 10.0.1.12' \
+    | grep 'ttl=63'
 vagrant ssh host1 -c "sudo ovsnvgre status -c $FABRIC"
 vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FABRIC --host host1"
 vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FABRIC --host host2"
@@ -75,7 +80,7 @@ ip link set br7001 up
 GUEST
 vagrant ssh host2 --no-tty -c 'sudo timeout 60 tcpdump -c 4 -n -i eth1 -w /tmp/green.pcap ip proto 47' &
 sleep 5
-vagrant ssh host1 -c 'sudo ip netns exec nv-vagrant-v-green-a ping -c 5 -i 0.5 -W 2 10.0.1.2'
+vagrant ssh host1 -c 'sudo ip netns exec nv-vagrant-v-green-a ping -c 5 -i 0.5 -W 2 10.0.1.12'
 wait $!
 vagrant ssh host2 --no-tty -c 'sudo tcpdump -n -v -r /tmp/green.pcap' | grep 'key=0x1b5900'
 
@@ -100,6 +105,22 @@ until vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FABRIC --host host1" \
 done
 echo "host2 back on the fabric $(($(date +%s) - READY)) s after it answered SSH"
 vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FABRIC --host host2"
+
+# 5. One GRE port for every peer (`tunnel_ports: flow`: remote_ip=flow, key=flow) on
+#    the kernel datapath, from the same fabric in flow mode. `up` moves a host in
+#    place (its per-VSID ports go, gre-flow comes); host1 in flow mode and host2 still
+#    per-VSID reach each other, then both in flow mode pass the whole matrix, and
+#    status reads each peer and VSID from the flows. The file also hashes each inner
+#    flow into the FlowID (`flow_id: hash`): the check sees several FlowIDs on the
+#    wire, the VSID bits of every key right.
+FLOW=/vagrant/examples/vagrant-flow.yaml
+vagrant ssh host1 -c "sudo ovsnvgre up -c $FLOW --host host1"
+vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FLOW --host host1"
+vagrant ssh host2 -c "sudo ovsnvgre up -c $FLOW --host host2"
+vagrant ssh host1 --no-tty -c "sudo ovsnvgre status -c $FLOW" | grep -E 'host2 +192.168.56.12 +7001 +0x1b5900 \+ FlowID hash +gre-flow'
+vagrant ssh host1 --no-tty -c "sudo ovsnvgre lab check -c $FLOW --host host1" | tee /dev/stderr | grep -E '\+ ([2-9]|[1-9][0-9]+) hashed FlowIDs'
+vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FLOW --host host2"
+
 # `down` still gives eth1 back its address, as before the first `up`.
 vagrant ssh host2 -c "sudo ovsnvgre down -c $FABRIC --host host2"
 vagrant ssh host2 --no-tty -c 'ip -4 -br addr show eth1' | grep '192.168.56.12/24'

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ovsnvgre.errors import SystemFailure
@@ -141,18 +142,27 @@ def guests(topology: Topology, host: str, host_netns: str | None, progress: Prog
     return vms
 
 
-def up(topology: Topology, fabric_path: str, progress: Progress) -> list[str]:
-    """Build (or converge) the lab and run `ovsnvgre up` on every host; returns their output."""
+def up(topology: Topology, fabric_path: str, progress: Progress,
+       prepare: Callable[[], object] = lambda: None,
+       gateway_hosts: frozenset[str] = frozenset()) -> list[str]:
+    """Build (or converge) the lab and run `ovsnvgre up` on every host; returns their output.
+
+    ``prepare`` runs once the hosts and VMs are there, before any `up` (the outside of
+    external gateways); a host of ``gateway_hosts`` runs `up` in its network namespace
+    only (`nsenter --net`), as the namespaces it makes must outlive the run."""
     underlay(topology, fabric_path, progress)
     for host in topology.hosts:
         guests(topology, host.name, host.netns, progress, fabric_path)
+    prepare()
     outputs = []
     for host in topology.hosts:
         progress(f"ovsnvgre up on {host.name}")
         # Isolated (-I: no cwd, no PYTHONPATH on sys.path) and from /: root runs the
         # ovsnvgre installed with this interpreter, never a package where it stands.
-        result = proc.run(sys.executable, "-I", "-m", "ovsnvgre", "up", "-c", fabric_path,
-                          "--host", host.name, netns=host.netns, cwd="/",
+        enter = ["nsenter", f"--net=/run/netns/{host.netns}", "--"] \
+            if host.name in gateway_hosts else []
+        result = proc.run(*enter, sys.executable, "-I", "-m", "ovsnvgre", "up", "-c", fabric_path,
+                          "--host", host.name, netns=None if enter else host.netns, cwd="/",
                           env=host_env(topology.prefix, host.name), check=False, timeout=180)
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
@@ -241,6 +251,11 @@ def _vm(vm: LabVm, host_ns: str | None, fresh: bool) -> None:
         proc.run("ip", "-n", vm.netns, "link", "set", VM_IFNAME, "up")
         # The host end gets the VM's MTU too, as a hypervisor's tap would.
         proc.run("ip", *on_host, "link", "set", vm.port, "mtu", str(vm.mtu), "up")
+    if vm.gateway is not None:
+        # A VM of a routed subnet reaches the other subnets of its routing domain through
+        # the distributed router, its subnet's gateway (as a DHCP server would tell it).
+        proc.run("ip", "-n", vm.netns, "route", "replace", "default", "via", str(vm.gateway),
+                 "dev", VM_IFNAME)
 
 
 def down(prefix: str, progress: Progress) -> list[str]:

@@ -1,4 +1,10 @@
-"""Prove a running lab: the reachability matrix, TCP inside each VSID, NVGRE on the wire."""
+"""Prove a running lab: the reachability matrix, TTLs, TCP, NVGRE on the wire.
+
+What each probe must see comes from the fabric (expect.py: bridged, routed, isolated,
+gateway); the packets are sent by probes.py from inside the VMs, all VMs at once and
+every address of one VM at once, while one capture per host records the underlay for
+wire.py to judge.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ovsnvgre import nvgre
-from ovsnvgre.lab import proc
+from ovsnvgre.lab import expect, probes, proc, wire
 from ovsnvgre.lab.builder import lab_dir
-from ovsnvgre.lab.pcap import gre_packets
-from ovsnvgre.lab.topology import VM_IFNAME, LabVm, Probe, Topology, matrix
+from ovsnvgre.lab.expect import ROUTER, Outcome, Probe, Seen
+from ovsnvgre.lab.topology import LabVm, Topology
+from ovsnvgre.lab.wire import WireResult
 from ovsnvgre.model import Fabric
 
 TCP_ECHO = """
@@ -69,36 +75,35 @@ def tcp_echo(source_netns: str, target_netns: str, address: str, port: int = 520
 
 @dataclass
 class ProbeResult:
-    """One cell of the matrix: expected and observed reachability, and TCP when tried."""
+    """One cell of the matrix: what the fabric says and what was seen (``expect.Probe``,
+    ``expect.Seen``); ``problems`` empty when they agree."""
 
     source: str
     target: str
     address: str
+    outcome: str
     same_vsid: bool
     expected: bool
     observed: bool
     answered_by: str | None
+    replied: bool = False
+    expected_ttl: int | None = None
+    ttl: list[int] = field(default_factory=list)
     tcp: bool | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the probe saw what the fabric says."""
-        return self.expected == self.observed and self.tcp is not False
-
-
-@dataclass
-class WireResult:
-    """What the underlay capture showed: GRE packets, keys seen and expected, problems."""
-
-    packets: int = 0
-    keys_seen: list[str] = field(default_factory=list)
-    keys_expected: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Whether every GRE packet was NVGRE with a fabric key, and every key crossed."""
+        """Whether the probe saw what the fabric says."""
         return not self.problems
+
+    @classmethod
+    def of(cls, probe: Probe, seen: Seen) -> ProbeResult:
+        """The result of ``probe`` having seen ``seen``."""
+        return cls(probe.source, probe.target, probe.address, str(probe.outcome),
+                   probe.same_vsid, probe.expected, expect.reached(probe, seen),
+                   seen.answered_by, seen.replied, probe.ttl, list(seen.ttls), seen.tcp,
+                   expect.problems(probe, seen))
 
 
 @dataclass
@@ -117,24 +122,6 @@ class CheckResult:
         """The check as JSON-ready data (`lab check --json`)."""
         return {"ok": self.ok, "probes": [{**asdict(p), "ok": p.ok} for p in self.probes],
                 "wire": {**asdict(self.wire), "ok": self.wire.ok}}
-
-
-def _probe(probe: Probe, vms: dict[str, LabVm]) -> ProbeResult:
-    source, target = vms[probe.source], vms[probe.target]
-    proc.run("ip", "-n", source.netns, "neigh", "flush", "dev", VM_IFNAME, check=False)
-    ping = proc.run("ping", "-c", "3", "-i", "0.2", "-W", "2", probe.address,
-                    netns=source.netns, check=False)
-    neighbour = proc.run("ip", "-n", source.netns, "neigh", "show", probe.address,
-                         check=False).stdout.split()
-    mac = neighbour[neighbour.index("lladdr") + 1] if "lladdr" in neighbour else None
-    answered_by = next((vm.name for vm in vms.values() if vm.mac == mac), mac)
-    observed = ping.returncode == 0 and mac == target.mac
-    return ProbeResult(probe.source, probe.target, probe.address, probe.same_vsid,
-                       probe.expected, observed, answered_by if ping.returncode == 0 else None)
-
-
-def _probes_from(source: str, probes: list[Probe], vms: dict[str, LabVm]) -> list[ProbeResult]:
-    return [_probe(p, vms) for p in probes if p.source == source]
 
 
 class _Capture:
@@ -157,103 +144,114 @@ class _Capture:
             self.process.wait()
 
 
-def expected_keys(fabric: Fabric, topology: Topology, host: str | None = None) -> set[int]:
-    """The keys that must appear on the wire: VSIDs that have VMs on two hosts or more.
+def _asks(mine: list[Probe], local: set[str]) -> dict[str, bool]:
+    """The addresses a VM asks who they are (``mine``: its probes): every VM address
+    but those the router answers (it runs no TCP service); True where a TCP echo is
+    wanted too: a target it must reach that runs a whoami service (``local``)."""
+    asks: dict[str, bool] = {}
+    for probe in mine:
+        if probe.outcome is Outcome.GATEWAY or probe.responder == ROUTER:
+            continue
+        echo = probe.expected and probe.target in local
+        asks[probe.address] = asks.get(probe.address, False) or echo
+    return asks
 
-    Seen from one ``host``: only the VSIDs that have VMs both there and elsewhere.
-    """
-    hosts_of: dict[int, set[str]] = {}
-    for vm in topology.vms:
-        hosts_of.setdefault(vm.vsid, set()).add(vm.host)
-    return {nvgre.tunnel_key(vsid, fabric.overlay.key_layout)
-            for vsid, hosts in hosts_of.items()
-            if len(hosts) > 1 and (host is None or host in hosts)}
+
+def _identify(answer: probes.Answer, source: LabVm, topology: Topology) -> str | None:
+    """Who answered: the whoami name, else the neighbour entry's MAC (the router's, or
+    a VM's, preferring the source's VSID, where MACs are unique), else unknown."""
+    if answer.name is not None:
+        return answer.name
+    if answer.mac is None:
+        return None
+    if answer.mac == topology.router_mac.lower():
+        return ROUTER
+    owners = sorted((vm.vsid != source.vsid, vm.name) for vm in topology.vms
+                    if vm.mac == answer.mac)
+    return owners[0][1] if owners else answer.mac
+
+
+def _from(source: LabVm, mine: list[Probe], topology: Topology,
+          local: set[str]) -> list[ProbeResult]:
+    asks = _asks(mine, local)
+    answers = probes.from_vm(source, list(dict.fromkeys(p.address for p in mine)), asks)
+    results = []
+    for probe in mine:
+        answer = answers[probe.address]
+        echo = answer.echo if asks.get(probe.address) and probe.expected else None
+        seen = Seen(answer.replied, answer.ttls, _identify(answer, source, topology), echo)
+        results.append(ProbeResult.of(probe, seen))
+    return results
 
 
 def run(fabric: Fabric, topology: Topology, host: str | None = None) -> CheckResult:
     """The whole lab's matrix; with ``host``, only the probes from that host's VMs.
 
     With ``host`` this runs on a real (or Vagrant) host whose VMs `lab guests`
-    made: the GRE capture is on the host's uplink here, and TCP is tried only
-    between VMs of this host (the other end of a tunnel runs no echo server).
+    made: the GRE capture is on the host's uplink here, and only this host's VMs run
+    the whoami service (a routed reply from another host's VM is then told by its TTL,
+    not its name) and TCP is tried only between them.
     """
     vms = {vm.name: vm for vm in topology.vms}
     local = {vm.name for vm in topology.vms if host is None or vm.host == host}
-    probes = [p for p in matrix(topology) if p.source in local]
+    matrix = [p for p in expect.matrix(topology) if p.source in local]
     directory = lab_dir(topology.prefix)
     directory.mkdir(parents=True, exist_ok=True)
     captures = [_Capture(h.netns if host is None else None, h.uplink,
                          directory / f"{h.name}.pcap")
                 for h in topology.hosts if host is None or h.name == host]
     try:
-        sources = sorted({p.source for p in probes})
-        with ThreadPoolExecutor(max_workers=max(1, len(sources))) as pool:
-            results = [r for batch in pool.map(lambda s: _probes_from(s, probes, vms), sources)
-                       for r in batch]
-        for result in results:
-            if result.expected and result.source < result.target and result.target in local:
-                result.tcp = tcp_echo(vms[result.source].netns, vms[result.target].netns,
-                                      result.address)
+        with probes.WhoamiServers([vms[name] for name in sorted(local)]), \
+                ThreadPoolExecutor(max_workers=max(1, len(local))) as pool:
+            batches = pool.map(lambda s: _from(vms[s], [p for p in matrix if p.source == s],
+                                               topology, local), sorted(local))
+            results = [result for batch in batches for result in batch]
     finally:
         for capture in captures:
             capture.stop()
-    wire = _wire(expected_keys(fabric, topology, host), [c.path for c in captures])
+    judged = wire.judge(fabric, topology, wire.expected_keys(fabric, topology, host),
+                        [c.path for c in captures])
     order = {vm.name: index for index, vm in enumerate(topology.vms)}
-    results.sort(key=lambda r: (order[r.source], order[r.target]))
-    return CheckResult(results, wire)
-
-
-def _wire(expected: set[int], paths: list[Path]) -> WireResult:  # noqa: C901 - one decision per branch, each documented; splitting would scatter it
-    result = WireResult(keys_expected=[f"{k:#x}" for k in sorted(expected)])
-    seen: set[int] = set()
-    for path in paths:
-        for packet in gre_packets(path):
-            result.packets += 1
-            flags = []
-            if not packet.key_present:
-                flags.append("K=0")
-            if packet.checksum_present:
-                flags.append("C=1")
-            if packet.sequence_present:
-                flags.append("S=1")
-            if packet.version != 0:
-                flags.append(f"version {packet.version}")
-            if packet.protocol != 0x6558:
-                flags.append(f"protocol {packet.protocol:#06x}")
-            if packet.key is not None:
-                seen.add(packet.key)
-                if packet.key not in expected:
-                    flags.append(f"key {packet.key:#x} is no VSID key of the fabric")
-            if flags:
-                problem = f"{path.stem}: GRE packet with {', '.join(flags)}"
-                if problem not in result.problems:
-                    result.problems.append(problem)
-    result.keys_seen = [f"{k:#x}" for k in sorted(seen)]
-    for key in sorted(expected - seen):
-        result.problems.append(f"no GRE packet with key {key:#x} crossed the underlay")
-    return result
+    results.sort(key=lambda r: (order[r.source], order.get(r.target, len(order))))
+    return CheckResult(results, judged)
 
 
 def table(result: CheckResult) -> list[str]:
-    """The check as the lines `lab check` prints."""
-    rows = [("from", "to", "address", "vsid", "expected", "observed", "tcp", "")]
+    """The check as the lines `lab check` prints: one per probe, the wire, a summary."""
+    rows = [("from", "to", "address", "expected", "observed", "tcp", "")]
     for p in result.probes:
-        rows.append((p.source, p.target, p.address, "same" if p.same_vsid else "other",
-                     "reach" if p.expected else "no reach",
-                     "reach" if p.observed else (f"no reach ({p.answered_by} answered)"
-                                                 if p.answered_by else "no reach"),
+        rows.append((p.source, p.target, p.address, _expected(p), _observed(p),
                      {True: "ok", False: "FAILED", None: "-"}[p.tcp],
-                     "ok" if p.ok else "MISMATCH"))
+                     "ok" if p.ok else "MISMATCH: " + "; ".join(p.problems)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in rows]
-    wire = result.wire
+    checked = result.wire
     lines.append("")
-    lines.append(f"underlay: {wire.packets} GRE packets; keys seen {', '.join(wire.keys_seen)}"
-                 f" (expected {', '.join(wire.keys_expected)}); K=1 C=0 S=0 protocol 0x6558: "
-                 f"{'ok' if wire.ok else 'MISMATCH'}")
-    lines += [f"  {problem}" for problem in wire.problems]
+    hashed = f" + {checked.flow_ids_seen} hashed FlowIDs" if checked.flow_ids_seen else ""
+    lines.append(f"underlay: {checked.packets} GRE packets; keys seen "
+                 f"{', '.join(checked.keys_seen)}{hashed} "
+                 f"(expected {', '.join(checked.keys_expected)})"
+                 f"; every key its destination's VSID, K=1 C=0 S=0 protocol 0x6558: "
+                 f"{'ok' if checked.ok else 'MISMATCH'}")
+    lines += [f"  {problem}" for problem in checked.problems]
     failed = sum(not p.ok for p in result.probes)
     lines.append(f"{len(result.probes)} probes, {failed} mismatches: "
                  f"{'all green' if result.ok else 'FAILED'}")
     return lines
+
+
+def _expected(p: ProbeResult) -> str:
+    if p.outcome == Outcome.ISOLATED:
+        return "isolated"
+    ttl = f", ttl {p.expected_ttl}" if p.expected_ttl is not None else ""
+    return f"{p.outcome}{ttl}"
+
+
+def _observed(p: ProbeResult) -> str:
+    if not p.replied:
+        return f"no reply (ARP or TCP answered by {p.answered_by})" if p.answered_by \
+            else "no reply"
+    who = f"answered by {p.answered_by}" if p.answered_by else "answered (unidentified)"
+    ttl = f", ttl {'/'.join(map(str, sorted(set(p.ttl))))}" if p.ttl else ""
+    return f"{'reached' if p.observed else who}{ttl}"

@@ -70,22 +70,40 @@ def lab_guests(config: str | None, host: str) -> None:
 @json_option
 @fail_cleanly
 def lab_check(config: str | None, host: str | None, as_json: bool) -> None:
-    """Ping every VM from every VM, TCP inside each VSID, and check the GRE on the wire.
+    """Ping every VM from every VM and every gateway, TCP, and check the GRE on the wire.
 
-    Prints expected and observed reachability per pair and exits 1 on any
-    mismatch (a pair that should reach and does not, or the other way round, or
-    a GRE packet that is not NVGRE with one of the fabric's keys, or a VSID
-    shared between hosts whose key never crossed the underlay). With --host it
-    runs on one host of a real fabric, like the Vagrant lab's guests; TCP is
-    then tried only between that host's own VMs.
+    What each probe must see comes from the fabric: bridged inside a VSID (reply
+    TTL 64), routed between the subnets of one routing domain (TTL 63), the
+    gateways answered by the router, isolated otherwise - an isolated address may
+    be answered by the VM that holds it in the source's own routing domain, never
+    by the target. Every VM runs a whoami TCP service meanwhile, which tells who
+    answered; bridged and routed pairs get a 64 KiB TCP echo. Prints one line per
+    probe, the underlay and a summary, and exits 1 on any mismatch: a probe that
+    saw otherwise, a GRE packet that is not NVGRE with its destination's VSID in
+    the key, a frame for a gateway on the underlay, or a key that should have
+    crossed and did not. With --host it runs on one host of a real fabric, like
+    the Vagrant lab's guests: only that host's VMs run the whoami service and TCP
+    (a routed reply from another host is told by its TTL). A fabric with
+    external gateways is also checked from the lab's outside namespace: each
+    VM's way out (ping, UDP, TCP, seen as its domain's SNAT address or floating
+    IP), tenants with the same CA at once, floating IPs from outside, and no CA
+    reachable from outside.
     """
     _, result = commands.run_check(config, host)
+    external = commands.external_check(config, host)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
+        data = result.as_dict()
+        if external is not None:
+            data = {**data, "external": external.as_dict(), "ok": result.ok and external.ok}
+        click.echo(json.dumps(data, indent=2))
     else:
         for line in check.table(result):
             click.echo(line)
-    if not result.ok:
+        if external is not None:
+            click.echo("external gateways (from the lab's outside namespace):")
+            for line in external.lines:
+                click.echo(f"  {line}")
+    if not result.ok or (external is not None and not external.ok):
         sys.exit(1)
 
 

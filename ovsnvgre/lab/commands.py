@@ -5,9 +5,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from ovsnvgre import externalhost
 from ovsnvgre import fabric as fabric_module
 from ovsnvgre.errors import SystemFailure, UsageError
-from ovsnvgre.lab import builder, check, topology
+from ovsnvgre.lab import builder, check, outside, topology
 from ovsnvgre.lab.builder import Progress
 from ovsnvgre.model import Fabric
 
@@ -36,7 +37,25 @@ def up(path: str | None, progress: Progress) -> tuple[topology.Topology, list[st
     Raises SystemFailure (not root, a tool missing, a host's `up` failed)."""
     path, fab, topo = _load(path)
     builder.preflight(fab)
-    return topo, builder.up(topo, path, progress)
+    gateway_hosts = frozenset(host for host, _ in outside.gateways(fab))
+    if gateway_hosts:
+        builder.require_tools(("nft", "nftables"), ("nsenter", "util-linux"))
+    return topo, builder.up(
+        topo, path, progress,
+        prepare=lambda: outside.build(fab, topo, lambda names: builder._claim(topo, path, names)),
+        gateway_hosts=gateway_hosts)
+
+
+def external_check(path: str | None, host: str | None = None) -> outside.OutsideResult | None:
+    """The outside's check of external gateways (issue 19), or None when the fabric has
+    none, or when checking one real host (``host``): its outside is not the lab's."""
+    _, fab, topo = _load(path)
+    if host is not None or not outside.gateways(fab):
+        return None
+    if outside.netns(topo) not in builder.proc.namespaces():
+        raise SystemFailure(f"the lab {topo.prefix} has no outside namespace "
+                            f"{outside.netns(topo)}: run `ovsnvgre lab up` first")
+    return outside.check(fab, topo)
 
 
 def guests(path: str | None, host: str, progress: Progress) -> list[topology.LabVm]:
@@ -71,4 +90,11 @@ def down(path: str | None, progress: Progress) -> tuple[topology.Topology, list[
     files, nothing else; returns the topology and what was removed."""
     _, fab, topo = _load(path)
     builder.preflight(fab)
+    # The routing domains' namespaces `ovsnvgre up` made on the lab's gateway hosts: in
+    # the machine's /run/netns, outside the lab's record.
+    for host in topo.hosts:
+        _, changes = externalhost.survey(fab, host.name, removing=True)
+        for change in changes:
+            progress(f"deleting namespace {change.netns}")
+        externalhost.apply(changes)
     return topo, builder.down(topo.prefix, progress)

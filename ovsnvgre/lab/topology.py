@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ovsnvgre import nvgre
 from ovsnvgre.errors import FabricError
@@ -55,6 +55,11 @@ class LabVm:
     ca: ipaddress.IPv4Interface | ipaddress.IPv6Interface
     vsid: int
     mtu: int
+    subnet: str = ""
+    # The routing domain of the VM's subnet, and the subnet's gateway (the VM's default
+    # route) when it has one; None for an L2-only subnet.
+    routing_domain: str | None = None
+    gateway: ipaddress.IPv4Address | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,10 @@ class Topology:
     pa_subnets: tuple[PaSubnet, ...]
     hosts: tuple[LabHost, ...]
     vms: tuple[LabVm, ...]
+    # The distributed router's MAC, and every gateway address of each routing domain
+    # (the router answers ICMP echo on each of them), from the fabric.
+    router_mac: str = "02:00:5e:00:01:01"
+    gateways: dict[str, tuple[ipaddress.IPv4Address, ...]] = field(default_factory=dict)
 
     @property
     def namespaces(self) -> list[str]:
@@ -104,39 +113,18 @@ def build(fabric: Fabric) -> Topology:
         hosts.append(LabHost(name=host.name, netns=f"{prefix}-h-{host.name}",
                              uplink=host.uplink, router_port=f"up{index}",
                              pa_subnet=host.pa.network, pa=host.pa, gateway=host.gateway))
-    vms = tuple(LabVm(name=vm.name, host=vm.host, netns=f"{prefix}-v-{vm.name}", port=vm.port,
-                      mac=vm.mac, ca=vm.ca, vsid=fabric.vsid_of(vm),
-                      mtu=nvgre.max_vm_mtu(UNDERLAY_MTU))
-                for vm in fabric.vms.values())
+    vms = []
+    for vm in fabric.vms.values():
+        subnet = fabric.virtual_subnets[vm.virtual_subnet]
+        routed = subnet.routing_domain is not None
+        vms.append(LabVm(name=vm.name, host=vm.host, netns=f"{prefix}-v-{vm.name}",
+                         port=vm.port, mac=vm.mac, ca=vm.ca, vsid=subnet.vsid,
+                         mtu=nvgre.max_vm_mtu(UNDERLAY_MTU), subnet=subnet.name,
+                         routing_domain=subnet.routing_domain,
+                         gateway=subnet.gateway if routed else None))
+    gateways = {domain: tuple(s.gateway for s in fabric.subnets_in(domain)
+                              if s.gateway is not None)
+                for domain in fabric.routing_domains}
     return Topology(prefix=prefix, router=f"{prefix}-router", pa_subnets=tuple(subnets),
-                    hosts=tuple(hosts), vms=vms)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One cell of the reachability matrix."""
-
-    source: str
-    target: str
-    address: str
-    expected: bool
-    same_vsid: bool
-
-
-def matrix(topology: Topology) -> list[Probe]:
-    """Every VM towards every other VM's CA: reachable exactly when the VSIDs match.
-
-    The CAs overlap across VSIDs, so a cross-VSID probe may well get an answer -
-    from the VM of the *source's* VSID that holds the same address; it counts as
-    reaching the target only when the answer comes from the target's MAC.
-    """
-    probes = []
-    for source in topology.vms:
-        for target in topology.vms:
-            if source.name == target.name or source.ca.version != target.ca.version:
-                continue
-            same = source.vsid == target.vsid
-            on_link = target.ca.ip in source.ca.network
-            probes.append(Probe(source.name, target.name, str(target.ca.ip),
-                                expected=same and on_link, same_vsid=same))
-    return probes
+                    hosts=tuple(hosts), vms=tuple(vms), router_mac=fabric.overlay.router_mac,
+                    gateways=gateways)

@@ -166,13 +166,24 @@ class RawClient:
                 raise SystemFailure(f"ovsdb-server at {self.remote} closed the connection")
             self.pending += chunk
 
-    def select(self, tables: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
+    def select(self, tables: dict[str, list[str]], named: dict[str, set[str]] | None = None
+               ) -> dict[str, list[dict[str, Any]]]:
         """Every row of each table, with ``_uuid`` and the columns named (RFC 7047
-        JSON values); raises SystemFailure on any error."""
-        results = self.transact([{"op": "select", "table": table, "where": [],
-                                  "columns": ["_uuid", *columns]}
-                                 for table, columns in tables.items()])
-        return {table: result["rows"] for table, result in zip(tables, results, strict=True)}
+        JSON values); of a table in ``named``, only the rows with those names (one
+        select each).  Raises SystemFailure on any error."""
+        named = named or {}
+        operations, order = [], []
+        for table, columns in tables.items():
+            wheres = [[["name", "==", name]] for name in sorted(named[table])] \
+                if table in named else [[]]
+            for where in wheres:
+                operations.append({"op": "select", "table": table, "where": where,
+                                   "columns": ["_uuid", *columns]})
+                order.append(table)
+        found: dict[str, list[dict[str, Any]]] = {table: [] for table in tables}
+        for table, result in zip(order, self.transact(operations), strict=True):
+            found[table] += result["rows"]
+        return found
 
     def close(self) -> None:
         """Close the connection."""

@@ -2,6 +2,12 @@
 
     VM port --classify (port -> VSID, anti-spoofing)--> arp_responder (ARP only)
         --> forward (known unicast by VSID+MAC, else flood within the VSID)
+    VM port of a routed subnet --classify (to router_mac, or ARP for its gateway)-->
+        gateway (ARP and ping for the router's own addresses) --> ttl --> route
+        (rewrite, then the destination VM's port or tunnel, with its VSID's key)
+        --> external (outside every subnet of the domain: to its namespace on the
+        gateway host, through the tunnel with the source VSID's key)
+    external side's bridge port (gateway host) --classify--> ttl --> route
     tunnel port --classify (port or key -> VSID)--> forward (never back into a tunnel)
 
 ``STAGES`` is the one place the order is written: stage *i* is table ``10 * i``,
@@ -9,21 +15,26 @@ each stage reaches the others by name (``Context.goto``), and `trace`, `status`,
 `plan` and the README's pipeline table take names and documentation from here.
 To add a stage, write its module (a ``STAGE``) and put it in ``STAGES``.
 
-reg0 holds the frame's VSID, reg1 is 1 when the frame came from a tunnel.  Every
-table drops what it does not match.
+reg0 holds the frame's VSID, reg1 is 1 when the frame came from a tunnel, reg2 the
+routing domain (its number, ``Context.domain_numbers``) of a frame a VM sent to the
+distributed router, 0 for every other frame.  Every table drops what it does not match.
+The router's stages come after `forward`: OpenFlow's goto_table only goes forward,
+and classify hands frames to them directly, so the tables of the stages before keep
+their numbers.
 """
 
 from __future__ import annotations
 
 from ovsnvgre.desired import DesiredHost
-from ovsnvgre.pipeline import arp_responder, classify, forward
+from ovsnvgre.pipeline import arp_responder, classify, external, forward, gateway, route, ttl
 from ovsnvgre.pipeline.flow import COOKIE, Flow
 from ovsnvgre.pipeline.stage import Context, Stage
 
 __all__ = ["COOKIE", "STAGES", "Flow", "Stage", "describe", "desired_flows", "stage_of",
            "table_name", "table_of"]
 
-STAGES: tuple[Stage, ...] = (classify.STAGE, arp_responder.STAGE, forward.STAGE)
+STAGES: tuple[Stage, ...] = (classify.STAGE, arp_responder.STAGE, forward.STAGE,
+                             gateway.STAGE, ttl.STAGE, route.STAGE, external.STAGE)
 
 # Ten apart: the numbers the tables have always had (0, 10, 20), and room for
 # a person's own experiments between them.

@@ -32,6 +32,19 @@ PRIORITY_OVERRIDE = 110
 # Registers every stage may read: the frame's VSID, and 1 when it came from a tunnel.
 REG_VSID = "reg0"
 REG_FROM_TUNNEL = "reg1"
+# The routing domain (Context.domain_numbers) of a frame a VM sent to the distributed
+# router: set by classify, read by the router's stages; 0 for every other frame.
+REG_DOMAIN = "reg2"
+
+# The FlowID as a hash of the inner flow, written into the key's low 8 bits after the
+# VSID (ovs-actions(7), "The multipath action"; spelled as ovs-ofctl dumps it).
+# symmetric_l3l4+udp hashes the IPv4 or IPv6 addresses, the protocol and the TCP, UDP or
+# SCTP ports, the same in both directions; since OVS 2.10 a frame that is not IP (ARP)
+# is hashed by its Ethernet addresses and type instead (flow_hash_symmetric_l3l4 in
+# lib/flow.c; the manual still says such frames hash to 0).  modulo_n over 256 links
+# gives 0-255.  It runs while ovs-vswitchd translates a flow, so the kernel and the
+# userspace datapath both carry it: they only see the key it produced.
+FLOW_ID_HASH = "multipath(symmetric_l3l4+udp,0,modulo_n,256,0,NXM_NX_TUN_ID[0..7])"
 
 # Protocol shorthands go first, as ovs-ofctl prints them.
 _PROTOCOLS = ("arp", "ip", "ipv6", "icmp6", "icmp", "tcp", "udp")
@@ -91,6 +104,11 @@ class Flow:
     priority: int
     match: frozenset[str]
     actions: str
+
+    @property
+    def hashes_flow_id(self) -> bool:
+        """Whether the flow writes a hash of the inner flow into the key's FlowID."""
+        return FLOW_ID_HASH in self.actions
 
     @property
     def key(self) -> tuple[int, int, frozenset[str]]:
@@ -191,6 +209,16 @@ def in_vsid(vsid: int) -> str:
 def from_tunnel(yes: bool) -> str:
     """The match token of frames that came (or did not come) from a tunnel."""
     return f"{REG_FROM_TUNNEL}={'0x1' if yes else '0'}"
+
+
+def in_domain(number: int) -> str:
+    """The match token of frames for the distributed router of routing domain ``number``."""
+    return f"{REG_DOMAIN}={reg(number)}"
+
+
+def set_domain(number: int) -> str:
+    """The action that hands a frame to the router of routing domain ``number``."""
+    return f"set_field:{reg(number)}->{REG_DOMAIN}"
 
 
 def set_vsid(vsid: int, from_a_tunnel: bool) -> list[str]:

@@ -78,7 +78,9 @@ STAGE = Stage(
             "replication). A frame that came from a tunnel never goes into one (split "
             "horizon): it reaches the local VM whose MAC it is for, or, broadcast and "
             "multicast, every local port of its VSID; other unicast from a tunnel is for "
-            "no VM here and is dropped.",
+            "no VM here and is dropped. Where the pipeline sets the key, `flow_id: hash` "
+            "puts a hash of the inner flow in its FlowID bits.",
     drop_reason="no port of VSID {vsid} takes it",
     flows=_flows,
+    incremental=True,
 )
