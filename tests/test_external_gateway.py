@@ -546,3 +546,49 @@ def test_rollback_after_the_run_and_its_timer_died_deletes_the_namespaces(world)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     assert _own_namespaces() == []
     assert _switch_state(world.host3) == before
+
+
+def test_rolling_back_a_removed_gateway_restores_what_it_can_and_up_the_rest(world):
+    # Taking contoso's way out away under --confirm deletes its namespace (and so the
+    # veth end on br-int); `ovsnvgre rollback` puts the rows and flows back but cannot
+    # make a namespace again: it says so, the flows of that port wait for the next `up`,
+    # which makes the namespace again.
+    up(world)
+    fabric = world.host3.fabric
+    original = fabric.read_text()
+    fabric.write_text(original.replace(
+        "    external:\n      host: host3\n      nic: eth2\n      address: 203.0.113.10/24\n"
+        "      gateway: 203.0.113.1\n      floating_ips: {web-a: 203.0.113.21}\n", "    {}\n"))
+    assert fabric.read_text() != original
+    pending = _gateway_run(world, "up", "--confirm", "300")
+    state = world.host3.switch.rundir / "ovsnvgre-rollback.json"
+    try:
+        for _ in range(600):
+            if state.exists() and "awaiting-confirmation" in state.read_text():
+                break
+            assert pending.poll() is None, pending.communicate()
+            time.sleep(0.1)
+        else:
+            pytest.fail("the run never awaited confirmation")
+        assert _own_namespaces() == [f"ovsnvgre-{FABRIC}-fabrikam"]
+        rolled = sh("nsenter", f"--net=/run/netns/{world.host3.netns.name}", "--",
+                    sys.executable, "-m", "ovsnvgre", "rollback", env=world.host3.switch.env,
+                    check=False, timeout=120)
+        out, err = pending.communicate(timeout=120)
+    finally:
+        pending.kill()
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert "rolled back" in out, out + err
+    log = (world.host3.switch.rundir / "ovsnvgre-rollback.log").read_text()
+    assert re.search(r"not restored: [1-9][0-9]* flows of gw[0-9a-f]{8}, whose device is gone",
+                     log), log
+    fabric.write_text(original)
+    again = run(world.host3, "up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _own_namespaces() == [f"ovsnvgre-{FABRIC}-contoso", f"ovsnvgre-{FABRIC}-fabrikam"]
+    assert "no changes" in run(world.host3, "up").stdout
+    server = Listener(world.outside.name, SERVER)
+    try:
+        assert world.ask("web-b", "udp").startswith("203.0.113.10:")
+    finally:
+        server.stop()

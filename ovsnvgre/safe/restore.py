@@ -32,8 +32,13 @@ def restore(switch: Switch, snap: snapshot.Snapshot, progress: Progress = quiet)
         count += netlink.apply(kernel_changes)
     bridge = actual.bridges.get(snap.flow_bridge)
     if bridge is not None and is_owned(bridge.external_ids, snap.owner):
-        switch.port_status(snap.port_names(), wait=5.0)
-        flows = snapshot.restore_flows(snap, openflow.dump(snap.flow_bridge))
+        names = snap.port_names()
+        gone = frozenset(names - switch.port_status(names, wait=5.0).live())
+        if gone:
+            left = sum(1 for flow in snap.flows if snapshot.names_port(flow, gone))
+            progress(f"not restored: {left} flows of {', '.join(sorted(gone))}, whose device "
+                     "is gone (the next `ovsnvgre up` makes it and its flows again)")
+        flows = snapshot.restore_flows(snap, openflow.dump(snap.flow_bridge), gone)
         if flows:
             progress(f"restoring {len(flows.add) + len(flows.delete)} flows in one bundle")
             count += openflow.apply(flows.bridge, flows.add, flows.delete)
