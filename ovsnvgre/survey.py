@@ -368,5 +368,9 @@ def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",
              if name in bridge.ports and ofport}
     raw = openflow.trace(fabric.overlay.bridge, the_probe.flow)
     parsed = traces.parse(raw, names)
-    sentence, outputs = traces.verdict(desired, the_probe, parsed)
+    domain = fabric.routing_domain_of(the_probe.source)
+    gateway = fabric.routing_domains[domain].external if domain else None
+    here = None if gateway is None or gateway.host != vm_host else frozenset(
+        str(address) for address in externalhost.own_addresses())
+    sentence, outputs = traces.verdict(desired, the_probe, parsed, here)
     return traces.TraceResult(the_probe, sentence, outputs, raw)

@@ -186,8 +186,11 @@ def parse(text: str, names: dict[int, str]) -> Parsed:
     return Parsed(outputs, final.group(1) if final else "", last_table, text, tun_dsts)
 
 
-def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str, list[dict]]:
-    """One sentence in the fabric's terms, and each output described."""
+def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed,
+            host_addresses: frozenset[str] | None = None) -> tuple[str, list[dict]]:
+    """One sentence in the fabric's terms, and each output described.  ``host_addresses``:
+    this host's own IPv4 addresses when it is the gateway host of the source's routing
+    domain (its namespace drops them); None elsewhere, where they cannot be read."""
     fabric = desired.fabric
     source, destination = the_probe.source, the_probe.destination
     vsid = fabric.vsid_of(source)
@@ -196,7 +199,7 @@ def verdict(desired: DesiredHost, the_probe: Probe, parsed: Parsed) -> tuple[str
     described = [_describe_output(desired, port, tun_id, tun_dst, host_of_pa)
                  for (port, tun_id), tun_dst in zip(parsed.outputs, tun_dsts, strict=True)]
     if the_probe.router is not None:
-        return _routed(fabric, the_probe, parsed, described), described
+        return _routed(fabric, the_probe, parsed, described, host_addresses), described
     if the_probe.proto == "arp" and parsed.outputs == [(source.port, None)]:
         answer = re.search(r"arp_sha=([0-9a-f:]{17})", parsed.final_flow)
         mac = answer.group(1) if answer else "?"
@@ -235,7 +238,8 @@ def _dropped(fabric: Fabric, the_probe: Probe, parsed: Parsed) -> str:
     return f"dropped by {where}: {why}"
 
 
-def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[dict]) -> str:
+def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[dict],
+            host_addresses: frozenset[str] | None) -> str:
     """The verdict on a packet handed to the source's distributed router: answered by the
     router, routed to a VM (locally or through a tunnel with the destination's key), or
     dropped for a reason: the TTL, another routing domain, no subnet of the domain."""
@@ -251,7 +255,7 @@ def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[di
                     f"{fabric.overlay.router_mac} ({of})")
         return f"answered by {router}: {the_probe.address} ({of}) replies to the ping"
     if stage == "external" and len(described) == 1:
-        return _external(fabric, the_probe, described[0])
+        return _external(fabric, the_probe, described[0], host_addresses)
     if stage == "route" and len(described) == 1 and described[0]["kind"] in ("vm", "tunnel"):
         out = described[0]
         reached = out.get("vm") or next(
@@ -278,7 +282,8 @@ def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[di
     return f"sent by {router} to: {_list(described)}"
 
 
-def _external(fabric: Fabric, the_probe: Probe, out: dict[str, Any]) -> str:
+def _external(fabric: Fabric, the_probe: Probe, out: dict[str, Any],
+              host_addresses: frozenset[str] | None) -> str:
     """``routed to the external gateway on host3, SNAT 203.0.113.10 (...)``: a packet for
     outside the domain, on its way to the domain's namespace (issue 19); or ``dropped by
     the external gateway on host3: ...`` for an address its namespace's filter drops."""
@@ -287,6 +292,8 @@ def _external(fabric: Fabric, the_probe: Probe, out: dict[str, Any]) -> str:
     if gateway is None:
         return f"sent by {domain.name}'s distributed router to: {out['text']}"
     blocked = external.why_blocked(fabric, domain, the_probe.address)
+    if blocked is None and host_addresses and the_probe.address in host_addresses:
+        blocked = f"an address of host {gateway.host} itself"
     if blocked is not None:
         return (f"dropped by the external gateway on {gateway.host}: {the_probe.address} is "
                 f"{blocked}, which no VM of {domain.name} reaches (its namespace's filter)")
@@ -294,8 +301,11 @@ def _external(fabric: Fabric, the_probe: Probe, out: dict[str, Any]) -> str:
     nat = f"floating IP {floating}" if floating else f"SNAT {gateway.address.ip}"
     how = (f"via tunnel to {out['peer']} with key {_key_words(out)}" if out["kind"] == "tunnel"
            else f"on port {out['port']}")
+    unknown = "" if host_addresses is not None else (
+        f"; unless it is an address of {gateway.host} itself, which its namespace drops: "
+        f"only a trace on {gateway.host} knows them")
     return (f"routed to the external gateway on {gateway.host}, {nat} ({the_probe.address} "
-            f"is outside every subnet of {domain.name}; {how})")
+            f"is outside every subnet of {domain.name}; {how}{unknown})")
 
 
 def _other_domain(fabric: Fabric, vm: Vm, domain: str | None) -> str:

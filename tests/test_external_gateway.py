@@ -126,9 +126,14 @@ def run(host: Host, *args: str) -> subprocess.CompletedProcess:
     namespace, the domains' namespaces would vanish with the run, and ovsnvgre refuses."""
     if host.name != "host3":
         return host.ovsnvgre(*args)
+    return run_bare(host, *args, "-c", str(host.fabric), "--host", host.name)
+
+
+def run_bare(host: Host, *args: str) -> subprocess.CompletedProcess:
+    """``ovsnvgre ARGS`` on the gateway host as ``run`` enters it, with no fabric options
+    (`rollback`, `confirm`)."""
     return sh("nsenter", f"--net=/run/netns/{host.netns.name}", "--", sys.executable, "-m",
-              "ovsnvgre", *args, "-c", str(host.fabric), "--host", host.name,
-              env=host.switch.env, check=False, timeout=120)
+              "ovsnvgre", *args, env=host.switch.env, check=False, timeout=120)
 
 
 def up(world: World) -> None:
@@ -295,9 +300,18 @@ def test_trace_and_status_in_the_fabrics_terms(world):
     assert "routed to the external gateway on host3, floating IP 203.0.113.21" in said, said
     said = world.host1.ovsnvgre("trace", "--from", "front-a", "--to", SERVER).stdout
     assert "SNAT 203.0.113.11" in said and "key 0x177100" in said, said
+    assert "unless it is an address of host3 itself, which its namespace drops" in said, said
     said = run(world.host3, "trace", "--from", "db-c", "--to", SERVER).stdout
     assert "routed to the external gateway on host3, SNAT 203.0.113.10" in said, said
-    assert "on port gw" in said, said
+    assert "on port gw" in said and "unless" not in said, said
+    # On the gateway host, trace knows its own addresses (one the fabric does not name),
+    # which the namespace drops; the packet indeed never reaches the host.
+    world.host3.netns.exec("ip", "addr", "add", "198.18.7.7/32", "dev", "lo")
+    up(world)
+    said = run(world.host3, "trace", "--from", "db-c", "--to", "198.18.7.7").stdout
+    assert ("dropped by the external gateway on host3: 198.18.7.7 is an address of host "
+            "host3 itself, which no VM of contoso reaches") in said, said
+    assert not world.vms["db-c"].ping("198.18.7.7", count=1)
     # Inside the domain's prefixes, an address no VM holds never leaves.
     said = world.host1.ovsnvgre("trace", "--from", "web-b", "--to", "10.1.2.99").stdout
     assert "dropped by route: no VM of subnet db" in said, said
@@ -502,6 +516,20 @@ def _gateway_run(world: World, *args: str) -> subprocess.Popen:
         env=host3.switch.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _await_confirmation(world: World, pending: subprocess.Popen) -> None:
+    """Wait until ``pending`` (an `up --confirm`) awaits confirmation, its timer's pid
+    written; fails the test if it ends first or takes a minute."""
+    state = world.host3.switch.rundir / "ovsnvgre-rollback.json"
+    timer = world.host3.switch.rundir / "ovsnvgre-rollback.json.timer"
+    for _ in range(600):
+        if state.exists() and "awaiting-confirmation" in state.read_text() \
+                and timer.exists() and timer.read_text().strip().isdigit():
+            return
+        assert pending.poll() is None, pending.communicate()
+        time.sleep(0.1)
+    pytest.fail("the run never awaited confirmation")
+
+
 def test_the_confirmation_timers_rollback_deletes_the_namespaces_the_run_made(world):
     # `up --confirm` made both domains' namespaces; nobody confirms: the timer (another
     # process, after the run) rolls back to the host before it, namespaces included.
@@ -523,26 +551,16 @@ def test_rollback_after_the_run_and_its_timer_died_deletes_the_namespaces(world)
     # the change awaits confirmation.  `ovsnvgre rollback` returns the host to before.
     before = _switch_state(world.host3)
     pending = _gateway_run(world, "up", "--confirm", "300")
-    state = world.host3.switch.rundir / "ovsnvgre-rollback.json"
     timer = world.host3.switch.rundir / "ovsnvgre-rollback.json.timer"
     try:
-        for _ in range(600):
-            if state.exists() and "awaiting-confirmation" in state.read_text() \
-                    and timer.exists() and timer.read_text().strip().isdigit():
-                break
-            assert pending.poll() is None, pending.communicate()
-            time.sleep(0.1)
-        else:
-            pytest.fail("the run never awaited confirmation")
+        _await_confirmation(world, pending)
         assert _own_namespaces() == [f"ovsnvgre-{FABRIC}-contoso",
                                      f"ovsnvgre-{FABRIC}-fabrikam"]
         os.kill(int(timer.read_text().strip()), signal.SIGKILL)
     finally:
         pending.kill()
         pending.communicate()
-    rolled = sh("nsenter", f"--net=/run/netns/{world.host3.netns.name}", "--", sys.executable,
-                "-m", "ovsnvgre", "rollback", env=world.host3.switch.env, check=False,
-                timeout=120)
+    rolled = run_bare(world.host3, "rollback")
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     assert _own_namespaces() == []
     assert _switch_state(world.host3) == before
@@ -561,19 +579,10 @@ def test_rolling_back_a_removed_gateway_restores_what_it_can_and_up_the_rest(wor
         "      gateway: 203.0.113.1\n      floating_ips: {web-a: 203.0.113.21}\n", "    {}\n"))
     assert fabric.read_text() != original
     pending = _gateway_run(world, "up", "--confirm", "300")
-    state = world.host3.switch.rundir / "ovsnvgre-rollback.json"
     try:
-        for _ in range(600):
-            if state.exists() and "awaiting-confirmation" in state.read_text():
-                break
-            assert pending.poll() is None, pending.communicate()
-            time.sleep(0.1)
-        else:
-            pytest.fail("the run never awaited confirmation")
+        _await_confirmation(world, pending)
         assert _own_namespaces() == [f"ovsnvgre-{FABRIC}-fabrikam"]
-        rolled = sh("nsenter", f"--net=/run/netns/{world.host3.netns.name}", "--",
-                    sys.executable, "-m", "ovsnvgre", "rollback", env=world.host3.switch.env,
-                    check=False, timeout=120)
+        rolled = run_bare(world.host3, "rollback")
         out, err = pending.communicate(timeout=120)
     finally:
         pending.kill()
