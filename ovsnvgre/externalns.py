@@ -33,7 +33,7 @@ from ovsnvgre.external import (
     ActualSide,
     ExternalSide,
 )
-from ovsnvgre.lab import proc
+from ovsnvgre.process import run
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _netns(name: str) -> Iterator[Any]:
 def _run(argv: list[str], stdin: str | None = None, check: bool = True
          ) -> subprocess.CompletedProcess:
     log.debug("running %s", " ".join(argv))
-    return proc.run(*argv, stdin=stdin, check=check)
+    return run(*argv, stdin=stdin, check=check)
 
 
 def _in(netns: str, *argv: str) -> list[str]:

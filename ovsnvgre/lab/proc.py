@@ -1,35 +1,13 @@
-"""Running the lab's commands: `ip`, the OVS daemons, commands inside namespaces."""
+"""The lab's processes and namespaces: which exist, stopping a daemon by pid; ``run``
+(ovsnvgre/process.py) runs its commands."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
-from ovsnvgre.errors import SystemFailure
-
-
-def run(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
-        check: bool = True, timeout: float = 60, cwd: str | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run a command (in ``netns`` if given, from ``cwd`` if given, fed ``stdin`` if
-    given), capturing its output; with ``check``, raise SystemFailure with its last
-    error line when it fails.  ``timeout`` in seconds."""
-    command = list(args)
-    if netns:
-        command = ["ip", "netns", "exec", netns, *command]
-    try:
-        result = subprocess.run(command, input=stdin, capture_output=True, text=True, env=env,  # noqa: S603 - a fixed argv, no shell, no user-supplied program
-                                timeout=timeout, cwd=cwd)
-    except FileNotFoundError:
-        raise SystemFailure(f"{command[0]} not found") from None
-    except subprocess.TimeoutExpired:
-        raise SystemFailure(f"{' '.join(command)} did not finish within {timeout:g} s") from None
-    if check and result.returncode != 0:
-        reason = (result.stderr.strip() or result.stdout.strip() or "failed").splitlines()[-1]
-        raise SystemFailure(f"{' '.join(command)}: {reason}")
-    return result
+from ovsnvgre.process import run
 
 
 def namespaces() -> set[str]:
