@@ -148,11 +148,32 @@ def test_an_up_after_a_killed_down_builds_the_clean_state(host1):
     assert_restored(host1, original)
 
 
+def _lock_holder(host) -> int | None:
+    try:
+        return json.loads((host.switch.rundir / LOCK_FILE).read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def test_two_runs_at_once_take_turns(host1):
-    runs = [start(host1, "up"), start(host1, "up")]
-    outputs = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
-    assert any("waiting up to 60 s for `ovsnvgre up` (pid" in err for _, err in outputs)
+    # The first run holds the lock while ovs-vswitchd is stopped under it, so the second
+    # certainly finds it taken, whatever the machine's load: it waits, then runs.
+    vswitchd = int((host1.switch.rundir / "ovs-vswitchd.pid").read_text())
+    os.kill(vswitchd, signal.SIGSTOP)
+    try:
+        first = start(host1, "up")
+        wait_for(lambda: _lock_holder(host1) == first.pid, 30, what="the first run's lock")
+        second = start(host1, "up")
+        said = []
+        while not said or "waiting up to" not in said[-1]:
+            line = second.stderr.readline()
+            assert line, said
+            said.append(line)
+    finally:
+        os.kill(vswitchd, signal.SIGCONT)
+    assert f"waiting up to 60 s for `ovsnvgre up` (pid {first.pid}" in said[-1], said
+    outputs = [run.communicate(timeout=120) for run in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
     assert not rollback_file(host1).exists()
     assert "no changes" in host1.ovsnvgre("up").stdout
     assert host1.ping(GATEWAY)
