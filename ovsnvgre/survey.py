@@ -226,8 +226,9 @@ def _external(desired: DesiredHost, actual: ActualSwitch, the_plan: Plan, removi
               ) -> tuple[dict[str, ActualSide], Plan]:
     """The routing domains' namespaces on this gateway host, and the plan with their
     changes and what would block them (issue 19).  A namespace made again while its
-    bridge port's row is still there (a rollback put the row back without the namespace)
-    gets that port attached again: ovs-vswitchd opens the new veth end only then."""
+    bridge port's row is still there (a rollback or a reboot left the row without the
+    namespace), or whose veth is made again while ovs-vswitchd has no port for it, gets
+    that port attached again: ovs-vswitchd opens the new veth end for certain only then."""
     sides, external_changes = externalhost.survey(desired.fabric, desired.host.name, removing)
     if external_changes:
         blocked = externalhost.blockers(desired.fabric, desired.host.name, external_changes,
@@ -238,13 +239,16 @@ def _external(desired: DesiredHost, actual: ActualSwitch, the_plan: Plan, removi
         for change in external_changes:
             name = change.bridge_port
             have = actual.ports.get(name or "")
-            if change.action != "create" or name is None or name in touched \
-                    or have is None or name not in desired.ports:
+            if name is None or name in touched or have is None or name not in desired.ports:
+                continue
+            if change.action != "create" and not (change.action == "links"
+                                                  and name not in actual.interfaces.live()):
                 continue
             spec = desired.ports[name]
             again += [PortDelete(name, have.bridge, spec.role, reattach=(
-                          f"its namespace {change.netns} is made again, and ovs-vswitchd "
-                          "opens the new veth end only when the port is added")),
+                          f"the veth of namespace {change.netns} is made again, and "
+                          "ovs-vswitchd opens the new end for certain only when the port is "
+                          "added")),
                       PortCreate(spec)]
         ovsdb = [c for c in the_plan.ovsdb if not (
             isinstance(c, PortUpdate) and c.spec.name in {a.name for a in again
