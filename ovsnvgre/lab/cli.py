@@ -109,7 +109,8 @@ def lab_check(config: str | None, host: str | None, as_json: bool) -> None:
         for line in check.table(result):
             click.echo(line)
         if external is not None:
-            click.echo("external gateways (from the lab's outside namespace):")
+            click.echo("external gateways (from the lab's outside namespace):" if host is None
+                       else f"external gateways (seen from {host}):")
             for line in external.lines:
                 click.echo(f"  {line}")
     if not result.ok or (external is not None and not external.ok):
