@@ -325,13 +325,16 @@ def owned(fabric: Fabric, host: str, netns: str, actual_marker: str | None) -> b
     return netns in {netns_name(fabric, domain.name) for domain in fabric.gateway_domains(host)}
 
 
-def report(fabric: Fabric, host: str, found: dict[str, ActualSide]) -> list[dict[str, object]]:
+def report(fabric: Fabric, host: str, found: dict[str, ActualSide],
+           nic_addresses: frozenset[ipaddress.IPv4Address] = frozenset()
+           ) -> list[dict[str, object]]:
     """Each external side of ``host`` as `status` shows it: the domain, its namespace,
     NIC, SNAT address, floating IPs, next hop, state (``up``, ``missing`` or
-    ``drifted``) and translations (the connections its conntrack table holds, each one
-    translated; None when the namespace cannot be read)."""
+    ``drifted``, against the sides `up` makes with the host's own ``nic_addresses``)
+    and translations (the connections its conntrack table holds, each one translated;
+    None when the namespace cannot be read)."""
     rows: list[dict[str, object]] = []
-    for name, side in sides(fabric, host).items():
+    for name, side in sides(fabric, host, nic_addresses).items():
         gateway = fabric.routing_domains[name].external
         assert gateway is not None  # noqa: S101 - sides() only has gateway domains
         actual = found.get(side.netns)

@@ -6,6 +6,7 @@ externalns.py's; the data and the difference external.py's.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from collections.abc import Iterable
 from typing import Any
@@ -34,9 +35,8 @@ def survey(fabric: Fabric, host: str, removing: bool = False
     the fabric's prefix whose mark names another fabric are left alone."""
     wanted: dict[str, ExternalSide] = {}
     if not removing and fabric.gateway_domains(host):
-        own = frozenset(address for address in netlink.local_addresses()
-                        if address.version == 4 and not address.is_loopback)
-        wanted = {side.netns: side for side in external.sides(fabric, host, own).values()}
+        wanted = {side.netns: side
+                  for side in external.sides(fabric, host, own_addresses()).values()}
     found: dict[str, ActualSide] = {}
     changes: list[ExternalChange] = []
     for netns, side in wanted.items():
@@ -52,6 +52,13 @@ def survey(fabric: Fabric, host: str, removing: bool = False
             changes.append(ExternalChange(domain, netns, "delete", None,
                                           external.bridge_port(fabric, domain)))
     return found, changes
+
+
+def own_addresses() -> frozenset[ipaddress.IPv4Address]:
+    """This host's own IPv4 addresses but loopback, read from the kernel (its PA, its
+    management address...): no VM may reach them through a gateway (external.sides)."""
+    return frozenset(address for address in netlink.local_addresses()
+                     if address.version == 4 and not address.is_loopback)
 
 
 def blockers(fabric: Fabric, host: str) -> list[str]:

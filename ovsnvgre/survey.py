@@ -158,7 +158,8 @@ def status(fabric: Fabric, host: str, db: str | None = None,
         details = switch.interface_details(desired.ports)
     report = build_report(desired, details, found.kernel, found.installed, found.plan,
                           found.refused)
-    return replace(report, external=external.report(fabric, host, found.external))
+    own = externalhost.own_addresses() if fabric.gateway_domains(host) else frozenset()
+    return replace(report, external=external.report(fabric, host, found.external, own))
 
 
 def trace(fabric: Fabric, source: str, target: str, proto: str = "icmp",

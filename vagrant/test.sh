@@ -65,7 +65,7 @@ vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FABRIC --host host2"
 vagrant ssh host2 --no-tty -c 'sudo ovs-dpctl show' | grep -E 'port [0-9]+: gw[0-9a-f]{8}'
 vagrant ssh host1 --no-tty -c 'sudo ip netns exec nv-vagrant-v-green-a ping -c 3 203.0.113.100' \
     | grep ' 0% packet loss'
-vagrant ssh host2 --no-tty -c "sudo ovsnvgre status -c $FABRIC" \
+vagrant ssh host2 --no-tty -c "sudo ovsnvgre status -c $FABRIC" | tee /dev/stderr \
     | grep -E 'tenant +eth2 +203.0.113.10/24 .* ovsnvgre-vagrant-tenant +up +[1-9][0-9]*$'
 
 # Provisioning again changes nothing.
