@@ -332,6 +332,9 @@ def test_down_removes_exactly_what_it_made_and_up_again_changes_nothing(world):
 
 
 def test_trace_and_status_in_the_fabrics_terms(world):
+    # The gateway host has an address beyond its PA (a management address, as the Vagrant
+    # guests' eth0): `up` writes it into the rules, and status judges them with it too.
+    world.host3.netns.exec("ip", "addr", "add", "10.255.0.5/32", "dev", "lo")
     up(world)
     said = world.host1.ovsnvgre("trace", "--from", "web-b", "--to", SERVER).stdout
     assert "routed to the external gateway on host3, SNAT 203.0.113.10" in said, said
