@@ -60,8 +60,11 @@ dd if="$MBR" of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
 # the partition is a loop device at its offset instead.
 LOOP=$(losetup --find --show --offset $((PARTITION_START * 512)) "$WORK/disk.raw")
 UUID=$(cat /proc/sys/kernel/random/uuid)
-# extlinux reads neither 64-bit ext4 nor metadata checksums.
-mkfs.ext4 -q -L root -U "$UUID" -O ^64bit,^metadata_csum "$LOOP"
+# extlinux reads neither 64-bit ext4 nor metadata checksums.  No journal: a journal
+# left to recover (the mount can outlive our umount while another process's new mount
+# namespace holds a copy of it) replays, at the guest's first boot, a copy of block 0
+# older than extlinux's boot sector in it, which the next boot then lacks.
+mkfs.ext4 -q -L root -U "$UUID" -O ^64bit,^metadata_csum,^has_journal "$LOOP"
 mkdir -p "$ROOT"
 mount "$LOOP" "$ROOT"
 
@@ -112,9 +115,13 @@ extlinux --install "$ROOT/boot/extlinux" >&2
 # The downloaded packages, deleted, still fill their blocks: free them, so the
 # compressed image holds only the files.
 fstrim "$ROOT" >&2
+sync -f "$ROOT"
 umount "$ROOT"
 losetup -d "$LOOP"
 LOOP=
+
+dd if="$WORK/disk.raw" bs=512 skip="$PARTITION_START" count=1 status=none | grep -qa SYSLINUX \
+    || die "the root partition lost extlinux's boot sector"
 
 step "box: compressed qcow2"
 qemu-img convert -c -O qcow2 "$WORK/disk.raw" "$WORK/box.img"
