@@ -8,7 +8,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := openvswitch-switch iproute2 iputils-ping iputils-arping ethtool nftables \
+DEBIAN_PACKAGES := openvswitch-switch iproute2 iputils-ping iputils-arping ethtool nftables iptables \
 	tcpdump ruby python3 python3-venv
 VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system qemu-system-x86 qemu-utils \
 	debootstrap extlinux syslinux-common fdisk dnsmasq-base rsync iptables tini

@@ -152,7 +152,9 @@ def watch(config: str, host: str | None, db: str | None, timeout: float,
     again under the same name), the flows of the integration bridge (or
     ovs-vswitchd restarting and losing them), or the fabric file (a new valid
     file is taken; an invalid one is reported and the last good one kept).
-    SIGHUP runs it at once. Logs every repair with what drifted, one line
+    A file whose VMs alone changed, and row events of VM and tunnel ports,
+    are applied incrementally: only the rows and flows they touch are read
+    and written. SIGHUP runs it at once. Logs every repair with what drifted, one line
     each, on stderr. Any failed run is logged in one line (and, with --debug,
     its traceback) and tried again after 1, 2, 5, 10, then every 30 s.
     examples/ovsnvgre-watch.service runs it under systemd.
@@ -174,13 +176,18 @@ def up(config: str, host: str | None, db: str | None, timeout: float, wait: floa
     Creates the underlay bridge with the tep port holding the PA (moving the
     uplink's addresses and routes to it), the integration bridge, the GRE
     ports to the peers, the VM ports, and the OpenFlow pipeline that gives
-    each VM port its tenant and keeps tenants apart. Safe to run again: with
-    nothing changed it writes nothing.
+    each VM port its tenant and keeps tenants apart. On a routing domain's
+    gateway host, also the domain's network namespace (veth, macvlan on the
+    external NIC, addresses, routes, nftables NAT and filter rules). Safe to
+    run again: with nothing changed it writes nothing.
 
     One run changes a host at a time (others wait, see --wait). Before
     changing anything it saves the host's state in ovsnvgre-rollback.json in
     the OVS run directory; when the underlay changed it checks the host still
-    reaches its network (see --verify) and rolls back by itself if not. After
+    reaches its network (see --verify) and rolls back by itself if not (or
+    on any error after its first change): rows, addresses, routes and flows
+    go back, and the namespaces the run made are deleted; a namespace it
+    changed stays as it is, for the next `up` to converge. After
     a run that was killed, the next `up` takes its saved state over: it
     converges, and returns to that state if the check fails (`ovsnvgre
     rollback` returns to it at once instead).
@@ -206,9 +213,12 @@ def down(config: str, host: str | None, db: str | None, timeout: float, wait: fl
 
     Deletes the bridges, ports and tunnels that carry this fabric's marker and
     the flows that carry ovsnvgre's cookie, and gives the uplink back the
-    addresses and routes `up` moved off it. Rows and flows ovsnvgre did not
+    addresses and routes `up` moved off it; on a gateway host, deletes the
+    routing domains' namespaces with their links, nftables rules and
+    conntrack state. Rows, flows, namespaces and rules ovsnvgre did not
     create are never touched. The state before is saved and the underlay
-    checked afterwards, as for `up`.
+    checked afterwards, as for `up`; a rollback does not make a deleted
+    namespace again (the next `up` does).
     """
     fab, chosen = _load_host(config, host)
     result = engine.down(fab, chosen, db, timeout, progress(as_json), verify, confirm, wait)

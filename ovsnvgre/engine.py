@@ -19,13 +19,11 @@ It starts with the survey `plan` shows (survey.py), then, in this order:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from subprocess import Popen
 from typing import Any
@@ -34,20 +32,27 @@ from ovsnvgre import externalhost, netlink, openflow
 from ovsnvgre.actual import PortStatus
 from ovsnvgre.changes import BridgeDelete, Plan, PortCreate, PortDelete
 from ovsnvgre.desired import DesiredHost, Role, desired_host
-from ovsnvgre.errors import SystemFailure, UsageError
+from ovsnvgre.errors import SystemFailure
 from ovsnvgre.model import Fabric
+from ovsnvgre.openflow import FlowDump
 from ovsnvgre.ovsdb import Switch, default_remote
-from ovsnvgre.ovsdb.remote import absolute, check_remote, missing_socket
+from ovsnvgre.ovsdb.remote import absolute, missing_socket
 from ovsnvgre.ovsdb.switch import NotApplied
-from ovsnvgre.pipeline import desired_flows
-from ovsnvgre.plan import diff_flows, with_flows
+from ovsnvgre.pipeline import Flow
+from ovsnvgre.plan import with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
-from ovsnvgre.safe.restore import restore
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
-from ovsnvgre.survey import integration_bridge, survey
+from ovsnvgre.survey import (
+    changed_flows,
+    gc_paused,
+    integration_bridge,
+    require_local,
+    survey,
+    wanted_flows,
+)
 
 DEFAULT_TIMEOUT = 30.0  # seconds ovs-vswitchd has to apply a transaction
 
@@ -64,6 +69,15 @@ class RunResult:
     check: Check | None = None
     # With --confirm: the process that rolls the run back unless it is confirmed.
     timer: Popen | None = None
+    live: frozenset[str] = frozenset()  # the ports with an OpenFlow number, and
+    # the flows installed for them (watch keeps both), built when first asked: a run
+    # that found its bridge converged by the flow cache never built them.
+    flows_of: Callable[[], frozenset[Flow]] = field(default=frozenset, repr=False)
+
+    @property
+    def flows(self) -> frozenset[Flow]:
+        """The flows installed for ``live``."""
+        return self.flows_of()
 
     @property
     def changed(self) -> bool:
@@ -159,6 +173,7 @@ class Converge:
         self.ovsdb_writes = self.kernel_changes = self.flow_mods = 0
         self.status = PortStatus()
         self.timer: Popen | None = None
+        self.wanted: Callable[[], frozenset[Flow]] = frozenset
 
     def guard(self) -> None:
         """Take over the rollback state of a run that died (see journal.adopt)."""
@@ -196,7 +211,9 @@ class Converge:
             host=desired.host.name, db=self.switch.remote, pid=os.getpid(),
             started=time.time(),
             snapshot=snapshot.take(desired.owner, desired.host.name, found.actual,
-                                   found.kernel, desired.fabric.overlay.bridge, self.installed))
+                                   found.kernel, desired.fabric.overlay.bridge,
+                                   self.installed.flows(found.wanted() if self.installed.lines
+                                                        else None)))
         journal.save(self.path, self.record)
 
     def start_check(self, verify: bool) -> None:
@@ -221,7 +238,9 @@ class Converge:
         how = (f"in two transactions ({reattached} port(s) attached again in the second)"
                if reattached else "in one transaction")
         self.progress(f"applying {len(self.plan.ovsdb)} OVSDB changes {how}")
-        self.ovsdb_writes = self.switch.apply(self.plan.ovsdb)
+        # The flows the ports will need, while ovs-vswitchd makes the ports.
+        self.ovsdb_writes = self.switch.apply(
+            self.plan.ovsdb, meanwhile=None if self.removing else self.found.wanted)
 
     def apply_kernel(self) -> None:
         """Addresses, routes, links and IPv6 settings, in the planned order."""
@@ -255,7 +274,7 @@ class Converge:
         self.progress(f"{what}: restoring the state before the run")
         with signals_deferred():
             try:
-                undone = restore(self.switch, self.record.snapshot, self.progress)
+                undone = externalhost.restore(self)
             except Exception as exc:  # noqa: BLE001 - whatever it is, say what is left
                 return SystemFailure(
                     f"{what}; restoring the state before the run failed too ({exc}): it is "
@@ -276,15 +295,14 @@ class Converge:
             # Flows dumped before the change name ports by name; only a deleted
             # port (or bridge) changes how the installed flows read now.
             if bridge is None:
-                self.installed = set()
+                self.installed = FlowDump()
             elif any(isinstance(c, PortDelete | BridgeDelete) for c in self.plan.ovsdb):
-                self.installed = openflow.dump(bridge)
+                self.installed = openflow.dump_lines(bridge)
         else:
             self.status = self.found.actual.interfaces.only(wanted)
-        flow_changes = diff_flows(
-            desired.fabric.overlay.bridge,
-            set() if self.removing else desired_flows(desired, self.status.live()),
-            self.installed)
+        live = self.status.live()
+        flow_changes = changed_flows(self.found, live, self.installed, self.removing)
+        self.wanted = lambda: frozenset(wanted_flows(self.found, live, self.removing).values())
         self.plan = with_flows(self.plan, flow_changes)
         if not flow_changes:
             return
@@ -306,7 +324,8 @@ class Converge:
     def result(self) -> RunResult:
         """What the run did."""
         return RunResult(self.plan, self.ovsdb_writes, self.kernel_changes, self.flow_mods,
-                         self.status.refused(), self.check, self.timer)
+                         self.status.refused(), self.check, self.timer,
+                         frozenset(self.status.live()), self.wanted)
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -332,29 +351,6 @@ def down(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFA
     return _converge(fabric, host, db, True, timeout, progress, verify, confirm, wait)
 
 
-def require_local(remote: str) -> None:
-    """Raise UsageError unless ``remote`` is this machine's switch.
-
-    A run changes this machine's links, routes and flows (and probes from here), so
-    its OVSDB writes must go to this machine's ovsdb-server too: a unix: socket, or
-    tcp:/ssl: to an address of this machine.  `plan` and `status` may read anywhere.
-    """
-    kind, host, _ = check_remote(remote)
-    if kind == "unix":
-        return
-    try:
-        found = {ipaddress.ip_address(info[4][0].split("%")[0])
-                 for info in socket.getaddrinfo(host, None)}
-    except (OSError, ValueError):
-        found = set()
-    local = netlink.local_addresses()
-    if found and all(ip.is_loopback or ip in local for ip in found):
-        return
-    raise UsageError(f"--db {remote} is not this machine's switch: `up`, `down` and `watch` "
-                     "change this machine's links, routes and flows, so they only write to "
-                     "its own ovsdb-server (`plan` and `status` may read any)")
-
-
 def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout: float,
               progress: Progress, verify: bool, confirm: float | None, wait: float
               ) -> RunResult:
@@ -364,8 +360,8 @@ def _converge(fabric: Fabric, host: str, db: str | None, removing: bool, timeout
     missing = missing_socket(remote)
     if missing is not None:
         raise missing
-    with HostLock(journal.path_for(remote).parent, "down" if removing else "up", wait,
-                  progress), Switch(remote, timeout) as switch:
+    with gc_paused(), HostLock(journal.path_for(remote).parent, "down" if removing else "up",
+                               wait, progress), Switch(remote, timeout) as switch:
         run = Converge(desired, switch, removing, progress)
         run.guard()
         run.survey()

@@ -33,6 +33,7 @@ OUTSIDE_LINK = "ext0"
 NETNS_PREFIX = "ovsnvgre-"
 NFT_TABLE = "ovsnvgre"  # family ip
 DIGEST_WORD = "rules="
+LISTED_WORD = "listed="
 # The sysctls of the namespace (/proc/sys/net relative paths): it forwards IPv4 and
 # has no IPv6 (nothing of the design carries it; no link-local chatter on either side).
 SYSCTLS = {"ipv4/ip_forward": "1", "ipv6/conf/all/disable_ipv6": "1",
@@ -159,6 +160,24 @@ def blocked(fabric: Fabric, domain: RoutingDomain,
     return sorted(found)
 
 
+def why_blocked(fabric: Fabric, domain: RoutingDomain, address: str) -> str | None:
+    """What ``address`` is when it is in ``domain``'s blocked set (the gateway host's own
+    addresses aside: only that host reads them), e.g. ``the PA of host host3``; or None."""
+    ip = ipaddress.ip_address(address)
+    for host in fabric.hosts.values():
+        if ip == host.pa.ip:
+            return f"the PA of host {host.name}"
+        if ip == host.gateway:
+            return f"the underlay gateway of host {host.name}"
+    for other in fabric.routing_domains.values():
+        if other.name != domain.name and other.external is not None:
+            if ip == other.external.address.ip:
+                return f"routing domain {other.name}'s SNAT address"
+            if ip in other.external.floating_ips.values():
+                return f"routing domain {other.name}'s floating IP"
+    return None
+
+
 def ruleset(fabric: Fabric, domain: RoutingDomain,
             blocked_addresses: list[ipaddress.IPv4Address]) -> str:
     """The nftables ruleset of ``domain``'s namespace, as ``nft -f`` reads it.
@@ -224,9 +243,34 @@ def ruleset(fabric: Fabric, domain: RoutingDomain,
 
 def ruleset_digest(text: str) -> str | None:
     """The digest a ruleset (as ``ruleset`` writes it, or as ``nft list table`` prints it)
-    carries in its table comment, or None."""
-    found = re.search(rf'comment "[^"]*{DIGEST_WORD}([0-9a-f]+)"', text)
-    return found.group(1) if found else None
+    carries in its table comment, or None.
+
+    A listing whose comment also records the digest of the listing itself (``listed=``,
+    ``with_listing``) yields its digest only while the rules listed are still exactly
+    those: a rule, set element or chain added or changed by hand gives None (drift)."""
+    found = re.search(rf'comment "[^"]*{DIGEST_WORD}([0-9a-f]+)', text)
+    if not found:
+        return None
+    listed = re.search(rf'comment "[^"]*{LISTED_WORD}([0-9a-f]+)"', text)
+    if listed is not None and listed.group(1) != listing_digest(text):
+        return None
+    return found.group(1)
+
+
+def listing_digest(listing: str) -> str:
+    """A digest of ``nft list table`` output, the table's comment line left out (it
+    carries this very digest)."""
+    body = "\n".join(line for line in listing.splitlines()
+                     if not line.strip().startswith("comment "))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def with_listing(text: str, listing: str) -> str:
+    """``text`` (a ``ruleset``) whose table comment also records the digest of
+    ``listing``, what nft listed once ``text`` was installed: nft spells rules its own
+    way, so what is installed is compared with what nft itself listed."""
+    return re.sub(rf'({DIGEST_WORD}[0-9a-f]+)"', rf'\1 {LISTED_WORD}{listing_digest(listing)}"',
+                  text, count=1)
 
 
 @dataclass(frozen=True)
@@ -318,9 +362,10 @@ def diff(side: ExternalSide, actual: ActualSide) -> list[ExternalChange]:
 
 def owned(fabric: Fabric, host: str, netns: str, actual_marker: str | None) -> bool:
     """Whether the namespace ``netns`` (with int0's mark ``actual_marker``) is this
-    fabric's on ``host``: its mark names both, or, with no mark, its name is that of a
-    domain whose gateway ``host`` is."""
-    if actual_marker is not None:
+    fabric's on ``host``: its mark names both, or, with no mark (no int0, or an empty
+    ifalias: a run killed between making the links and marking them), its name is that
+    of a domain whose gateway ``host`` is."""
+    if actual_marker:
         return actual_marker.startswith(f"ovsnvgre-fabric={fabric.name} host={host} ")
     return netns in {netns_name(fabric, domain.name) for domain in fabric.gateway_domains(host)}
 
@@ -330,9 +375,9 @@ def report(fabric: Fabric, host: str, found: dict[str, ActualSide],
            ) -> list[dict[str, object]]:
     """Each external side of ``host`` as `status` shows it: the domain, its namespace,
     NIC, SNAT address, floating IPs, next hop, state (``up``, ``missing`` or
-    ``drifted``, against the sides `up` makes with the host's own ``nic_addresses``)
-    and translations (the connections its conntrack table holds, each one translated;
-    None when the namespace cannot be read)."""
+    ``drifted``) and translations (the connections its conntrack table holds, each one
+    translated; None when the namespace cannot be read).  ``nic_addresses``: the
+    host's own addresses, as ``sides`` takes them (the ruleset blocks them)."""
     rows: list[dict[str, object]] = []
     for name, side in sides(fabric, host, nic_addresses).items():
         gateway = fabric.routing_domains[name].external

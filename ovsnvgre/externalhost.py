@@ -6,7 +6,7 @@ externalns.py's; the data and the difference external.py's.
 
 from __future__ import annotations
 
-import ipaddress
+import os
 import shutil
 from collections.abc import Iterable
 from typing import Any
@@ -20,12 +20,14 @@ from ovsnvgre.externalns import (
     link_exists,
     make_links,
     master_of,
+    mount_blocker,
     owned_namespaces,
     read,
     remove,
     write_sysctls,
 )
 from ovsnvgre.model import Fabric
+from ovsnvgre.safe.restore import restore as restore_snapshot
 
 
 def survey(fabric: Fabric, host: str, removing: bool = False
@@ -54,18 +56,27 @@ def survey(fabric: Fabric, host: str, removing: bool = False
     return found, changes
 
 
-def own_addresses() -> frozenset[ipaddress.IPv4Address]:
-    """This host's own IPv4 addresses but loopback, read from the kernel (its PA, its
-    management address...): no VM may reach them through a gateway (external.sides)."""
+def own_addresses() -> frozenset:
+    """This host's own IPv4 addresses but loopback's 127/8 (IPv4Address), which no VM
+    may reach through a gateway (external.blocked)."""
     return frozenset(address for address in netlink.local_addresses()
                      if address.version == 4 and not address.is_loopback)
 
 
-def blockers(fabric: Fabric, host: str) -> list[str]:
-    """What makes `up` refuse before any change on a gateway host: no `nft` here, an
-    external NIC that does not exist or is enslaved (a macvlan cannot sit on a bridge's
-    or bond's port: the kernel answers EBUSY), one line each."""
+def blockers(fabric: Fabric, host: str, changes: Iterable[ExternalChange] = (),
+             removing: bool = False) -> list[str]:
+    """What makes `up` or `down` refuse before any change on a gateway host: a run that
+    would create or delete a namespace from a private mount namespace (`ip netns
+    exec`); on `up`, no `nft` here, an external NIC that does not exist or is enslaved
+    (a macvlan cannot sit on a bridge's or bond's port: the kernel answers EBUSY); one
+    line each."""
     found = []
+    if any(change.action in ("create", "delete") for change in changes):
+        blocker = mount_blocker()
+        if blocker is not None:
+            found.append(blocker)
+    if removing:
+        return found
     if fabric.gateway_domains(host) and shutil.which("nft") is None:
         found.append("nft not found: the external gateways need it (apt-get install nftables)")
     for domain in fabric.gateway_domains(host):
@@ -79,9 +90,15 @@ def blockers(fabric: Fabric, host: str) -> list[str]:
     return found
 
 
-def apply(changes: Iterable[ExternalChange]) -> int:
+def apply(changes: Iterable[ExternalChange], created: list[tuple[str, str | None]] | None = None
+          ) -> int:
     """Carry ``changes`` out, domain by domain; the number of changes made.  Raises
-    SystemFailure (with the netlink or command's reason) on the first that fails."""
+    SystemFailure (with the netlink or command's reason: pyroute2's NetlinkError, an
+    OSError) on the first that fails, so the run rolls back.  ``created``: each
+    namespace (and its bridge port) this call begins to make is appended to it, before
+    it is made, so that a rollback removes it (``undo``)."""
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415 - as externalns._ipr
+
     done = 0
     by_netns: dict[str, list[ExternalChange]] = {}
     for change in changes:
@@ -96,6 +113,8 @@ def apply(changes: Iterable[ExternalChange]) -> int:
                 continue
             assert side is not None  # noqa: S101 - every other change carries its side
             if "create" in actions:
+                if created is not None:
+                    created.append((netns, side.bridge_port))
                 create(side)
                 done += 1
                 continue
@@ -107,8 +126,10 @@ def apply(changes: Iterable[ExternalChange]) -> int:
                 done += 1
             if actions - {"sysctls", "links"} or "links" in actions:
                 done += converge(side, read(netns, side.bridge_port))
-        except OSError as exc:  # NetlinkError is an OSError
-            raise SystemFailure(f"namespace {netns}: {exc}") from exc
+        except (OSError, NetlinkError) as exc:  # NetlinkError is no OSError (pyroute2 0.9)
+            code = getattr(exc, "code", None)
+            reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
+            raise SystemFailure(f"namespace {netns}: {reason}") from exc
     return done
 
 
@@ -120,4 +141,29 @@ def phase(run: Any, last: bool) -> None:
         run.save_before_changing()
         run.progress(f"applying {len(run.plan.external)} changes to the routing domains' "
                      "external sides")
-        run.kernel_changes += apply(run.plan.external)
+        run.external_created = getattr(run, "external_created", [])
+        run.kernel_changes += apply(run.plan.external, run.external_created)
+
+
+def restore(run: Any) -> int:
+    """engine's rollback of ``run`` (an engine.Converge): the rows, links and flows its
+    snapshot holds (safe/restore.py), then ``undo``; the number of changes undone.
+    Raises SystemFailure."""
+    return restore_snapshot(run.switch, run.record.snapshot, run.progress) + undo(run)
+
+
+def undo(run: Any) -> int:
+    """For engine's rollback of ``run``: remove the namespaces the run made (or began to
+    make); the number removed.  A namespace the run deleted (`down`) or changed is not
+    put back: the next `up` makes or converges it, and the progress says so."""
+    if not hasattr(run, "external_created"):
+        return 0  # the external phase did not run
+    undone = 0
+    for netns, port in reversed(run.external_created):
+        remove(netns, port)
+        undone += 1
+    kept = [change.netns for change in run.plan.external if change.action != "create"]
+    if kept:
+        run.progress(f"not rolled back: {', '.join(sorted(set(kept)))} (deleted or changed "
+                     "by the run; the next `ovsnvgre up` makes or converges them)")
+    return undone

@@ -12,6 +12,7 @@ its peer inside, in one request) and nothing else (the macvlan is made directly 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -32,6 +33,7 @@ from ovsnvgre.external import (
     ActualSide,
     ExternalSide,
 )
+from ovsnvgre.lab import proc
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +86,7 @@ def _netns(name: str) -> Iterator[Any]:
 def _run(argv: list[str], stdin: str | None = None, check: bool = True
          ) -> subprocess.CompletedProcess:
     log.debug("running %s", " ".join(argv))
-    try:
-        result = subprocess.run(argv, input=stdin, capture_output=True, text=True,  # noqa: S603 - a fixed argv, no shell, no user-supplied program
-                                timeout=60)
-    except FileNotFoundError:
-        raise SystemFailure(f"{argv[0]} not found (install iproute2 and nftables)") from None
-    except subprocess.TimeoutExpired:
-        raise SystemFailure(f"{' '.join(argv[:4])} did not finish within 60 s") from None
-    if check and result.returncode != 0:
-        reason = (result.stderr.strip() or result.stdout.strip() or "failed").splitlines()[-1]
-        raise SystemFailure(f"{' '.join(argv[:5])}: {reason}")
-    return result
+    return proc.run(*argv, stdin=stdin, check=check)
 
 
 def _in(netns: str, *argv: str) -> list[str]:
@@ -109,20 +101,36 @@ def _machine_mount_ns() -> list[str]:
     vanish when the command exits, and a delete there would not reach the machine's
     mount.  PID 1's mount namespace is used when it can be read and is not ours; when it
     cannot be read and /run/netns is a slave mount here (`ip netns exec`), the run is
-    refused rather than making a namespace that vanishes."""
+    refused (``mount_blocker``, before any change) rather than making a namespace that
+    vanishes."""
     try:
         if os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/1/ns/mnt"):
             return ["nsenter", "--mount=/proc/1/ns/mnt", "--"]
         return []
     except OSError:
         pass
-    if _slave_mount(str(NETNS_DIR)):
-        raise SystemFailure(f"this run is in a private mount namespace whose {NETNS_DIR} "
-                            "only receives mounts (as under `ip netns exec`): a namespace "
-                            "made here would vanish when it exits; run it in the machine's "
-                            "mount namespace (`nsenter --net=...` enters only the network "
-                            "namespace)")
+    blocker = mount_blocker()
+    if blocker is not None:
+        raise SystemFailure(blocker)
     return []
+
+
+def mount_blocker() -> str | None:
+    """Why this run cannot make or delete a domain's namespace (one line), or None.
+
+    Checked before the first change of a run that will create or delete one: from
+    under `ip netns exec` the name would vanish (or stay) behind the run's back."""
+    try:
+        os.readlink("/proc/1/ns/mnt")
+        return None
+    except OSError:
+        pass
+    if not _slave_mount(str(NETNS_DIR)):
+        return None
+    return (f"this run is in a private mount namespace whose {NETNS_DIR} only receives "
+            "mounts (as under `ip netns exec`): a routing domain's namespace made or "
+            "deleted here would vanish (or stay) when it exits; run it in the machine's "
+            "mount namespace (`nsenter --net=...` enters only the network namespace)")
 
 
 def _slave_mount(path: str) -> bool:
@@ -273,20 +281,24 @@ def converge(side: ExternalSide, actual: ActualSide) -> int:
     with _netns(side.netns) as ns:
         outside = ns.link_lookup(ifname=OUTSIDE_LINK)[0]
         inside = ns.link_lookup(ifname=INSIDE_LINK)[0]
+        # Stale routes first: deleting an address makes the kernel drop the routes
+        # through it (the old default route with the old external network's address).
+        index = {INSIDE_LINK: inside, OUTSIDE_LINK: outside}
+        for dst, gateway, _ in sorted(actual.routes - external.wanted_routes(side), key=str):
+            _tolerate_gone(lambda dst=dst, gateway=gateway: ns.route(
+                "del", dst=dst, gateway=gateway, table=MAIN_TABLE))
+            changes += 1
         wanted = set(side.addresses)
         for address in sorted(actual.addresses - wanted):
-            ns.addr("del", index=outside, address=str(address.ip),
-                    prefixlen=address.network.prefixlen)
+            _tolerate_gone(lambda address=address: ns.addr(
+                "del", index=outside, address=str(address.ip),
+                prefixlen=address.network.prefixlen))
             changes += 1
         for address in side.addresses:
             if address not in actual.addresses:
                 ns.addr("add", index=outside, address=str(address.ip),
                         prefixlen=address.network.prefixlen)
                 changes += 1
-        index = {INSIDE_LINK: inside, OUTSIDE_LINK: outside}
-        for dst, gateway, _ in sorted(actual.routes - external.wanted_routes(side), key=str):
-            ns.route("del", dst=dst, gateway=gateway, table=MAIN_TABLE)
-            changes += 1
         wanted_neigh = external.wanted_neighbours(side)
         for dst, _ in actual.neighbours - wanted_neigh:
             ns.neigh("del", dst=dst, ifindex=inside)
@@ -300,9 +312,28 @@ def converge(side: ExternalSide, actual: ActualSide) -> int:
                      **({"flags": RTNH_F_ONLINK} if link == INSIDE_LINK else {}))
             changes += 1
     if actual.ruleset_digest != external.ruleset_digest(side.ruleset):
-        _run(_in(side.netns, "nft", "-f", "-"), stdin=side.ruleset)
+        install_ruleset(side)
         changes += 1
     return changes
+
+
+def install_ruleset(side: ExternalSide) -> None:
+    """Replace the namespace's table with ``side.ruleset`` (one nft transaction), then
+    once more with the digest of nft's own listing of it in the table's comment, so
+    that ``read`` sees any rule changed by hand as drift (external.ruleset_digest)."""
+    _run(_in(side.netns, "nft", "-f", "-"), stdin=side.ruleset)
+    listing = _run(_in(side.netns, "nft", "list", "table", "ip", NFT_TABLE)).stdout
+    _run(_in(side.netns, "nft", "-f", "-"), stdin=external.with_listing(side.ruleset, listing))
+
+
+def _tolerate_gone(delete: Any) -> None:
+    """Run ``delete`` (a netlink deletion); an object the kernel removed already (ESRCH,
+    EADDRNOTAVAIL: gone with an address or link deleted before it) is no error."""
+    try:
+        delete()
+    except Exception as exc:  # noqa: BLE001 - pyroute2's NetlinkError, re-raised unless gone
+        if getattr(exc, "code", None) not in (errno.ESRCH, errno.EADDRNOTAVAIL):
+            raise
 
 
 def remove(netns: str, bridge_port: str | None) -> None:
@@ -310,12 +341,13 @@ def remove(netns: str, bridge_port: str | None) -> None:
     inside cannot keep them, nor the veth's end on the bridge, alive), and wait until
     the bridge port is gone."""
     if exists(netns):
+        prefix = _machine_mount_ns()  # raises before anything is deleted
         with _netns(netns) as ns:
             for name in (INSIDE_LINK, OUTSIDE_LINK):
                 for index in ns.link_lookup(ifname=name):
                     ns.link("del", index=index)
         _run(_in(netns, "nft", "flush", "ruleset"), check=False)
-        _run([*_machine_mount_ns(), "ip", "netns", "delete", netns])
+        _run([*prefix, "ip", "netns", "delete", netns])
     if bridge_port is not None:
         _wait_gone([bridge_port])
 

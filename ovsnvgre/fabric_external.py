@@ -8,7 +8,11 @@ uplink is in the underlay bridge, and a macvlan cannot sit on an enslaved NIC);
 neither that network's network nor broadcast address; ``gateway`` lies in that network
 and is no address of the domain; each ``floating_ips`` entry names a VM of that domain
 with an IPv4 CA and gives it an address in the same network.  Every external address
-(SNAT and floating) is unique in the fabric, and none is a host's PA or underlay gateway.
+(SNAT and floating) is unique in the fabric, and none is a host's PA or underlay gateway
+or another domain's external gateway.  The external network overlaps no host's PA
+network (the provider network stays private) nor a prefix of the domain's own subnets
+(the namespace routes those to the overlay); ``gateway`` is no other domain's external
+address; ``nic`` is no VM's port on the gateway host.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ class Seen:
 
     owner: dict[ipaddress.IPv4Address, str] = field(default_factory=dict)
     floating_lines: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The entry path of the first domain with each external gateway, and each domain's
+    # ``address`` and ``nic`` lines (checked against subnets and VMs once they are known).
+    gateways: dict[ipaddress.IPv4Address, str] = field(default_factory=dict)
+    lines: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def _parse_interface(text: str) -> ipaddress.IPv4Interface:
@@ -52,6 +60,7 @@ def external(entry: LineMap, path: str, check: Checker, hosts: dict[str, Host],
     ``nic_name``: the pattern of an interface name (the loader's)."""
     if "external" not in entry:
         return None
+    domain = path.split(".", 1)[1]  # path is routing_domains.<name>; a name may hold dots
     where = join(path, "external")
     section = check.mapping(entry["external"], where, entry.key_lines["external"],
                             entry.texts.get("external"))
@@ -72,20 +81,37 @@ def external(entry: LineMap, path: str, check: Checker, hosts: dict[str, Host],
     address = check.parsed(section, "address", where, _parse_interface,
                            "an IPv4 address with a prefix length (like 203.0.113.10/24)")
     network = address.network
+    for other in hosts.values():
+        if network.overlaps(other.pa.network):
+            raise check.fail(join(where, "address"), f"the external network {network} "
+                             f"overlaps the PA network {other.pa.network} of host {other.name!r} "
+                             "(the provider network stays private)", section.key_lines["address"])
     _usable(check, join(where, "address"), section.key_lines["address"], address.ip, network,
             hosts, seen)
     gateway = check.parsed(section, "gateway", where, ipaddress.IPv4Address, "an IPv4 address")
-    gateway_line = section.key_lines["gateway"]
-    if gateway not in network:
-        raise check.fail(join(where, "gateway"), f"{gateway} is outside the external network "
-                         f"{network} of {address}", gateway_line)
-    if gateway == address.ip:
-        raise check.fail(join(where, "gateway"), f"{gateway} is the domain's own SNAT address",
-                         gateway_line)
+    _gateway(check, join(where, "gateway"), section.key_lines["gateway"], gateway, address,
+             seen)
     seen.owner[address.ip] = join(where, "address")
-    floating = _floating_ips(section, where, check, network, gateway, hosts, seen)
+    seen.gateways.setdefault(gateway, join(where, "gateway"))
+    seen.lines[domain, "address"] = section.key_lines["address"]
+    seen.lines[domain, "nic"] = nic_line
+    floating = _floating_ips(section, where, domain, check, network, gateway, hosts, seen)
     return External(host=host, nic=nic, address=address, gateway=gateway,
                     floating_ips=floating)
+
+
+def _gateway(check: Checker, where: str, line: int, gateway: ipaddress.IPv4Address,
+             address: ipaddress.IPv4Interface, seen: Seen) -> None:
+    """Refuses an external gateway outside the external network of ``address`` (which
+    overlaps no PA network: so no host's PA either), or that is the domain's own or
+    another domain's external address."""
+    if gateway not in address.network:
+        raise check.fail(where, f"{gateway} is outside the external network "
+                         f"{address.network} of {address}", line)
+    if gateway == address.ip:
+        raise check.fail(where, f"{gateway} is the domain's own SNAT address", line)
+    if gateway in seen.owner:
+        raise check.fail(where, f"{gateway} is already {seen.owner[gateway]}", line)
 
 
 def _usable(check: Checker, where: str, line: int, ip: ipaddress.IPv4Address,
@@ -96,6 +122,8 @@ def _usable(check: Checker, where: str, line: int, ip: ipaddress.IPv4Address,
         raise check.fail(where, f"{ip} is the network or broadcast address of {network}", line)
     if ip in seen.owner:
         raise check.fail(where, f"{ip} is already {seen.owner[ip]}", line)
+    if ip in seen.gateways:
+        raise check.fail(where, f"{ip} is already {seen.gateways[ip]}", line)
     for host in hosts.values():
         if ip == host.pa.ip:
             raise check.fail(where, f"{ip} is the PA of host {host.name!r}", line)
@@ -103,7 +131,7 @@ def _usable(check: Checker, where: str, line: int, ip: ipaddress.IPv4Address,
             raise check.fail(where, f"{ip} is the underlay gateway of host {host.name!r}", line)
 
 
-def _floating_ips(section: LineMap, where: str, check: Checker,
+def _floating_ips(section: LineMap, where: str, domain: str, check: Checker,
                   network: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address,
                   hosts: dict[str, Host], seen: Seen) -> dict[str, ipaddress.IPv4Address]:
     if "floating_ips" not in section:
@@ -111,7 +139,6 @@ def _floating_ips(section: LineMap, where: str, check: Checker,
     path = join(where, "floating_ips")
     mapping = check.mapping(section["floating_ips"], path, section.key_lines["floating_ips"],
                             section.texts.get("floating_ips"))
-    domain = where.split(".")[1]
     floating: dict[str, ipaddress.IPv4Address] = {}
     for vm, value in mapping.items():
         entry_path, line = f"{path}.{vm}", mapping.key_lines[vm]
@@ -130,11 +157,14 @@ def _floating_ips(section: LineMap, where: str, check: Checker,
 
 def floating_vms(domains: dict[str, RoutingDomain], subnets: dict[str, VirtualSubnet],
                  vms: dict[str, Vm], seen: Seen, check: Checker) -> None:
-    """Refuses a floating IP whose VM is not a VM of that routing domain with an IPv4 CA
-    (run once the VMs are known)."""
+    """Refuses (run once the subnets and VMs are known) an external network that
+    overlaps a prefix of its domain's subnets, an external NIC that is a VM's port on
+    the gateway host, and a floating IP whose VM is not a VM of that routing domain
+    with an IPv4 CA."""
     for domain in domains.values():
         if domain.external is None:
             continue
+        _apart(domain, subnets, vms, seen, check)
         for name in domain.external.floating_ips:
             where = f"routing_domains.{domain.name}.external.floating_ips.{name}"
             line = seen.floating_lines[domain.name, name]
@@ -146,3 +176,23 @@ def floating_vms(domains: dict[str, RoutingDomain], subnets: dict[str, VirtualSu
                                  f"{domain.name!r} (its subnet is {vm.virtual_subnet!r})", line)
             if not isinstance(vm.ca, ipaddress.IPv4Interface):
                 raise check.fail(where, f"VM {name!r} has no IPv4 CA to translate to", line)
+
+
+def _apart(domain: RoutingDomain, subnets: dict[str, VirtualSubnet], vms: dict[str, Vm],
+           seen: Seen, check: Checker) -> None:
+    """Refuses ``domain``'s external network when it overlaps a prefix of the domain's
+    subnets, and its NIC when it is a VM's port on the gateway host."""
+    external = domain.external
+    assert external is not None  # noqa: S101 - floating_vms passes gateway domains only
+    where = f"routing_domains.{domain.name}.external"
+    network = external.address.network
+    for subnet in subnets.values():
+        if subnet.routing_domain == domain.name and subnet.prefix is not None \
+                and subnet.prefix.overlaps(network):
+            raise check.fail(f"{where}.address", f"the external network {network} overlaps "
+                             f"the prefix {subnet.prefix} of the domain's subnet "
+                             f"{subnet.name!r}", seen.lines[domain.name, "address"])
+    for vm in vms.values():
+        if vm.host == external.host and vm.port == external.nic:
+            raise check.fail(f"{where}.nic", f"{vm.port!r} is already the port of VM "
+                             f"{vm.name!r} on host {vm.host!r}", seen.lines[domain.name, "nic"])

@@ -7,7 +7,7 @@ The rules (issue 18): a subnet of a routing domain needs an IPv4 prefix; a prefi
 without a domain is allowed and only checked against the subnet's VMs; the prefixes
 of one domain never overlap (across domains they may: tenants choose their own
 addresses); a VM's CA lies in its subnet's prefix, with that prefix length, and is
-not the network, broadcast or gateway (first host) address.
+not the network, broadcast or, in a routing domain, gateway (first host) address.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def ca_in_prefix(check: Checker, where: str, line: int,
                  ca: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
                  subnet: VirtualSubnet) -> None:
     """Refuses a CA outside its subnet's prefix, with another prefix length, or on the
-    prefix's network, broadcast or gateway address (nothing to check without a prefix)."""
+    prefix's network, broadcast or (in a routing domain) gateway address (nothing to
+    check without a prefix)."""
     network = subnet.prefix
     if network is None:
         return
@@ -126,5 +127,6 @@ def ca_in_prefix(check: Checker, where: str, line: int,
     if ca.ip == network.broadcast_address:
         raise check.fail(where, f"{ca.ip} is the broadcast address of {network}", line)
     if ca.ip == subnet.gateway:
-        raise check.fail(where, f"{ca.ip} is subnet {subnet.name!r}'s gateway (the first host "
-                         f"address of {network})", line)
+        raise check.fail(where, f"{ca.ip} is the gateway of subnet {subnet.name!r} (the "
+                         f"distributed router's address: the first host address of {network})",
+                         line)

@@ -150,8 +150,10 @@ class VirtualSubnet:
     @property
     def gateway(self) -> ipaddress.IPv4Address | None:
         """The distributed router's address in this subnet: the prefix's first host address
-        (10.1.1.1 for 10.1.1.0/24, as in HNV); None without a prefix."""
-        if self.prefix is None:
+        (10.1.1.1 for 10.1.1.0/24, as in HNV); None without a prefix or a routing domain
+        (an L2-only subnet has no router here: its first address may be a VM's, such as
+        the tenant's own router)."""
+        if self.prefix is None or self.routing_domain is None:
             return None
         return self.prefix.network_address + 1
 

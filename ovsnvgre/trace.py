@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovsnvgre import nvgre, pipeline
+from ovsnvgre import external, nvgre, pipeline
 from ovsnvgre.desired import DOMAIN_KEY, PEER_KEY, VM_KEY, VSID_KEY, DesiredHost, Role
 from ovsnvgre.errors import UsageError
 from ovsnvgre.model import Fabric, FlowId, Vm
@@ -280,11 +280,16 @@ def _routed(fabric: Fabric, the_probe: Probe, parsed: Parsed, described: list[di
 
 def _external(fabric: Fabric, the_probe: Probe, out: dict[str, Any]) -> str:
     """``routed to the external gateway on host3, SNAT 203.0.113.10 (...)``: a packet for
-    outside the domain, on its way to the domain's namespace (issue 19)."""
+    outside the domain, on its way to the domain's namespace (issue 19); or ``dropped by
+    the external gateway on host3: ...`` for an address its namespace's filter drops."""
     domain = fabric.routing_domains[the_probe.router or ""]
     gateway = domain.external
     if gateway is None:
         return f"sent by {domain.name}'s distributed router to: {out['text']}"
+    blocked = external.why_blocked(fabric, domain, the_probe.address)
+    if blocked is not None:
+        return (f"dropped by the external gateway on {gateway.host}: {the_probe.address} is "
+                f"{blocked}, which no VM of {domain.name} reaches (its namespace's filter)")
     floating = gateway.floating_ips.get(the_probe.source.name)
     nat = f"floating IP {floating}" if floating else f"SNAT {gateway.address.ip}"
     how = (f"via tunnel to {out['peer']} with key {_key_words(out)}" if out["kind"] == "tunnel"

@@ -8,10 +8,12 @@ Three sources wake it, each from its own thread:
 - an `ovs-ofctl monitor` on the integration bridge the fabric names now (a reloaded
   fabric that renames it moves the monitor): a flow changed, or the OpenFlow
   connection dropped and came back (ovs-vswitchd restarted, flows lost);
-- the fabric file's modification time, checked once a second: a new valid file
-  is taken, an invalid one reported and the last good one kept.
-Each wake-up (with a short pause to let a burst settle) runs the same `up` as
-the command line, which writes nothing when nothing drifted.
+- the fabric file (inotify, and its identity once a second: filewatch.py): a new
+  valid file is taken, an invalid one reported and the last good one kept.
+A changed fabric file whose VMs alone changed, or row events of VM and tunnel ports,
+run incrementally (watch_run.py): only the rows and flows the change touches are read
+and written.  Anything else runs, after a short pause to let a burst settle, the same
+`up` as the command line, which writes nothing when nothing drifted.
 
 A thread puts its reason in a deque and writes a byte to a pipe; the main loop
 waits on that pipe with a bounded timeout.  Signal handlers only set a flag
@@ -26,7 +28,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import threading
 import time
 import traceback
@@ -35,15 +36,24 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from ovsnvgre import engine, fabric, ovsdb
+from ovsnvgre import engine, ovsdb, watch_run
 from ovsnvgre import survey as surveys
+from ovsnvgre.changes import Plan
+from ovsnvgre.desired import desired_host
 from ovsnvgre.errors import FabricError, OvsnvgreError
+from ovsnvgre.fabric_delta import FabricFile
+from ovsnvgre.filewatch import FileWatch, signature
+from ovsnvgre.flowmonitor import FlowMonitor
+from ovsnvgre.incremental import Model, vm_changes
+from ovsnvgre.ovsdb.monitor import Monitor
 
 SETTLE = 0.2        # seconds to gather a burst of events into one run
 FILE_CHECK = 1.0    # seconds between looks at the fabric file
 RETRY = (1, 2, 5, 10, 30)  # seconds before trying again after a failed run
-MONITOR_RESTART = 0.5  # seconds between two starts of the flow monitor
 Log = Callable[[str], None]
+FILE_CHANGED = "the fabric file changed"
+# The row events watch_run.py handles (ovsdb/monitor.py words them "Port vnet0 create").
+ROW_TABLES = ("Port", "Interface", "Bridge", "Open_vSwitch")
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -85,91 +95,6 @@ class Wakeup:
         os.close(self.write_fd)
 
 
-class FlowMonitor:
-    """`ovs-ofctl monitor BRIDGE watch:!initial`, restarted whenever it ends, on the
-    bridge last given to ``follow``."""
-
-    def __init__(self, bridge: str, wake: Callable[[str], None], stopping: threading.Event
-                 ) -> None:
-        """``wake(reason)`` is called from the monitor's thread on every flow event."""
-        self.bridge, self.wake, self.stopping = bridge, wake, stopping
-        self.lock = threading.Lock()  # guards bridge and process between the two threads
-        self.process: subprocess.Popen[str] | None = None
-        self.thread = threading.Thread(target=self._run, name="flow-monitor", daemon=True)
-
-    def start(self) -> None:
-        """Start monitoring in a daemon thread."""
-        self.thread.start()
-
-    def follow(self, bridge: str) -> None:
-        """Monitor ``bridge`` from now on (a reloaded fabric renamed the integration
-        bridge): the running monitor is stopped and one on ``bridge`` started."""
-        with self.lock:
-            if bridge == self.bridge:
-                return
-            self.bridge = bridge
-            if self.process is not None and self.process.poll() is None:
-                self.process.terminate()
-
-    def _run(self) -> None:
-        connected_to: str | None = None  # the bridge the last monitor connected to
-        while not self.stopping.is_set():
-            with self.lock:
-                bridge = self.bridge
-                try:
-                    # The flow events come on its stderr, the first reply on stdout.
-                    self.process = process = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell, no user-supplied program
-                        ["ovs-ofctl", "monitor", bridge, "watch:!initial"],  # noqa: S607 - OVS tools are found on PATH, as OVS's own scripts find them
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                except FileNotFoundError:
-                    self.wake("ovs-ofctl not found: flows are not watched")
-                    return
-                except OSError as exc:
-                    self.wake(f"cannot start ovs-ofctl monitor {bridge}: {exc.strerror}")
-                    process = None
-            if process is not None:
-                connected_to = self._read(process, bridge, connected_to)
-            if self.stopping.is_set():
-                return
-            self.stopping.wait(MONITOR_RESTART)
-
-    def _read(self, process: subprocess.Popen[str], bridge: str, connected_to: str | None
-              ) -> str | None:
-        """Wake on each event of one monitor until it ends; returns the bridge it connected
-        to (or ``connected_to`` when it never connected)."""
-        assert process.stdout is not None  # noqa: S101 - an invariant the code above guarantees, not input checking
-        connected = False
-        for line in process.stdout:
-            if not connected and line.startswith("NXST_FLOW_MONITOR reply"):
-                # Connected.  The first time, the run that made the bridge covers it;
-                # after that, ovs-vswitchd came back and may have lost every flow.
-                connected = True
-                if connected_to == bridge:
-                    self.wake(f"OpenFlow connection to {bridge} is back")
-                connected_to = bridge
-            elif "event=" in line:
-                self.wake(f"flows of {bridge} changed")
-        process.wait()
-        with self.lock:
-            followed = self.bridge != bridge
-        if connected and not followed and not self.stopping.is_set():
-            self.wake(f"lost the OpenFlow connection to {bridge}")
-        return connected_to
-
-    def stop(self) -> None:
-        """Stop the ovs-ofctl monitor (SIGTERM, then SIGKILL after 5 s) and its thread."""
-        with self.lock:
-            process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if self.thread.is_alive():
-            self.thread.join(timeout=5)
-
-
 class Watcher:
     """One host kept converged: the fabric file, the wake-ups, the retry state."""
 
@@ -183,8 +108,10 @@ class Watcher:
         self.config = Path(config)
         self.db, self.timeout, self.log = db, timeout, log
         self.verbose, self.debug = verbose, debug
-        self.fabric = fabric.load(self.config)
-        self.mtime = self._mtime()
+        self.file = FabricFile(self.config)
+        self.signature = signature(self.config)
+        self.fabric, _ = self.file.load()
+        self.file_event = False  # set by the file watch's thread: a new version is complete
         self.host = surveys.select_host(self.fabric, host)
         self.reasons: deque[str] = deque()  # appended by the threads, taken by the loop
         self.wakeup = Wakeup()
@@ -193,17 +120,21 @@ class Watcher:
         self.run_requested = False
         self.stopping = threading.Event()  # tells the threads; set by the loop only
         self.flows: FlowMonitor | None = None
-        self.stop_ovsdb: Callable[[], None] | None = None
+        self.monitor: Monitor | None = None
+        self.files = FileWatch(self.config, self.on_file_change)
+        # What the last run left (None: the next run is a full one), and the VMs changed
+        # in the fabric since (None: not known, compare the two fabrics).
+        self.model: Model | None = None
+        self.changed: set[str] | None = set()
         self.failures = 0
         self.retry_at: float | None = None
         self.waiting_for: dict[str, str] = {}
         self.notes: tuple[str, ...] = ()
 
-    def _mtime(self) -> float | None:
-        try:
-            return self.config.stat().st_mtime
-        except OSError:
-            return None
+    def on_file_change(self) -> None:
+        """Called by the file watch (its thread) when a new version of the file is complete."""
+        self.file_event = True
+        self.wakeup.poke()
 
     def wake(self, reason: str) -> None:
         """Ask for a run, for ``reason`` (from any thread; not from a signal handler)."""
@@ -225,15 +156,19 @@ class Watcher:
                  f"({self.config}, {self.db or ovsdb.default_remote()})")
         self.flows = FlowMonitor(self.fabric.overlay.bridge, self.wake, self.stopping)
         self.flows.start()
+        problem = self.files.start()
+        if problem:
+            self.log(f"{problem}; looking at the fabric file once a second instead")
         try:
             if not self.stop_requested:
                 self._converge(["start"])
             self._loop()
         finally:
             self.stopping.set()
+            self.files.stop()
             self.flows.stop()
-            if self.stop_ovsdb is not None:
-                self.stop_ovsdb()
+            if self.monitor is not None:
+                self.monitor.stop()
         self.log("stopped")
 
     def _loop(self) -> None:
@@ -245,22 +180,34 @@ class Watcher:
             self.wakeup.wait(deadline - time.monotonic())
             if self.stop_requested:
                 return
-            reasons = self._take()
             now = time.monotonic()
-            if now >= next_file_check:
+            look = now >= next_file_check or self.file_event
+            if look:
                 next_file_check = now + FILE_CHECK
-                if self._reload():
-                    reasons.append("the fabric file changed")
-            if self.retry_at is not None and now >= self.retry_at:
-                reasons.append("retry")
+            reasons = self._due(now, look)
             if not reasons:
                 continue
-            end = time.monotonic() + SETTLE
+            # An incremental run is over in milliseconds: no burst to wait for.
+            end = time.monotonic() + (0 if self._rows(reasons) is not None else SETTLE)
             while not self.stop_requested and time.monotonic() < end:
                 self.wakeup.wait(end - time.monotonic())
             if self.stop_requested:
                 return
             self._converge(reasons + self._take())
+
+    def _due(self, now: float, look: bool) -> list[str]:
+        """Why to run now: the threads' reasons, a new fabric file (when ``look``ing at
+        it), a retry that is due, flow events of an incremental run that never came."""
+        reasons = self._take()
+        if look:
+            self.file_event = False
+            if self._reload():
+                reasons.append(FILE_CHANGED)
+        if self.retry_at is not None and now >= self.retry_at:
+            reasons.append("retry")
+        if self.flows is not None and self.flows.overdue():
+            reasons.append(f"flow events of {self.fabric.overlay.bridge} missing")
+        return reasons
 
     def _take(self) -> list[str]:
         """Every reason given so far (the loop alone takes them)."""
@@ -273,12 +220,12 @@ class Watcher:
         return reasons
 
     def _reload(self) -> bool:
-        mtime = self._mtime()
-        if mtime == self.mtime:
+        now = signature(self.config)
+        if now == self.signature:
             return False
-        self.mtime = mtime
+        self.signature = now
         try:
-            new = fabric.load(self.config)
+            new, changed = self.file.load()
         except FabricError as exc:
             self.log(f"ignoring the changed fabric file, keeping the last good one: {exc}")
             return False
@@ -293,6 +240,8 @@ class Watcher:
             return False
         renamed = new.overlay.bridge != self.fabric.overlay.bridge
         self.fabric = new
+        self.changed = None if changed is None or self.changed is None else \
+            self.changed | changed
         self.log(f"loaded the changed fabric file {self.config}"
                  + (f"; watching the flows of {new.overlay.bridge} now" if renamed else ""))
         if renamed and self.flows is not None:
@@ -303,26 +252,88 @@ class Watcher:
         if self.debug:
             self.log("".join(traceback.format_exception(exc)).rstrip())
 
+    def _rows(self, reasons: list[str]) -> set[str] | None:
+        """The Port and Interface rows that ``reasons`` name, when an incremental run can
+        handle every reason (a changed fabric file, row events); else None."""
+        if self.model is None:
+            return None
+        rows: set[str] = set()
+        for reason in reasons:
+            if reason == FILE_CHANGED:
+                continue
+            table, _, rest = reason.partition(" ")
+            if table not in ROW_TABLES:
+                return None
+            name = rest.rpartition(" ")[0]
+            if table in ("Port", "Interface") and name:
+                rows.add(name)
+        return rows
+
+    def _incremental(self, reasons: list[str]) -> watch_run.Outcome | None:
+        """The incremental run for ``reasons``, or None when only a full run is right."""
+        rows = self._rows(reasons)
+        if rows is None or self.model is None or self.monitor is None or self.flows is None:
+            return None
+        changed = self.changed if self.changed is not None else \
+            vm_changes(self.model.fabric, self.fabric)
+        if changed is None:
+            return None
+        return watch_run.run(self.model, self.fabric, changed, rows, self.monitor, self.flows,
+                             self.db or ovsdb.default_remote(), self.timeout)
+
+    def _full(self) -> engine.RunResult:
+        """The full run (`up`); the flow events of its own bundle wake nothing."""
+        assert self.flows is not None  # noqa: S101 - run() starts the flow monitor first
+        self.flows.hold()
+        flows = None  # what the run added and deleted
+        try:
+            result = engine.up(self.fabric, self.host, self.db, self.timeout)
+            flows = result.plan.flows
+        except engine.RefusedPorts as exc:
+            flows = exc.result.plan.flows
+            raise
+        finally:
+            self.flows.release(flows.add if flows else (), flows.delete if flows else ())
+            self.file.save_cache()
+        return result
+
     def _converge(self, reasons: list[str]) -> None:
         why = ", ".join(dict.fromkeys(reasons))
         self.retry_at = None
         try:
-            if self.stop_ovsdb is None:
+            if self.monitor is None:
                 # Started here, so that a database that is not there yet is retried.
-                self.stop_ovsdb = ovsdb.watch(self.db or ovsdb.default_remote(), self.wake,
-                                              self.timeout)
-            result = engine.up(self.fabric, self.host, self.db, self.timeout)
+                self.monitor = Monitor(self.db or ovsdb.default_remote(), self.wake,
+                                       self.timeout)
+            outcome = self._incremental(reasons)
+            if outcome is not None:
+                self.model, self.changed = outcome.model, set()
+                self.file.save_cache()
+                self.failures = 0
+                refused = {name: reason for name, reason in self.waiting_for.items()
+                           if name not in outcome.status and name in outcome.model.desired.ports}
+                refused.update(outcome.status.refused())
+                self._report(why, outcome.plan, outcome.changed, refused, incremental=True)
+                return
+            self.model = None
+            result = self._full()
         except engine.RefusedPorts as exc:
             # A VM that is not running yet: its port's device appears later, and
             # the OVSDB event of ovs-vswitchd taking it wakes us then.
             result = exc.result
-            if result.refused != self.waiting_for:
-                self.log(f"waiting for ports ovs-vswitchd cannot open yet: {exc}")
         except Exception as exc:  # noqa: BLE001 - a daemon retries whatever failed
+            self.model = None
             self._failed(why, exc)
             return
         self.failures = 0
-        self._report(why, result)
+        if result.plan.flows is not None:  # the run got to its flows
+            desired = desired_host(self.fabric, self.host)  # as the run's: the same fabric
+            self.model = Model.known(desired, result.live, result.flows)
+            self.changed = set()
+            # What the first incremental run would build: done now, while nothing waits.
+            self.monitor.api()
+            self.file.warm()
+        self._report(why, result.plan, result.changed, result.refused)
 
     def _failed(self, why: str, exc: Exception) -> None:
         """A run failed: log it in one line, and try again after the next RETRY delay."""
@@ -338,20 +349,28 @@ class Watcher:
                  f"trying again in {delay} s")
         self._traceback(exc)
 
-    def _report(self, why: str, result: engine.RunResult) -> None:
+    def _report(self, why: str, plan: Plan, changed: bool, refused: dict[str, str],
+                incremental: bool = False) -> None:
         """A run ended: what it repaired, the ports it waits for, its new notes."""
-        if not result.refused and self.waiting_for:
-            self.log(f"ports open now: {', '.join(sorted(self.waiting_for))}")
-        self.waiting_for = dict(result.refused)
-        if result.changed:
-            changes = "; ".join(result.plan.lines())
+        opened = sorted(set(self.waiting_for) - set(refused))
+        if opened:
+            self.log(f"ports open now: {', '.join(opened)}")
+        if refused and refused != self.waiting_for:
+            self.log(f"waiting for ports ovs-vswitchd cannot open yet: ovs-vswitchd refused "
+                     f"{len(refused)} port(s): "
+                     + "; ".join(f"{name}: {why}" for name, why in sorted(refused.items())))
+        self.waiting_for = dict(refused)
+        if changed:
+            changes = "; ".join(plan.lines())
             self.log(f"repaired ({why}): {changes}")
         elif self.verbose:
             self.log(f"checked ({why}): no drift")
-        for note in result.plan.notes:
+        for note in plan.notes:
             if note not in self.notes:
                 self.log(f"note: {note}")
-        self.notes = result.plan.notes
+        # An incremental run read only some rows: the notes of the others stay.
+        self.notes = tuple(dict.fromkeys(self.notes + plan.notes)) if incremental \
+            else plan.notes
 
 def run(config: str, host: str | None, db: str | None, timeout: float, log: Log,
         verbose: bool = False, debug: bool = False) -> None:

@@ -1,4 +1,27 @@
-"""Fabric texts the tests share."""
+"""Fabric texts the tests share, and loading one as the file ``f.yaml``."""
+
+from __future__ import annotations
+
+import pytest
+
+from ovsnvgre import fabric
+from ovsnvgre.errors import FabricError
+
+
+def load(text: str | bytes) -> fabric.Fabric:
+    """``text`` loaded as the fabric file ``f.yaml``."""
+    return fabric.loads(text, "f.yaml")
+
+
+def refuse(text: str | bytes) -> str:
+    """The one-line refusal (exit status 2) that loading ``text`` gives."""
+    with pytest.raises(FabricError) as info:
+        load(text)
+    message = str(info.value)
+    assert "\n" not in message
+    assert info.value.exit_code == 2
+    return message
+
 
 TWO_HOSTS = """\
 fabric: contoso

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 import pytest
 from conftest import Host, Lab, Vm, running_lab
 from ovsenv import Namespace, sh, veth
+
+from ovsnvgre.lab.outside import ASK, WHOAMI  # the lab's outside server and client
 
 FABRIC = f"gw{os.getpid() % 100000}"  # the namespaces ovsnvgre-<FABRIC>-* are this run's
 TEXT = f"""\
@@ -50,57 +53,6 @@ vms:
 """
 SERVER = "203.0.113.100"
 
-# Answers each UDP datagram, and each TCP connection, with the address and port it came
-# from as the server saw them: what the NAT made of the client.
-WHOAMI = r"""
-import socket, sys, threading
-address, port = sys.argv[1], int(sys.argv[2])
-udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-udp.bind((address, port))
-tcp = socket.socket()
-tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-tcp.bind((address, port))
-tcp.listen(8)
-def serve_tcp():
-    while True:
-        conn, peer = tcp.accept()
-        data = conn.recv(100)
-        conn.sendall(f"{peer[0]}:{peer[1]} {data.decode()}".encode())
-        conn.close()
-threading.Thread(target=serve_tcp, daemon=True).start()
-print("listening", flush=True)
-while True:
-    data, peer = udp.recvfrom(100)
-    print(f"{peer[0]}:{peer[1]} {data.decode()}", flush=True)
-    udp.sendto(f"{peer[0]}:{peer[1]} {data.decode()}".encode(), peer)
-"""
-# One UDP datagram (or TCP connection) to address:port from source port sport; prints
-# the answer, or nothing after 3 tries.
-ASK = r"""
-import socket, sys
-proto, address, port, sport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-tries = int(sys.argv[5]) if len(sys.argv) > 5 else 3
-for _ in range(tries):
-    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    s = socket.socket(socket.AF_INET, kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", sport))
-    s.settimeout(2 if tries > 1 else 0.5)
-    try:
-        if proto == "udp":
-            s.sendto(b"hello", (address, port))
-        else:
-            s.connect((address, port))
-            s.sendall(b"hello")
-        print(s.recv(100).decode())
-        break
-    except OSError:
-        pass
-    finally:
-        s.close()
-"""
-
-
 @dataclass
 class World:
     lab: Lab
@@ -111,7 +63,7 @@ class World:
 
     def ask(self, vm: str, proto: str, address: str = SERVER, port: int = 7000,
             sport: int = 40000) -> str:
-        return sh(sys.executable, "-I", "-c", ASK, proto, address, str(port), str(sport),
+        return sh(sys.executable, "-I", "-c", ASK, proto, address, str(port), str(sport), "3",
                   netns=self.vms[vm].netns.name, timeout=30).stdout.strip()
 
 
@@ -203,11 +155,11 @@ def test_snat_floating_ip_and_tenants_apart(world):
         # each reply reaches its own tenant.
         asks = {name: subprocess.Popen(  # noqa: S603 - a fixed argv
             ["ip", "netns", "exec", world.vms[name].netns.name, sys.executable, "-I", "-c",
-             ASK, "udp", SERVER, "7000", "41000"], cwd="/", stdout=subprocess.PIPE, text=True)
+             ASK, "udp", SERVER, "7000", "41000", "3"], cwd="/", stdout=subprocess.PIPE, text=True)
             for name in ("web-b", "front-a")}
         answers = {name: ask.communicate(timeout=30)[0].strip() for name, ask in asks.items()}
-        assert answers["web-b"] == "203.0.113.10:41000 hello"
-        assert answers["front-a"] == "203.0.113.11:41000 hello"
+        assert answers["web-b"] == "203.0.113.10:41000"
+        assert answers["front-a"] == "203.0.113.11:41000"
     finally:
         seen = server.stop()
     assert seen, "the outside server saw nothing"
@@ -221,8 +173,8 @@ def test_snat_floating_ip_and_tenants_apart(world):
                   netns=world.outside.name, check=False).returncode == 0
         for proto in ("udp", "tcp"):
             answer = sh(sys.executable, "-I", "-c", ASK, proto, "203.0.113.21", "7000",
-                        "42000", netns=world.outside.name).stdout.strip()
-            assert answer == "203.0.113.1:42000 hello", answer  # no SNAT on the way in
+                        "42000", "3", netns=world.outside.name).stdout.strip()
+            assert answer == "203.0.113.1:42000", answer  # no SNAT on the way in
     finally:
         assert web_a.stop()
 
@@ -332,9 +284,6 @@ def test_down_removes_exactly_what_it_made_and_up_again_changes_nothing(world):
 
 
 def test_trace_and_status_in_the_fabrics_terms(world):
-    # The gateway host has an address beyond its PA (a management address, as the Vagrant
-    # guests' eth0): `up` writes it into the rules, and status judges them with it too.
-    world.host3.netns.exec("ip", "addr", "add", "10.255.0.5/32", "dev", "lo")
     up(world)
     said = world.host1.ovsnvgre("trace", "--from", "web-b", "--to", SERVER).stdout
     assert "routed to the external gateway on host3, SNAT 203.0.113.10" in said, said
@@ -391,3 +340,148 @@ def test_an_enslaved_external_nic_is_refused_before_any_change(world):
     assert result.returncode == 1
     assert "routing domain contoso's external NIC eth2 is enslaved to brx" in result.stderr
     assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+
+
+def _switch_state(host: Host) -> tuple[str, str, str]:
+    flows = host.switch.appctl("bridge/dump-flows", "br-int") \
+        if "br-int" in host.switch.vsctl("list-br").split() else ""
+    flows = re.sub(r"(duration|n_packets|n_bytes|idle_age)=[^,]*, ", "", flows)
+    return host.switch.vsctl("show"), flows, host.ip("-4", "route", "show")
+
+
+def test_a_run_under_ip_netns_exec_is_refused_before_any_change(world):
+    # `ip netns exec` gives the run a private mount namespace: a domain's namespace made
+    # or deleted there would vanish (or stay) behind it, so `up` and `down` refuse first.
+    host3 = world.host3
+    before = _switch_state(host3)
+    refused = host3.ovsnvgre("up")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("ovsnvgre: error: host host3: this run is in a private mount "
+                           "namespace"), refused.stderr
+    assert last.endswith("nothing was changed"), last
+    assert _switch_state(host3) == before
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    up(world)
+    before = _switch_state(host3)
+    refused = host3.ovsnvgre("down", "--no-verify")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].endswith("nothing was changed")
+    assert _switch_state(host3) == before
+    again = run(host3, "up")
+    assert again.returncode == 0 and "no changes" in again.stdout, again.stdout + again.stderr
+    assert world.vms["web-b"].ping(SERVER)
+
+
+def test_moving_a_domain_to_another_external_network(world):
+    # The old address goes, and the kernel drops the default route with it: `up` replaces
+    # both, and the domain leaves by its new address.
+    up(world)
+    world.outside.exec("ip", "addr", "add", "100.64.0.1/24", "dev", "eth0")
+    fabric = world.host3.fabric
+    fabric.write_text(fabric.read_text().replace(
+        "address: 203.0.113.10/24\n      gateway: 203.0.113.1\n"
+        "      floating_ips: {web-a: 203.0.113.21}",
+        "address: 100.64.0.10/24\n      gateway: 100.64.0.1\n"
+        "      floating_ips: {web-a: 100.64.0.21}"))
+    for host in (world.host3, world.host1):
+        moved = run(host, "up")
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+    again = run(world.host3, "up")
+    assert "no changes" in again.stdout, again.stdout + again.stderr
+    server = Listener(world.outside.name, SERVER)
+    try:
+        assert world.ask("web-b", "udp").startswith("100.64.0.10:")
+        assert world.ask("web-a", "udp").startswith("100.64.0.21:")
+        assert world.ask("front-a", "udp").startswith("203.0.113.11:")
+    finally:
+        server.stop()
+
+
+def test_a_netlink_error_in_the_external_phase_rolls_back(world):
+    # A macvlan cannot sit on the loopback device: the kernel refuses it (EINVAL) once
+    # the run has begun; the run says so in one line and rolls back.
+    fabric = world.host3.fabric
+    fabric.write_text(fabric.read_text().replace(
+        "fabrikam:\n    external: {host: host3, nic: eth2,",
+        "fabrikam:\n    external: {host: host3, nic: lo,"))
+    before = _switch_state(world.host3)
+    failed = run(world.host3, "up")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert "internal error" not in failed.stderr, failed.stderr
+    assert last.startswith("ovsnvgre: error: host host3: namespace "
+                           f"ovsnvgre-{FABRIC}-fabrikam: Invalid argument"), last
+    assert "Rolled back" in last, last
+    assert _switch_state(world.host3) == before
+    # The namespaces the run made (contoso's whole, fabrikam's begun) go with it.
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    assert not [line for line in world.host3.ip("-br", "link").splitlines()
+                if line.startswith("gw")]
+
+
+def test_down_removes_a_namespace_left_unmarked_by_a_run_that_died(world):
+    # A run killed while making a namespace leaves its links without their mark (the
+    # ifalias is set after they are made): the namespace's name is still this fabric's
+    # domain's on this host, so `down` removes it with its bridge port.
+    up(world)
+    contoso = f"ovsnvgre-{FABRIC}-contoso"
+    for link in ("int0", "ext0"):
+        sh("ip", "-n", contoso, "link", "set", link, "alias", "")
+    plan = run(world.host3, "plan")
+    assert f"set links of namespace {contoso}" in plan.stdout, plan.stdout + plan.stderr
+    down = run(world.host3, "down", "--no-verify")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    assert not [line for line in world.host3.ip("-br", "link").splitlines()
+                if line.startswith("gw")]
+
+
+def test_a_rule_added_by_hand_in_a_namespace_is_drift_that_up_repairs(world):
+    # A rule that lets the outside in to every CA: the table's comment is untouched, but
+    # the rules nft lists are not those `up` installed.
+    up(world)
+    contoso = f"ovsnvgre-{FABRIC}-contoso"
+    sh("nft", "add", "rule", "ip", "ovsnvgre", "forward", "iifname", "ext0", "accept",
+       netns=contoso)
+    plan = run(world.host3, "plan")
+    assert f"set ruleset of namespace {contoso}" in plan.stdout, plan.stdout + plan.stderr
+    report = json.loads(run(world.host3, "status", "--json").stdout)
+    assert {s["domain"]: s["state"] for s in report["external"]}["contoso"] == "drifted"
+    repaired = run(world.host3, "up")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    listed = sh("nft", "list", "chain", "ip", "ovsnvgre", "forward", netns=contoso).stdout
+    assert 'iifname "ext0" accept' not in listed, listed
+    again = run(world.host3, "up")
+    assert "no changes" in again.stdout, again.stdout + again.stderr
+
+
+def test_status_on_a_gateway_host_with_addresses_of_its_own(world):
+    # Every real gateway host has addresses besides its PA (here one on lo): they are in
+    # each domain's blocked set, and status reads the sides as `up` wrote them.
+    world.host3.netns.exec("ip", "addr", "add", "198.18.7.7/32", "dev", "lo")
+    up(world)
+    result = run(world.host3, "status", "--json")
+    report = json.loads(result.stdout)
+    assert {s["domain"]: s["state"] for s in report["external"]} == {
+        "contoso": "up", "fabrikam": "up"}, report["external"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    # A side that is drifted is drift: status exits 3.
+    sh("nft", "delete", "table", "ip", "ovsnvgre", netns=f"ovsnvgre-{FABRIC}-contoso")
+    drifted = run(world.host3, "status", "--json")
+    assert drifted.returncode == 3, drifted.stdout + drifted.stderr
+    states = {s["domain"]: s["state"] for s in json.loads(drifted.stdout)["external"]}
+    assert states == {"contoso": "drifted", "fabrikam": "up"}, states
+
+
+def test_trace_says_the_gateway_drops_the_provider_network_and_other_domains(world):
+    up(world)
+    for target, what in (("192.0.2.13", "the PA of host host3"),
+                         ("203.0.113.21", "routing domain contoso's floating IP"),
+                         ("203.0.113.10", "routing domain contoso's SNAT address")):
+        said = world.host1.ovsnvgre("trace", "--from", "front-a", "--to", target).stdout
+        assert (f"dropped by the external gateway on host3: {target} is {what}, which no VM "
+                "of fabrikam reaches") in said, said
+        assert not world.vms["front-a"].ping(target, count=1)
+    said = world.host1.ovsnvgre("trace", "--from", "front-a", "--to", SERVER).stdout
+    assert "routed to the external gateway on host3, SNAT 203.0.113.11" in said, said

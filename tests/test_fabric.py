@@ -2,23 +2,10 @@ import gc
 import ipaddress
 
 import pytest
-from fabrics import TWO_HOSTS
+from fabrics import TWO_HOSTS, load, refuse
 
 from ovsnvgre import fabric
 from ovsnvgre.errors import FabricError
-
-
-def load(text: str | bytes) -> fabric.Fabric:
-    return fabric.loads(text, "f.yaml")
-
-
-def refuse(text: str | bytes) -> str:
-    with pytest.raises(FabricError) as info:
-        load(text)
-    message = str(info.value)
-    assert "\n" not in message
-    assert info.value.exit_code == 2
-    return message
 
 
 def test_two_host_fabric_loads():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from fabrics import load, refuse
 from json_contract import VALIDATE
 
 from ovsnvgre import fabric, fabric_cache
-from ovsnvgre.errors import FabricError
 
 GATEWAY = (Path(__file__).parent.parent / "examples" / "gateway.yaml").read_text()
 CONTOSO = """    external:
@@ -27,17 +27,6 @@ CONTOSO = """    external:
 FABRIKAM = ("    external: {host: host3, nic: eth2, address: 203.0.113.11/24, "
             "gateway: 203.0.113.1}\n")
 
-
-def load(text: str) -> fabric.Fabric:
-    return fabric.loads(text, "f.yaml")
-
-
-def refuse(text: str) -> str:
-    with pytest.raises(FabricError) as info:
-        load(text)
-    message = str(info.value)
-    assert "\n" not in message and info.value.exit_code == 2
-    return message
 
 
 def contoso(**changes: str) -> str:
@@ -98,8 +87,26 @@ def test_the_cache_gives_the_external_sections_back(tmp_path, monkeypatch):
      "f.yaml:18: routing_domains.contoso.external.address: 203.0.113.255 is the network or "
      "broadcast address of 203.0.113.0/24"),
     (contoso(address="192.168.3.11/24"),
-     "f.yaml:18: routing_domains.contoso.external.address: 192.168.3.11 is the PA of host "
-     "'host3'"),
+     "f.yaml:18: routing_domains.contoso.external.address: the external network "
+     "192.168.3.0/24 overlaps the PA network 192.168.3.0/24 of host 'host3'"),
+    # The underlay's PA network (any host's) is no external network: it stays private.
+    (contoso(address="192.168.1.200/24", gateway="192.168.1.254", floating_ips=""),
+     "f.yaml:19: routing_domains.contoso.external.address: the external network "
+     "192.168.1.0/24 overlaps the PA network 192.168.1.0/24 of host 'host1'"),
+    # The namespace routes the domain's own prefixes to the overlay.
+    (contoso(address="10.1.1.5/24", gateway="10.1.1.254", floating_ips=""),
+     "f.yaml:19: routing_domains.contoso.external.address: the external network "
+     "10.1.1.0/24 overlaps the prefix 10.1.1.0/24 of the domain's subnet 'web'"),
+    (GATEWAY.replace("gateway: 203.0.113.1}", "gateway: 203.0.113.10}"),
+     "f.yaml:23: routing_domains.fabrikam.external.gateway: 203.0.113.10 is already "
+     "routing_domains.contoso.external.address"),
+    (GATEWAY.replace("address: 203.0.113.11/24, gateway: 203.0.113.1}",
+                     "address: 203.0.113.1/24, gateway: 203.0.113.2}"),
+     "f.yaml:23: routing_domains.fabrikam.external.address: 203.0.113.1 is already "
+     "routing_domains.contoso.external.gateway"),
+    (contoso(nic="vnet0").replace("web-a:   {host: host1", "web-a:   {host: host3"),
+     "f.yaml:18: routing_domains.contoso.external.nic: 'vnet0' is already the port of VM "
+     "'web-a' on host 'host3'"),
     (contoso(gateway="198.51.100.1"),
      "f.yaml:18: routing_domains.contoso.external.gateway: 198.51.100.1 is outside the "
      "external network 203.0.113.0/24"),
@@ -140,6 +147,13 @@ def test_the_cache_gives_the_external_sections_back(tmp_path, monkeypatch):
 ])
 def test_each_refusal_is_one_line_with_file_line_and_entry(text, expected):
     assert refuse(text).startswith(expected)
+
+
+def test_a_routing_domain_name_may_hold_a_dot():
+    fab = load(GATEWAY.replace("  contoso:\n", "  con.toso:\n").replace(
+        "routing_domain: contoso", "routing_domain: con.toso"))
+    ext = fab.routing_domains["con.toso"].external
+    assert ext is not None and ext.floating_ips == {"web-a": ipaddress.IPv4Address("203.0.113.21")}
 
 
 def test_validate_json_shows_each_domains_external_gateway():

@@ -6,24 +6,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from fabrics import ROUTED
+from fabrics import ROUTED, load, refuse
 
-from ovsnvgre import fabric
 from ovsnvgre.errors import FabricError
 from ovsnvgre.model import Overlay, VirtualSubnet
-
-
-def load(text: str) -> fabric.Fabric:
-    return fabric.loads(text, "f.yaml")
-
-
-def refuse(text: str) -> str:
-    with pytest.raises(FabricError) as info:
-        load(text)
-    message = str(info.value)
-    assert "\n" not in message
-    assert info.value.exit_code == 2
-    return message
 
 
 def test_the_routed_fabric_loads_with_its_domains_prefixes_and_gateways():
@@ -55,10 +41,16 @@ def test_a_domain_written_with_no_value_is_a_domain():
 
 
 def test_a_prefix_without_a_routing_domain_checks_the_vms_only():
-    fab = load(ROUTED.replace("  flat:  {vsid: 7001}", "  flat:  {vsid: 7001, prefix: 10.1.1.0/24}")
-               .replace("ca: 10.1.1.1/24}", "ca: 10.1.1.7/24}"))
+    flat = ROUTED.replace("  flat:  {vsid: 7001}", "  flat:  {vsid: 7001, prefix: 10.1.1.0/24}")
+    fab = load(flat)
     assert fab.virtual_subnets["flat"].prefix == ipaddress.IPv4Network("10.1.1.0/24")
     assert fab.virtual_subnets["flat"].routing_domain is None
+    # No router in an L2-only subnet: its first address may be a VM's (the tenant's own
+    # router, say), and the fabric names no gateway for it.
+    assert fab.vms["flat-a"].ca.ip == ipaddress.IPv4Address("10.1.1.1")
+    assert fab.virtual_subnets["flat"].gateway is None
+    with pytest.raises(FabricError, match="network address"):
+        load(flat.replace("ca: 10.1.1.1/24}", "ca: 10.1.1.0/24}"))
     # Without its prefix, the same VM may hold what is a gateway address in both domains.
     assert load(ROUTED).vms["flat-a"].ca.ip == ipaddress.IPv4Address("10.1.1.1")
 

@@ -9,7 +9,7 @@ from ovsnvgre import fabric
 from ovsnvgre.desired import desired_host
 from ovsnvgre.openflow import parse_flow
 from ovsnvgre.pipeline import COOKIE, STAGES, Flow, describe, desired_flows, table_of
-from ovsnvgre.plan import diff_flows
+from ovsnvgre.plan import by_dump_line, diff_dump, diff_flows
 
 CLASSIFY, ARP_RESPONDER, FORWARD = (table_of(name) for name in
                                     ("classify", "arp_responder", "forward"))
@@ -147,9 +147,18 @@ def test_flooding_stays_in_the_vsid_and_respects_split_horizon():
     forward = texts(pipeline(), FORWARD)
     assert ("forward priority=50 reg0=0x1389,reg1=0 actions=output:vnet0,"
             "output:gcb00710b001389") in forward
-    assert "forward priority=50 reg0=0x1389,reg1=0x1 actions=output:vnet0" in forward
-    assert ("forward priority=100 dl_dst=02:00:00:00:50:02,reg0=0x1389,reg1=0x1 "
-            "actions=drop") in forward
+    # From a tunnel: broadcast and multicast to the local ports only; other unicast
+    # than a local VM's falls to the table's drop (no flow per remote VM).
+    assert ("forward priority=50 dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,reg0=0x1389,"
+            "reg1=0x1 actions=output:vnet0") in forward
+    assert not any("reg1=0x1" in text and "priority=100" in text for text in forward)
+    assert not any("reg1=0x1" in text and "gcb00710b" in text for text in forward)
+
+
+def test_one_forward_flow_per_remote_vm():
+    flows = pipeline("per-peer")
+    to_red_b = [f for f in flows if f.table == FORWARD and "dl_dst=02:00:00:00:50:02" in f.match]
+    assert len(to_red_b) == 1 and "reg1=0" in to_red_b[0].match
 
 
 def test_arp_responder_answers_with_the_fabrics_mac():
@@ -169,8 +178,7 @@ def test_ports_that_are_not_live_get_no_flows():
 
 def test_install_lines_carry_the_cookie():
     flow = next(f for f in pipeline() if f.table == CLASSIFY and f.priority == 0)
-    assert flow.add_line() == \
-        f"add table={CLASSIFY},priority=0,cookie={COOKIE:#x} actions=drop"
+    assert flow.add_line() == f"add cookie={COOKIE:#x}, priority=0 actions=drop"
     assert flow.delete_line() == \
         f"delete_strict table={CLASSIFY},priority=0,cookie={COOKIE:#x}/0xfffffffffffffffe"
 
@@ -189,6 +197,46 @@ def test_a_dumped_flow_of_another_shape_parses_field_by_field():
     line = f" cookie={COOKIE:#x}, table=20, idle_timeout=5, priority=100,reg0=0x1 actions=drop"
     assert parse_flow(line) == Flow(20, 100, frozenset({"idle_timeout=5", "reg0=0x1"}), "drop")
     assert parse_flow("OFPST_FLOW reply (OF1.3) (xid=0x2):") is None
+
+
+def test_dump_line_is_the_flow_as_ovs_ofctl_prints_it():
+    flow = next(f for f in pipeline("per-peer") if f.table == CLASSIFY and
+                "in_port=gre-cb00710b" in f.match and "tun_id=0x138900/0xffffff00" in f.match)
+    # Fields in OVS's order (tun_id before in_port), table 0 left out.
+    assert flow.dump_line == (f" cookie={COOKIE:#x}, priority=100,tun_id=0x138900/0xffffff00,"
+                              "in_port=gre-cb00710b actions=set_field:0x1389->reg0,"
+                              f"set_field:0x1->reg1,{TO_FORWARD}")
+    arp = next(f for f in pipeline() if f.table == CLASSIFY and "arp" in f.match
+               and "in_port=vnet0" in f.match)
+    assert arp.dump_line == (f" cookie={COOKIE:#x}, priority=100,arp,in_port=vnet0,"
+                             "dl_src=02:00:00:00:50:01,arp_spa=10.0.0.1,"
+                             "arp_sha=02:00:00:00:50:01 actions=set_field:0x1389->reg0,"
+                             f"{TO_ARP_RESPONDER}")
+    default = Flow(FORWARD, 32768, frozenset(), "drop")
+    assert default.dump_line == f" cookie={COOKIE:#x}, table={FORWARD}, actions=drop"
+    for flow in pipeline("per-peer"):
+        assert parse_flow(flow.dump_line) == flow
+
+
+def test_diff_dump_compares_text_and_parses_only_what_differs():
+    flows = pipeline()
+    wanted = by_dump_line(flows)
+    lines = frozenset(wanted)
+    assert not diff_dump("br-int", wanted, lines)
+    # A desired flow whose text reads otherwise than the dump is still the same flow.
+    one = next(iter(flows))
+    misspelt = {**{k: v for k, v in wanted.items() if v != one}, "not as OVS prints": one}
+    assert not diff_dump("br-int", misspelt, lines)
+    # Another action on the switch, or a flow missing or extra: found.
+    changed = type(one)(one.table, one.priority, one.match, "drop" if one.actions != "drop"
+                        else TO_FORWARD)
+    diff = diff_dump("br-int", wanted, (lines - {one.dump_line}) | {changed.dump_line})
+    assert diff.add == (one,) and diff.delete == ()
+    diff = diff_dump("br-int", wanted, lines - {one.dump_line})
+    assert diff.add == (one,) and diff.delete == ()
+    stale = type(one)(99, 1, frozenset({"reg0=0x1"}), "drop")
+    diff = diff_dump("br-int", wanted, lines | {stale.dump_line})
+    assert diff.add == () and diff.delete == (stale,)
 
 
 def test_diff_sends_only_the_difference():

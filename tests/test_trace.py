@@ -116,6 +116,15 @@ def test_split_horizon_nothing_from_a_tunnel_goes_back_into_one(traced):
     cross = trace(f"{red_in(mode, layout)},dl_src={RED_B},dl_dst={BLUE_A},ip,"
                   "nw_src=10.0.0.2,nw_dst=10.0.0.1")
     assert "vnet1" not in cross.ports
+    # Multicast from a tunnel (IPv6 neighbour discovery) reaches the local ports too.
+    multicast = trace(f"{red_in(mode, layout)},dl_src={RED_B},dl_dst=33:33:00:00:00:01,"
+                      "ipv6,ipv6_src=fe80::2,ipv6_dst=ff02::1")
+    assert multicast.ports == {"vnet0", "vnet2"}
+    # Unicast for a MAC that no VM here has is for nobody here: dropped, whether the
+    # MAC is a remote VM's (above) or none of the fabric's.
+    unknown = trace(f"{red_in(mode, layout)},dl_src={RED_B},dl_dst=02:00:00:00:99:99,ip,"
+                    "nw_src=10.0.0.2,nw_dst=10.0.0.99")
+    assert unknown.outputs == []
 
 
 def test_arp_responder_answers_known_cas_in_the_askers_vsid(traced):

@@ -96,7 +96,9 @@ def test_watch_keeps_the_host_converged(lab, tmp_path):
         wait_for(lambda: host1.switch.vsctl("get", "interface", RED_TUNNEL,
                                             "options:key").strip() == f'"{5001 << 8}"',
                  2.5, "the tunnel key repaired")
-        assert f"repair tunnel port {RED_TUNNEL}" in log.read_text()
+        # The line follows the repair (by milliseconds: it may come after `get` reads it).
+        wait_for(lambda: f"repair tunnel port {RED_TUNNEL}" in log.read_text(), 2.5,
+                 "the repair logged")
 
         # ovs-vswitchd dies and comes back without its flows.
         seen = len(log.read_text())
@@ -199,8 +201,10 @@ def test_watch_follows_a_renamed_integration_bridge(host1, tmp_path):
         sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", "br-vm",
            f"cookie={COOKIE}/-1,table=0", env=env)
         wait_for(lambda: classify_flows() == wanted, 20, "the flows put back")
-        repair = next(line for line in log.read_text()[seen:].splitlines()
-                      if f"flows in table classify of br-vm: +{wanted}" in line)
+        # The line is written once the bundle is in: the flows can be back before it.
+        repair = wait_for(lambda: next((line for line in log.read_text()[seen:].splitlines()
+                                        if f"flows in table classify of br-vm: +{wanted}"
+                                        in line), None), 10, "watch to log the repair")
         assert "(flows of br-vm changed" in repair
         stop(process, log)
 

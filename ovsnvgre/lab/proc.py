@@ -11,16 +11,16 @@ from ovsnvgre.errors import SystemFailure
 
 
 def run(*args: str, netns: str | None = None, env: dict[str, str] | None = None,
-        check: bool = True, timeout: float = 60, cwd: str | None = None
-        ) -> subprocess.CompletedProcess:
-    """Run a command (in ``netns`` if given, from ``cwd`` if given), capturing its output;
-    with ``check``, raise SystemFailure with its last error line when it fails.
-    ``timeout`` in seconds."""
+        check: bool = True, timeout: float = 60, cwd: str | None = None,
+        stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run a command (in ``netns`` if given, from ``cwd`` if given, fed ``stdin`` if
+    given), capturing its output; with ``check``, raise SystemFailure with its last
+    error line when it fails.  ``timeout`` in seconds."""
     command = list(args)
     if netns:
         command = ["ip", "netns", "exec", netns, *command]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, env=env,  # noqa: S603 - a fixed argv, no shell, no user-supplied program
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, env=env,  # noqa: S603 - a fixed argv, no shell, no user-supplied program
                                 timeout=timeout, cwd=cwd)
     except FileNotFoundError:
         raise SystemFailure(f"{command[0]} not found") from None

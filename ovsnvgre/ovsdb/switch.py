@@ -1,27 +1,33 @@
-"""One switch's database: read it (plain selects), apply a plan's OVSDB part (ovsdbapp)."""
+"""One switch's database: read it (plain selects), apply a plan's OVSDB part (plain
+transactions, ovsdb/commands.py)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ovsnvgre.actual import ActualBridge, ActualPort, ActualSwitch, PortStatus
-from ovsnvgre.changes import OvsdbChange, PortCreate, PortDelete, PortRecord, PortUpdate
+from ovsnvgre.changes import OvsdbChange, PortCreate, PortDelete
 from ovsnvgre.errors import SystemFailure
-from ovsnvgre.ovsdb.commands import ChangeCommand, root_row
+from ovsnvgre.ovsdb import commands
+from ovsnvgre.ovsdb.commands import ROWS_READ, Rows, needs_ports
 from ovsnvgre.ovsdb.remote import (
     CONNECT_TIMEOUT,
     MONITORED,
     absolute,
     check_remote,
     default_remote,
-    schema_helper,
 )
-from ovsnvgre.ovsdb.select import RawClient, as_map, interface_status, values
+from ovsnvgre.ovsdb.select import RawClient, TransactError, as_map, interface_status, values
 
 log = logging.getLogger(__name__)
+
+# What read() compares: the monitored columns but those only watch's row events use
+# (an Interface's link_state and ifindex): 11,000 interfaces make a large reply.
+READ = {"Bridge": MONITORED["Bridge"], "Port": MONITORED["Port"],
+        "Interface": [c for c in MONITORED["Interface"] if c not in ("link_state", "ifindex")]}
 
 
 class NotApplied(SystemFailure):
@@ -30,70 +36,40 @@ class NotApplied(SystemFailure):
 
 
 class Switch:
-    """One switch's database, used as a context manager.
+    """One switch's database, used as a context manager: one connection that reads
+    (plain selects) and writes (plain transactions, waiting for ovs-vswitchd)."""
 
-    Reads are plain selects; the ovsdbapp connection that writes is opened only
-    when there is something to write.
-    """
-
-    def __init__(self, remote: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, remote: str | None = None, timeout: float = 30.0, api: Any = None
+                 ) -> None:
         """``remote``: unix:PATH or tcp:HOST:PORT (default: default_remote());
-        ``timeout``: seconds a write waits for ovs-vswitchd to apply it."""
+        ``timeout``: seconds a write waits for ovs-vswitchd to apply it; ``api``: the
+        ovsdbapp API of watch's monitor, which writes once went through; they are plain
+        transactions on this Switch's own connection now, and it is not used."""
         self.remote = absolute(remote or default_remote())
         check_remote(self.remote)
         self.timeout = timeout
-        self.api: Any = None
-        self.watched: set[str] = set()  # the Port and Interface rows the API's IDL holds
         self.raw: RawClient | None = None
 
     def __enter__(self) -> Switch:
         self.raw = RawClient(self.remote, CONNECT_TIMEOUT)
         return self
 
-    def _connect_api(self, port_names: Iterable[str]) -> Any:
-        """The ovsdbapp API, its IDL holding only the Port and Interface rows named.
-
-        A transaction only needs to see the rows it changes in place: new rows are
-        inserted, and a bridge's port set is changed by mutation.  Monitoring a
-        thousand ports to add one would cost a second of pure-Python JSON.
-        """
-        if self.api is not None:
-            return self.api
-        from ovsdbapp.backend.ovs_idl import connection
-        from ovsdbapp.schema.open_vswitch import impl_idl
-
-        idl = connection.OvsdbIdl(self.remote, schema_helper(self.remote))
-        self.watched = set(port_names)
-        wanted = [["name", "==", name] for name in sorted(self.watched)] or [False]
-        for table in ("Port", "Interface"):
-            idl.cond_change(table, wanted)
-        conn = connection.Connection(idl=idl, timeout=self.timeout)
-        # ovsdbapp keeps the connection on the API class, one per process; a
-        # class of our own per Switch lets one process drive several switches.
-        # No name indexes: the commands find rows themselves, and keeping the
-        # indexes sorted cost ~35 ms of a 1,000-port transaction.
-        api_class = type("SwitchApi", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
-        try:
-            self.api = api_class(conn, auto_index=False)
-        except Exception as exc:
-            raise SystemFailure(f"cannot read the database at {self.remote}: {exc}") from exc
-        return self.api
-
     def __exit__(self, *exc: object) -> None:
-        if self.api is not None:
-            self.api.ovsdb_connection.stop(timeout=5)
         if self.raw is not None:
             self.raw.close()
 
     # --- reading ----------------------------------------------------------------
 
-    def _select(self, tables: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
-        assert self.raw is not None, "use Switch as a context manager"  # noqa: S101 - an invariant the code above guarantees, not input checking
-        return self.raw.select(tables)
+    def _select(self, tables: dict[str, list[str]], named: dict[str, set[str]] | None = None
+                ) -> dict[str, list[dict[str, Any]]]:
+        return self._raw().select(tables, named)
 
-    def read(self) -> ActualSwitch:
-        """Every bridge, port and interface status, in one select; raises SystemFailure."""
-        rows = self._select({name: MONITORED[name] for name in ("Bridge", "Port", "Interface")})
+    def read(self, names: Iterable[str] | None = None) -> ActualSwitch:
+        """Every bridge, port and interface status, in one select; with ``names``, every
+        bridge but only the ports and interfaces called so (watch's incremental runs).
+        Raises SystemFailure."""
+        rows = self._select(READ, None if names is None else {"Port": set(names),
+                                                              "Interface": set(names)})
         ifaces = {row["_uuid"][1]: row for row in rows["Interface"]}
         ports_by_uuid = {row["_uuid"][1]: row for row in rows["Port"]}
         bridge_of: dict[str, str] = {}
@@ -143,14 +119,16 @@ class Switch:
         """
         wanted = set(names)
         deadline = time.monotonic() + wait
+        # A few names are selected by name (watch's runs); many, with one select of all.
+        named = {"Interface": wanted} if len(wanted) <= 64 else None
         while True:
-            rows = self._select({"Interface": ["name", "ofport", "error"]})["Interface"]
+            rows = self._select({"Interface": ["name", "ofport", "error"]}, named)["Interface"]
             status = interface_status(rows).only(wanted)
             pending = [n for n, (ofport, error) in status.items()
                        if ofport is None and error is None]
             if not pending or time.monotonic() >= deadline:
                 return status
-            time.sleep(0.05)
+            time.sleep(0.005 if named else 0.05)  # a select by name is cheap
 
     def interface_details(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """What `status` shows of each interface among ``names``, as plain values."""
@@ -178,8 +156,11 @@ class Switch:
                              f"(is ovs-vswitchd running for {self.remote}?); the database "
                              "holds it and ovs-vswitchd applies it when it starts")
 
-    def apply(self, changes: Iterable[OvsdbChange]) -> int:
-        """All changes in one transaction, which waits for ovs-vswitchd to apply it.
+    def apply(self, changes: Iterable[OvsdbChange],
+              meanwhile: Callable[[], object] | None = None) -> int:
+        """All changes in one transaction, then wait for ovs-vswitchd to apply it,
+        calling ``meanwhile()`` (work that needs no switch: ovs-vswitchd and
+        ovsdb-server are the busy ones then) while it waits for the first.
 
         Except one thing: a port removed to be attached again (PortDelete with
         ``reattach``) is created again in a second transaction once ovs-vswitchd has
@@ -188,50 +169,48 @@ class Switch:
         re-created device (handles.py) is only dropped when the port is gone.
 
         Returns the number of changes; raises SystemFailure when a transaction
-        fails or ovs-vswitchd does not apply it within the timeout.
+        fails, NotApplied when ovs-vswitchd does not apply it within the timeout.
         """
         changes = list(changes)
         if not changes:
             return 0
-        in_place = {change.spec.name if isinstance(change, PortUpdate) else change.name
-                    for change in changes
-                    if isinstance(change, PortUpdate | PortDelete | PortRecord)}
-        if self.api is not None and not in_place <= self.watched:
-            # A second transaction (a rollback) that changes other rows in place.
-            self.api.ovsdb_connection.stop(timeout=5)
-            self.api = None
-        self._connect_api(in_place | self.watched)
         again = {change.name for change in changes
                  if isinstance(change, PortDelete) and change.reattach}
         later = [change for change in changes
                  if isinstance(change, PortCreate) and change.spec.name in again]
         self._transact([change for change in changes
-                        if not any(change is create for create in later)])
+                        if not any(change is create for create in later)], meanwhile)
         if later:
             log.debug("OVSDB: a second transaction attaches again %s",
                       ", ".join(sorted(change.spec.name for change in later)))
             self._transact(later)
         return len(changes)
 
-    def _transact(self, changes: list[OvsdbChange]) -> None:
+    def _transact(self, changes: list[OvsdbChange],
+                  meanwhile: Callable[[], object] | None = None) -> None:
         """One transaction, applied by ovs-vswitchd; raises SystemFailure."""
-        from ovsdbapp import exceptions
-
-        commands = [ChangeCommand(self.api, change) for change in changes]
+        tables = ROWS_READ if needs_ports(changes) else {"Bridge": ROWS_READ["Bridge"]}
+        operations = commands.operations(changes, Rows.from_select(self._select(tables)))
         for change in changes:
             log.debug("OVSDB: %s", change.describe())
         try:
-            with self.api.transaction(check_error=True, log_errors=False) as txn:
-                for command in commands:
-                    txn.add(command)
-        except exceptions.TimeoutException:
-            raise self._not_applied() from None
-        except SystemFailure:
+            # Committing 110,000 rows (per-vsid, 5,000 hosts) takes ovsdb-server longer
+            # than a read may: the run's --timeout bounds it.
+            results = self._raw().transact(operations, timeout=self.timeout)
+        except TransactError as exc:
+            raise SystemFailure(f"the OVSDB transaction failed: {exc}") from None
+        next_cfg = results[-1]["rows"][0]["next_cfg"]
+        waiting = self._raw().start(commands.wait_for(next_cfg, self.timeout))
+        if meanwhile is not None:
+            meanwhile()
+        try:
+            # The reply may take the whole timeout: a little more to read it.
+            self._raw().finish(waiting, timeout=self.timeout + CONNECT_TIMEOUT)
+        except TransactError as exc:
+            if exc.error == "timed out":
+                raise self._not_applied() from None
             raise
-        except Exception as exc:
-            raise SystemFailure(f"the OVSDB transaction failed: {exc}") from exc
-        # ovsdbapp only logs a switch that never applied the transaction.
-        with self.api.ovsdb_connection.lock:
-            root = root_row(self.api)
-            if root.cur_cfg < root.next_cfg:
-                raise self._not_applied()
+
+    def _raw(self) -> RawClient:
+        assert self.raw is not None, "use Switch as a context manager"  # noqa: S101 - an invariant the code above guarantees, not input checking
+        return self.raw

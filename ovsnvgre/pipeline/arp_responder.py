@@ -61,4 +61,5 @@ STAGE = Stage(
             "the fabric's MAC: it never crosses a tunnel. Other ARP goes on to `forward`.",
     drop_reason="no flow took it",
     flows=_flows,
+    incremental=True,
 )

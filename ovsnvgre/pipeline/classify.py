@@ -119,4 +119,5 @@ STAGE = Stage(
             "that VSID. Anything else is dropped.",
     drop_reason="it is not what the fabric allows from {source} (MAC, address or protocol)",
     flows=_flows,
+    incremental=True,
 )

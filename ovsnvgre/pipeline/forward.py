@@ -14,6 +14,10 @@ from ovsnvgre.pipeline.flow import (
 )
 from ovsnvgre.pipeline.stage import Context, Stage
 
+# Broadcast and multicast: the group bit of the destination MAC (ovs-fields(7), eth_dst
+# with a mask), as ovs-ofctl prints it.
+MULTICAST = "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00"
+
 
 def _flows(context: Context, table: int) -> set[Flow]:
     flows = {make(table, PRIORITY_DEFAULT, [], [])}
@@ -41,9 +45,6 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...]
             continue
         flows.add(make(table, PRIORITY_EXACT, [vsid_match, from_tunnel(False),
                                                f"dl_dst={vm.mac}"], out))
-        # Split horizon: a frame from a tunnel never goes back into one.
-        flows.add(make(table, PRIORITY_EXACT, [vsid_match, from_tunnel(True),
-                                               f"dl_dst={vm.mac}"], []))
     to_locals = [f"output:{port}" for port in local_ports]
     # Head-end replication: each peer's actions in turn; a key set once serves them all.
     to_peers: list[str] = []
@@ -59,7 +60,13 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...]
         flows.add(make(table, PRIORITY_FLOOD, [vsid_match, from_tunnel(False)],
                        to_locals + to_peers))
     if to_locals:
-        flows.add(make(table, PRIORITY_FLOOD, [vsid_match, from_tunnel(True)], to_locals))
+        # Split horizon: a frame from a tunnel never goes back into one.  Its unicast
+        # reaches a local VM through that VM's own flow above; any other unicast is
+        # for a MAC no VM here has (a remote VM's, or none of the fabric's: every
+        # local VM sends and receives with its fabric MAC) and is dropped by the
+        # table's default, one flow per VSID instead of one per remote VM.
+        flows.add(make(table, PRIORITY_FLOOD, [vsid_match, from_tunnel(True), MULTICAST],
+                       to_locals))
     return flows
 
 
@@ -69,8 +76,11 @@ STAGE = Stage(
             "the host that has the MAC; broadcast, unknown unicast and multicast go to every "
             "other local port of the VSID and every peer that has the VSID (head-end "
             "replication). A frame that came from a tunnel never goes into one (split "
-            "horizon). Where the pipeline sets the key, `flow_id: hash` puts a hash of the "
-            "inner flow in its FlowID bits.",
+            "horizon): it reaches the local VM whose MAC it is for, or, broadcast and "
+            "multicast, every local port of its VSID; other unicast from a tunnel is for "
+            "no VM here and is dropped. Where the pipeline sets the key, `flow_id: hash` "
+            "puts a hash of the inner flow in its FlowID bits.",
     drop_reason="no port of VSID {vsid} takes it",
     flows=_flows,
+    incremental=True,
 )

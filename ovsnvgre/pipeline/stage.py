@@ -187,3 +187,12 @@ class Stage:
     decides: str
     drop_reason: str
     flows: Callable[[Context, int], set]
+    # True when the stage's flows are a union of pieces, each reading only: one VM of
+    # ``members_of`` or ``local_vms`` (with its VSID's ``local_of``, ``peers_of`` and
+    # ``tunnel_out``), one VSID of ``members_of`` (its ``local_of``, ``peers_of`` and
+    # ``tunnel_out``), or one port of ``tunnels`` (its ``tunnel_vsids``).  `watch` then
+    # recomputes only the pieces a change touches, from a Context that holds only them
+    # (incremental.py).  A stage whose flows for one VSID read other VSIDs (a router
+    # across a routing domain) or anything else of the fabric keeps False: watch
+    # recomputes all its flows on every change.
+    incremental: bool = False
