@@ -289,8 +289,9 @@ class Converge:
         # The flows name ports, so they are planned once the ports exist.
         desired = self.desired
         wanted = set() if self.removing else set(desired.ports)
-        if self.ovsdb_writes:
-            self.status = self.switch.port_status(wanted, wait=5.0)
+        made = externalhost.ports_made(self.plan.external, self.removing)
+        if self.ovsdb_writes or made:
+            self.status = externalhost.port_status(self.switch, wanted, made)
             bridge = integration_bridge(desired, self.switch.bridge_external_ids())
             # Flows dumped before the change name ports by name; only a deleted
             # port (or bridge) changes how the installed flows read now.

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from ovsnvgre import external, netlink
+from ovsnvgre.actual import PortStatus
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.external import ActualSide, ExternalChange, ExternalSide
 from ovsnvgre.externalns import (
@@ -143,6 +145,31 @@ def phase(run: Any, last: bool) -> None:
                      "external sides")
         run.external_created = getattr(run, "external_created", [])
         run.kernel_changes += apply(run.plan.external, run.external_created)
+
+
+def ports_made(changes: Iterable[ExternalChange], removing: bool) -> set[str]:
+    """The bridge ports whose veth the external phase of `up` made (a namespace created,
+    or its links made again): their Port rows may be older than the device (a reboot
+    keeps the rows and loses the namespaces), so no OVSDB write tells ovs-vswitchd."""
+    if removing:
+        return set()
+    return {change.bridge_port for change in changes
+            if change.action in ("create", "links") and change.bridge_port is not None}
+
+
+def port_status(switch: Any, names: set[str], made: set[str], wait: float = 5.0) -> PortStatus:
+    """``switch.port_status(names)`` (an ovsdb.Switch) once each port of ``made`` has an
+    OpenFlow number, or ``wait`` seconds have passed.  A row older than its device still
+    holds the error of the start of ovs-vswitchd ("could not open network device ... (No
+    such device)") until ovs-vswitchd, told of the new link by rtnetlink, opens it: read
+    before that, the port would be refused and its flows left out."""
+    deadline = time.monotonic() + wait
+    while True:
+        status = switch.port_status(names, wait=wait)
+        opened = status.live()
+        if made <= opened or time.monotonic() >= deadline:
+            return status
+        time.sleep(0.02)
 
 
 def restore(run: Any) -> int:

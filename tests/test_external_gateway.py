@@ -485,3 +485,34 @@ def test_trace_says_the_gateway_drops_the_provider_network_and_other_domains(wor
         assert not world.vms["front-a"].ping(target, count=1)
     said = world.host1.ovsnvgre("trace", "--from", "front-a", "--to", SERVER).stdout
     assert "routed to the external gateway on host3, SNAT 203.0.113.11" in said, said
+
+
+def test_after_a_reboot_one_up_makes_the_way_out_again(world):
+    # A reboot of the gateway host loses its domains' namespaces (and with them the
+    # bridge ports' veths) and its flows, while Open vSwitch's database keeps the ports'
+    # rows, which ovs-vswitchd cannot open when it starts: the boot's one
+    # `up` (examples/ovsnvgre-boot.service) must make them again and send the tunnels'
+    # frames to the new ports, with no second run.
+    up(world)
+    host3 = world.host3
+    ports = [port for port in host3.switch.vsctl("list-ports", "br-int").split()
+             if port.startswith("gw")]
+    assert len(ports) == 2, ports
+    host3.switch.stop_vswitchd()
+    for name in (f"ovsnvgre-{FABRIC}-contoso", f"ovsnvgre-{FABRIC}-fabrikam"):
+        sh("ip", "netns", "delete", name)
+    host3.switch.start_vswitchd()
+    for port in ports:  # the rows stay, their devices are gone: no OpenFlow number
+        host3.switch.vsctl("wait-until", "Interface", port, "ofport=-1")
+    booted = run(host3, "up")
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    for name in ("web-b", "front-a", "db-c"):
+        assert world.vms[name].ping(SERVER), f"{name} cannot ping the outside server"
+    server = Listener(world.outside.name, SERVER)
+    try:
+        assert world.ask("web-b", "tcp").startswith("203.0.113.10:")
+        assert world.ask("front-a", "udp").startswith("203.0.113.11:")
+    finally:
+        server.stop()
+    again = run(host3, "up")
+    assert again.returncode == 0 and "no changes" in again.stdout, again.stdout + again.stderr
