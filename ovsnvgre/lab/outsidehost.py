@@ -5,7 +5,8 @@ On a test host that is a routing domain's gateway host but has no such external 
 makes in the namespaces lab (outside.py): the namespace ``<prefix>-outside`` behind a
 veth whose end on this host is the fabric's NIC (its alias marks it as the lab's), the
 external network's next hop (203.0.113.1) and its server (203.0.113.100).  The server
-keeps running (outside.WHOAMI with its TCP echo, pid in the lab's directory), so that
+keeps running (outside.WHOAMI with its TCP echo, pid in the lab's directory; started from
+a systemd unit, in a scope of its own, apart from that unit's processes), so that
 `lab check --host` on the *other* hosts finds it too: their VMs reach it through the
 tunnel to the gateway host.  A NIC that exists and is not the lab's is a real external
 network: nothing is made for it.
@@ -20,6 +21,8 @@ the SNAT address).  Two tenants with the same CA at once are the namespaces lab'
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -119,11 +122,19 @@ def _serve(topology: Topology, namespace: str, server: str) -> int:
         return pid
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     log = pidfile.with_suffix(".log")
+    argv = ["ip", "netns", "exec", namespace, sys.executable, "-I", "-c", outside.WHOAMI,
+            server, str(PORT), str(ECHO_PORT)]
+    if os.environ.get("INVOCATION_ID") and shutil.which("systemd-run"):
+        # Run from a systemd unit (the Vagrant guests' boot unit runs `lab guests`): a
+        # scope of its own, or the unit's cgroup holds it and systemd kills it with the
+        # unit's processes (when its `up` fails, or the unit stops). systemd-run --scope
+        # execs the command, so the pid stays the server's.
+        argv = ["systemd-run", "--scope", "--quiet", "--collect",
+                f"--unit=ovsnvgre-lab-{topology.prefix}-outside-{server}", *argv]
     with log.open("w") as output:
         # Its own session, detached from this command: it outlives `lab guests`.
         process = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
-            ["ip", "netns", "exec", namespace, sys.executable, "-I", "-c", outside.WHOAMI,  # noqa: S607 - iproute2 from PATH, as the lab runs it
-             server, str(PORT), str(ECHO_PORT)], cwd="/", stdin=subprocess.DEVNULL,
+            argv, cwd="/", stdin=subprocess.DEVNULL,
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     pidfile.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + 20
