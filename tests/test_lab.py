@@ -17,7 +17,7 @@ from conftest import needs_switch
 
 from ovsnvgre import fabric
 from ovsnvgre.errors import FabricError
-from ovsnvgre.lab import builder, expect, topology
+from ovsnvgre.lab import builder, commands, expect, topology
 from ovsnvgre.lab.commands import default_fabric
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -444,6 +444,7 @@ def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
                                capture_output=True, text=True, env=env_of("host1"), timeout=120)
         assert "provision.sh: host host1 is up, no changes" in again.stdout, again.stderr
         # `lab check --host`, as the Vagrant test runs it on each guest.
+        outside_seen: dict[str, list[str]] = {}
         for host in topo.hosts:
             check = subprocess.run(["nsenter", f"--net=/run/netns/{host.netns}", sys.executable,
                                     "-m", "ovsnvgre", "lab", "check", "-c", str(path),
@@ -466,10 +467,30 @@ def test_provisioning_script_runs_in_lab_hosts(tmp_path, monkeypatch):
             assert routed and all(p["ttl"] and set(p["ttl"]) == {63} for p in routed)
             # Every VSID shared with the other host crossed this host's uplink with its key.
             assert report["wire"]["keys_seen"] == ["0x138900", "0x177100", "0x1b5900"]
+            # host2 is the tenant's gateway host: `lab guests` made its eth2 and the
+            # outside behind it, whose server the VMs of both hosts reach through it.
+            external = report["external"]
+            assert external["ok"], external["failures"]
+            outside_seen[host.name] = external["lines"]
+        assert "ok  red-a reaches 203.0.113.100 over TCP seen as 203.0.113.21 (203.0.113.21)" \
+            in outside_seen["host1"]
+        assert "ok  green-a reaches 203.0.113.100 over TCP seen as 203.0.113.10 " \
+            "(203.0.113.10)" in outside_seen["host1"]
+        assert "ok  green-a: 64 KiB echoed by 203.0.113.100 over TCP" in outside_seen["host1"]
+        # The outside's own probes run where it is, on host2 only.
+        assert not any(line.split("  ", 1)[1].startswith("the outside")
+                       for line in outside_seen["host1"])
+        assert "ok  the outside pings red-a at its floating IP 203.0.113.21" \
+            in outside_seen["host2"]
+        assert "ok  the outside reaches green-b over TCP at 203.0.113.22" in outside_seen["host2"]
+        assert "ok  the outside, routing 10.0.1.0/24 to 203.0.113.10, does not reach green-a " \
+            "at 10.0.1.11" in outside_seen["host2"]
+        assert len(outside_seen["host2"]) == 2 * 4 + 3 + 4
     finally:
-        builder.down(topo.prefix, lambda _: None)
+        # The tenant's namespace `up` made on host2, the outside's server, the lab.
+        commands.down(str(path), lambda _: None)
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert topo.prefix not in left
+    assert topo.prefix not in left and f"ovsnvgre-w{os.getpid()}-" not in left
 
 
 # --- the Ansible playbook, against the lab ---------------------------------------

@@ -55,6 +55,19 @@ vagrant ssh host1 -c "sudo ovsnvgre status -c $FABRIC"
 vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FABRIC --host host1"
 vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FABRIC --host host2"
 
+# The tenant's way out: host2 is its external gateway on eth2, which `lab guests` made
+# there as a veth into nv-vagrant-outside, the outside (its router 203.0.113.1, a server
+# at 203.0.113.100). Both checks above proved each VM's way out through host2 (ping, UDP,
+# TCP, 64 KiB echoed, seen there as 203.0.113.10 or as its floating IP), and from the
+# outside the floating IPs of red-a (on host1) and green-b, and no CA. The tenant's port
+# on host2's kernel datapath; Green on host1 to the server, through the tunnel and the
+# tenant's namespace on host2 (nftables SNAT), counted by status:
+vagrant ssh host2 --no-tty -c 'sudo ovs-dpctl show' | grep -E 'port [0-9]+: gw[0-9a-f]{8}'
+vagrant ssh host1 --no-tty -c 'sudo ip netns exec nv-vagrant-v-green-a ping -c 3 203.0.113.100' \
+    | grep ' 0% packet loss'
+vagrant ssh host2 --no-tty -c "sudo ovsnvgre status -c $FABRIC" | tee /dev/stderr \
+    | grep -E 'tenant +eth2 +203.0.113.10/24 .* ovsnvgre-vagrant-tenant +up +[1-9][0-9]*$'
+
 # Provisioning again changes nothing.
 vagrant provision | tee .vagrant-lab/provision.log
 grep 'host host1 is up, no changes' .vagrant-lab/provision.log
@@ -121,9 +134,16 @@ vagrant ssh host1 --no-tty -c "sudo ovsnvgre status -c $FLOW" | grep -E 'host2 +
 vagrant ssh host1 --no-tty -c "sudo ovsnvgre lab check -c $FLOW --host host1" | tee /dev/stderr | grep -E '\+ ([2-9]|[1-9][0-9]+) hashed FlowIDs'
 vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FLOW --host host2"
 
-# `down` still gives eth1 back its address, as before the first `up`.
+# `down` still gives eth1 back its address, as before the first `up`. On host2, the
+# tenant's gateway host, it also deletes the tenant's namespace (the macvlan on eth2, its
+# addresses, nftables rules and conntrack state with it); the host's own nftables
+# ruleset is as it was, and the outside reaches the floating IPs no more.
+vagrant ssh host2 --no-tty -c 'sudo nft list ruleset' >.vagrant-lab/nft.before
 vagrant ssh host2 -c "sudo ovsnvgre down -c $FABRIC --host host2"
 vagrant ssh host2 --no-tty -c 'ip -4 -br addr show eth1' | grep '192.168.56.12/24'
+vagrant ssh host2 --no-tty -c '! ip netns list | grep ovsnvgre-vagrant-tenant'
+vagrant ssh host2 --no-tty -c 'sudo nft list ruleset' | diff .vagrant-lab/nft.before -
+vagrant ssh host2 --no-tty -c '! sudo ip netns exec nv-vagrant-outside ping -c 2 -W 1 203.0.113.22'
 
 vagrant destroy -f
 # <<< scenario

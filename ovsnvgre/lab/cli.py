@@ -56,10 +56,17 @@ def lab_guests(config: str | None, host: str) -> None:
     Each VM becomes a namespace holding `eth0` with the fabric's MAC, CA and
     an MTU that fits the NVGRE overhead, behind a veth whose end on this host
     is the VM's port. Run it before `ovsnvgre up` on a machine that has no real
-    VMs, like the Vagrant lab's guests.
+    VMs, like the Vagrant lab's guests. On a routing domain's gateway host
+    whose external NIC does not exist, it also makes the outside: that NIC as
+    a veth into the namespace `<prefix>-outside`, holding the external
+    network's next hop and a server on its host 100 (ping, a UDP and TCP "who
+    am I", a TCP echo) that keeps running for `lab check --host`.
     """
-    for vm in commands.guests(config, host, progress(False)):
+    vms, served = commands.guests(config, host, progress(False))
+    for vm in vms:
         click.echo(f"{vm.name}: namespace {vm.netns}, port {vm.port}, {vm.mac}, {vm.ca}")
+    for line in served:
+        click.echo(line)
 
 
 @lab.command("check")
@@ -87,7 +94,9 @@ def lab_check(config: str | None, host: str | None, as_json: bool) -> None:
     external gateways is also checked from the lab's outside namespace: each
     VM's way out (ping, UDP, TCP, seen as its domain's SNAT address or floating
     IP), tenants with the same CA at once, floating IPs from outside, and no CA
-    reachable from outside.
+    reachable from outside. With --host: this host's VMs' way out to the server
+    of the outside `lab guests` made on the gateway host, and, on that host,
+    the floating IPs and no CA from outside.
     """
     _, result = commands.run_check(config, host)
     external = commands.external_check(config, host)
@@ -100,7 +109,8 @@ def lab_check(config: str | None, host: str | None, as_json: bool) -> None:
         for line in check.table(result):
             click.echo(line)
         if external is not None:
-            click.echo("external gateways (from the lab's outside namespace):")
+            click.echo("external gateways (from the lab's outside namespace):" if host is None
+                       else f"external gateways (seen from {host}):")
             for line in external.lines:
                 click.echo(f"  {line}")
     if not result.ok or (external is not None and not external.ok):

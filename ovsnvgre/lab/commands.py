@@ -8,7 +8,7 @@ from pathlib import Path
 from ovsnvgre import externalhost
 from ovsnvgre import fabric as fabric_module
 from ovsnvgre.errors import SystemFailure, UsageError
-from ovsnvgre.lab import builder, check, outside, topology
+from ovsnvgre.lab import builder, check, outside, outsidehost, topology
 from ovsnvgre.lab.builder import Progress
 from ovsnvgre.model import Fabric
 
@@ -48,22 +48,30 @@ def up(path: str | None, progress: Progress) -> tuple[topology.Topology, list[st
 
 def external_check(path: str | None, host: str | None = None) -> outside.OutsideResult | None:
     """The outside's check of external gateways (issue 19), or None when the fabric has
-    none, or when checking one real host (``host``): its outside is not the lab's."""
+    none; with ``host``, what one real host sees of the outside `lab guests` made on the
+    gateway host (outsidehost.py), None when there is nothing to check from it."""
     _, fab, topo = _load(path)
-    if host is not None or not outside.gateways(fab):
+    if not outside.gateways(fab):
         return None
+    if host is not None:
+        return outsidehost.check(fab, topo, host)
     if outside.netns(topo) not in builder.proc.namespaces():
         raise SystemFailure(f"the lab {topo.prefix} has no outside namespace "
                             f"{outside.netns(topo)}: run `ovsnvgre lab up` first")
     return outside.check(fab, topo)
 
 
-def guests(path: str | None, host: str, progress: Progress) -> list[topology.LabVm]:
-    """On a real (or Vagrant) host: its VMs of the fabric as namespaces, behind veths here."""
+def guests(path: str | None, host: str, progress: Progress
+           ) -> tuple[list[topology.LabVm], list[str]]:
+    """On a real (or Vagrant) host: its VMs of the fabric as namespaces, behind veths here,
+    and, on a gateway host without its external NIC, the outside (outsidehost.py); returns
+    the VMs and one line per external network served here."""
     path, fab, topo = _load(path)
     _require_host(fab, host)
     builder.preflight(fab, whole_lab=False)
-    return builder.guests(topo, host, None, progress, path)
+    vms = builder.guests(topo, host, None, progress, path)
+    return vms, outsidehost.build(fab, topo, host,
+                                  lambda names: builder._claim(topo, path, names))
 
 
 def run_check(path: str | None,
@@ -97,4 +105,5 @@ def down(path: str | None, progress: Progress) -> tuple[topology.Topology, list[
         for change in changes:
             progress(f"deleting namespace {change.netns}")
         externalhost.apply(changes)
-    return topo, builder.down(topo.prefix, progress)
+    stopped = outsidehost.stop(topo)  # the outside `lab guests` serves on a real host
+    return topo, stopped + builder.down(topo.prefix, progress)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -32,10 +32,29 @@ from ovsnvgre.model import External, Fabric, Vm
 SERVER_HOST = 100  # the server's host number in each external network
 PORT = 7000
 
-# Answers each UDP datagram and TCP connection with the address and port it came from.
+# Answers each UDP datagram and TCP connection with the address and port it came from;
+# with a third argument, also echoes every TCP connection on that port (the outside
+# `lab guests` keeps serving on a real gateway host, outsidehost.py).
 WHOAMI = r"""
 import socket, sys, threading
 address, port = sys.argv[1], int(sys.argv[2])
+def pump(conn):
+    conn.settimeout(20)
+    try:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+    except OSError:
+        pass
+    conn.close()
+def serve_echo(echo):
+    while True:
+        threading.Thread(target=pump, args=(echo.accept()[0],), daemon=True).start()
+if len(sys.argv) > 3:
+    echo = socket.socket()
+    echo.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    echo.bind((address, int(sys.argv[3])))
+    echo.listen(16)
+    threading.Thread(target=serve_echo, args=(echo,), daemon=True).start()
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.bind((address, port))
 tcp = socket.socket()
@@ -136,6 +155,24 @@ def build(fabric: Fabric, topology: Topology, claim: Callable[[list[str]], set[s
     return [outside]
 
 
+def way_out(result: OutsideResult, namespace: str, vm: str, external: External, server: str,
+            echo: Callable[[], bool]) -> None:
+    """VM ``vm`` (its namespace ``namespace``) reaches the outside ``server``: ping, UDP
+    and TCP seen there as its floating IP or its domain's SNAT address, and ``echo`` (64
+    KiB over TCP, True when it came back whole)."""
+    seen_as = str(external.floating_ips.get(vm, external.address.ip))
+    ping = proc.run("ping", "-c", "2", "-i", "0.2", "-W", "2", server,
+                    netns=namespace, check=False).returncode == 0
+    result.expect(ping, f"{vm} pings the outside server {server}")
+    who = ask(namespace, "udp", server, 40000).split(":")[0]
+    result.expect(who == seen_as, f"{vm} reaches {server} over UDP seen as "
+                  f"{seen_as} ({who or 'no answer'})")
+    who = ask(namespace, "tcp", server, 40001).split(":")[0]
+    result.expect(who == seen_as, f"{vm} reaches {server} over TCP seen as "
+                  f"{seen_as} ({who or 'no answer'})")
+    result.expect(echo(), f"{vm}: 64 KiB echoed by {server} over TCP")
+
+
 @dataclass
 class OutsideResult:
     """What the outside check saw: one line per finding, and the failures among them."""
@@ -159,7 +196,9 @@ class OutsideResult:
         return {**asdict(self), "ok": self.ok}
 
 
-def _ask(namespace: str, proto: str, address: str, sport: int, tries: int = 3) -> str:
+def ask(namespace: str, proto: str, address: str, sport: int, tries: int = 3) -> str:
+    """One UDP datagram or TCP connection from ``namespace`` (source port ``sport``) to the
+    whoami service at ``address``; what it answered (``address:port`` it saw) or ""."""
     return proc.run(sys.executable, "-I", "-c", ASK, proto, address, str(PORT), str(sport),
                     str(tries), netns=namespace, check=False, timeout=30, cwd="/").stdout.strip()
 
@@ -188,23 +227,13 @@ def check(fabric: Fabric, topology: Topology) -> OutsideResult:
         try:
             for vm in vms:
                 namespace = labs[vm.name].netns
-                seen_as = str(external.floating_ips.get(vm.name, external.address.ip))
-                ping = proc.run("ping", "-c", "2", "-i", "0.2", "-W", "2", server,
-                                netns=namespace, check=False).returncode == 0
-                result.expect(ping, f"{vm.name} pings the outside server {server}")
-                who = _ask(namespace, "udp", server, 40000).split(":")[0]
-                result.expect(who == seen_as, f"{vm.name} reaches {server} over UDP seen as "
-                              f"{seen_as} ({who or 'no answer'})")
-                who = _ask(namespace, "tcp", server, 40001).split(":")[0]
-                result.expect(who == seen_as, f"{vm.name} reaches {server} over TCP seen as "
-                              f"{seen_as} ({who or 'no answer'})")
-                result.expect(tcp_echo(namespace, outside, server, PORT + 2),
-                              f"{vm.name}: 64 KiB echoed by {server} over TCP")
+                way_out(result, namespace, vm.name, external, server,
+                        lambda ns=namespace, to=server: tcp_echo(ns, outside, to, PORT + 2))
         finally:
             listener.kill()
             listener.wait()
     _tenants_apart(fabric, by_domain, labs, outside, result)
-    _from_outside(fabric, by_domain, labs, outside, result)
+    from_outside(fabric, by_domain, labs, outside, result)
     return result
 
 
@@ -221,7 +250,7 @@ def _tenants_apart(fabric: Fabric, by_domain: dict[str, list[Vm]], labs: dict, o
         listener = _listen(outside, server)
         try:
             with ThreadPoolExecutor(2) as pool:
-                answers = list(pool.map(_ask, [labs[a.name].netns, labs[b.name].netns],
+                answers = list(pool.map(ask, [labs[a.name].netns, labs[b.name].netns],
                                         ["udp"] * 2, [server] * 2, [41000 + index] * 2))
         finally:
             listener.kill()
@@ -233,9 +262,10 @@ def _tenants_apart(fabric: Fabric, by_domain: dict[str, list[Vm]], labs: dict, o
                           f"{seen_as}, its answer back to it ({answer or 'no answer'})")
 
 
-def _from_outside(fabric: Fabric, by_domain: dict[str, list[Vm]], labs: dict, outside: str,
-                  result: OutsideResult) -> None:
-    """Floating IPs answer from outside; no CA does, even routed to a SNAT address."""
+def from_outside(fabric: Fabric, by_domain: dict[str, list[Vm]], labs: dict, outside: str,
+                 result: OutsideResult, local: Collection[str] | None = None) -> None:
+    """Floating IPs answer from outside (ping; TCP too where the VM is ``local``: None,
+    every VM); no CA of ``by_domain`` does, even routed to a SNAT address."""
     for name, vms in by_domain.items():
         external = fabric.routing_domains[name].external
         assert external is not None  # noqa: S101 - by_domain's
@@ -245,6 +275,8 @@ def _from_outside(fabric: Fabric, by_domain: dict[str, list[Vm]], labs: dict, ou
             ping = proc.run("ping", "-c", "2", "-i", "0.2", "-W", "2", str(address),
                             netns=outside, check=False).returncode == 0
             result.expect(ping, f"the outside pings {vm_name} at its floating IP {address}")
+            if local is not None and vm_name not in local:
+                continue
             tcp = _tcp_to(outside, labs[vm_name].netns, str(address))
             result.expect(tcp, f"the outside reaches {vm_name} over TCP at {address}")
         for vm in vms:
@@ -262,7 +294,7 @@ def _tcp_to(outside: str, vm_netns: str, address: str) -> bool:
     listener on every address of the VM."""
     listener = _listen(vm_netns, "0.0.0.0")  # noqa: S104 - inside the lab's VM namespace
     try:
-        return bool(_ask(outside, "tcp", address, 42000))
+        return bool(ask(outside, "tcp", address, 42000))
     finally:
         listener.kill()
         listener.wait()
