@@ -266,7 +266,8 @@ def rollback_command(db: str | None, wait: float) -> None:
     Use it after a run was killed or crashed half-way (instead of letting the
     next `up` take that state over), or to undo a pending `up --confirm` at
     once. Restores the rows ovsnvgre owns, the addresses, routes and link
-    states of the uplink and the tep port, and the owned flows. Exits 1 when
-    there is nothing to roll back.
+    states of the uplink and the tep port, and the owned flows, and deletes
+    the routing domains' namespaces the run made (one it changed or deleted
+    stays so, for the next `up`). Exits 1 when there is nothing to roll back.
     """
     click.echo(rollbacks.rollback(db, progress(False), wait))

@@ -203,6 +203,39 @@ def peers_sharing(fabric: Fabric, host: Host) -> dict[str, set[int]]:
     return shared
 
 
+# ovs-vswitchd numbers a bridge's ports by itself only in the lower half of the OpenFlow
+# range (ofproto.c, alloc_ofp_port: the upper half is kept for controllers); a port
+# beyond it is refused ("No space left on device").
+MAX_AUTO_OFPORTS = 32767
+
+
+def per_vsid_ports_at_least(fabric: Fabric, host: str) -> int:
+    """A lower bound of ``host``'s tunnel ports in per-vsid mode, in one pass over its
+    VSIDs: one port per (peer, VSID both have VMs in), plus, with the rfc7637 layout,
+    one receive-only port per peer (at least the largest VSID's peers).  Routed and
+    gateway VSIDs only add to it."""
+    peers_per_vsid = [len(fabric.hosts_with(vsid)) - 1 for vsid in fabric.vsids_on(host)]
+    receive_only = max(peers_per_vsid, default=0) \
+        if fabric.overlay.key_layout == KeyLayout.RFC7637 else 0
+    return sum(peers_per_vsid) + receive_only
+
+
+def too_many_ports(fabric: Fabric) -> list[str]:
+    """The hosts whose per-vsid tunnel ports alone exceed what ovs-vswitchd numbers on one
+    bridge (``MAX_AUTO_OFPORTS``), one line each; none in the other tunnel modes."""
+    if fabric.overlay.tunnel_ports != TunnelPorts.PER_VSID:
+        return []
+    lines = []
+    for host in fabric.hosts:
+        needed = per_vsid_ports_at_least(fabric, host)
+        if needed > MAX_AUTO_OFPORTS:
+            lines.append(f"host {host} needs at least {needed:,} tunnel ports with "
+                         f"overlay.tunnel_ports per-vsid, and Open vSwitch numbers at most "
+                         f"{MAX_AUTO_OFPORTS:,} ports on a bridge: `up` would fail there; "
+                         "per-peer or flow mode needs one port per peer or one in all")
+    return lines
+
+
 def shared_vsids(fabric: Fabric, host: str, peer: str) -> set[int]:
     """The VSIDs whose frames cross the tunnel between ``host`` and ``peer``, either way:
     those both have a VM in, and those of one's VMs that the other's routing domains

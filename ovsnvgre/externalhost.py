@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ovsnvgre import external, netlink
@@ -27,7 +27,8 @@ from ovsnvgre.externalns import (
     write_sysctls,
 )
 from ovsnvgre.model import Fabric
-from ovsnvgre.safe.restore import restore as restore_snapshot
+from ovsnvgre.safe import journal
+from ovsnvgre.safe.restore import restore_record
 
 
 def survey(fabric: Fabric, host: str, removing: bool = False
@@ -90,13 +91,13 @@ def blockers(fabric: Fabric, host: str, changes: Iterable[ExternalChange] = (),
     return found
 
 
-def apply(changes: Iterable[ExternalChange], created: list[tuple[str, str | None]] | None = None
-          ) -> int:
+def apply(changes: Iterable[ExternalChange],
+          making: Callable[[str, str | None], None] | None = None) -> int:
     """Carry ``changes`` out, domain by domain; the number of changes made.  Raises
     SystemFailure (with the netlink or command's reason: pyroute2's NetlinkError, an
-    OSError) on the first that fails, so the run rolls back.  ``created``: each
-    namespace (and its bridge port) this call begins to make is appended to it, before
-    it is made, so that a rollback removes it (``undo``)."""
+    OSError) on the first that fails, so the run rolls back.  ``making`` is called with
+    each namespace (and its bridge port) this call is about to make, before it is made,
+    so that a rollback removes it."""
     from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415 - as externalns._ipr
 
     done = 0
@@ -113,8 +114,8 @@ def apply(changes: Iterable[ExternalChange], created: list[tuple[str, str | None
                 continue
             assert side is not None  # noqa: S101 - every other change carries its side
             if "create" in actions:
-                if created is not None:
-                    created.append((netns, side.bridge_port))
+                if making is not None:
+                    making(netns, side.bridge_port)
                 create(side)
                 done += 1
                 continue
@@ -136,34 +137,31 @@ def apply(changes: Iterable[ExternalChange], created: list[tuple[str, str | None
 def phase(run: Any, last: bool) -> None:
     """engine's `external` phase of ``run`` (an engine.Converge): the domains' namespaces
     are made before the OVSDB transaction adds their bridge ports (``last`` False, on
-    `up`) and deleted after it removed them (``last`` True, on `down`)."""
+    `up`) and deleted after it removed them (``last`` True, on `down`).  Each namespace
+    is written into the rollback file before it is made: whoever rolls the run back (the
+    run, its confirmation timer, `ovsnvgre rollback` after a crash) deletes it."""
     if run.plan.external and last == run.removing:
         run.save_before_changing()
         run.progress(f"applying {len(run.plan.external)} changes to the routing domains' "
                      "external sides")
-        run.external_created = getattr(run, "external_created", [])
-        run.kernel_changes += apply(run.plan.external, run.external_created)
+
+        def making(netns: str, bridge_port: str | None) -> None:
+            run.record.extra.setdefault(journal.NAMESPACES_MADE, []).append([netns, bridge_port])
+            journal.save(run.path, run.record)
+
+        run.external_phase_ran = True
+        run.kernel_changes += apply(run.plan.external, making)
 
 
 def restore(run: Any) -> int:
-    """engine's rollback of ``run`` (an engine.Converge): the rows, links and flows its
-    snapshot holds (safe/restore.py), then ``undo``; the number of changes undone.
-    Raises SystemFailure."""
-    return restore_snapshot(run.switch, run.record.snapshot, run.progress) + undo(run)
-
-
-def undo(run: Any) -> int:
-    """For engine's rollback of ``run``: remove the namespaces the run made (or began to
-    make); the number removed.  A namespace the run deleted (`down`) or changed is not
-    put back: the next `up` makes or converges it, and the progress says so."""
-    if not hasattr(run, "external_created"):
-        return 0  # the external phase did not run
-    undone = 0
-    for netns, port in reversed(run.external_created):
-        remove(netns, port)
-        undone += 1
+    """engine's rollback of ``run`` (an engine.Converge): safe/restore.py's way back for
+    its rollback file (rows, links, flows, and the namespaces it made); the number of
+    changes undone.  A namespace the run deleted (`down`) or changed is not put back:
+    the next `up` makes or converges it, and the progress says so.  Raises
+    SystemFailure."""
+    undone = restore_record(run.switch, run.record, run.progress)
     kept = [change.netns for change in run.plan.external if change.action != "create"]
-    if kept:
+    if kept and getattr(run, "external_phase_ran", False):
         run.progress(f"not rolled back: {', '.join(sorted(set(kept)))} (deleted or changed "
                      "by the run; the next `ovsnvgre up` makes or converges them)")
     return undone

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ovsnvgre import fabric_cache, fabric_external, fabric_routing, fabric_yaml, nvgre
+from ovsnvgre import desired, fabric_cache, fabric_external, fabric_routing, fabric_yaml, nvgre
 from ovsnvgre.errors import FabricError
 from ovsnvgre.fabric_checks import Checker, describe, ipv4_interface, join
 from ovsnvgre.fabric_yaml import LineList, LineMap
@@ -386,8 +386,9 @@ def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - o
 def warnings(fabric: Fabric) -> list[str]:
     """What is legal in a fabric file but will not work as the user expects (one line each)."""
     vm_mtu, underlay_mtu = fabric.overlay.vm_mtu, fabric.underlay.mtu
+    found = desired.too_many_ports(fabric)
     if vm_mtu is not None and vm_mtu > nvgre.max_vm_mtu(underlay_mtu):
-        return [f"overlay.vm_mtu {vm_mtu} is more than underlay.mtu {underlay_mtu} - "
-                f"{nvgre.OVERHEAD} = {nvgre.max_vm_mtu(underlay_mtu)}: frames that large "
-                "will not cross the tunnels"]
-    return []
+        found.insert(0, f"overlay.vm_mtu {vm_mtu} is more than underlay.mtu {underlay_mtu} - "
+                     f"{nvgre.OVERHEAD} = {nvgre.max_vm_mtu(underlay_mtu)}: frames that "
+                     "large will not cross the tunnels")
+    return found

@@ -11,7 +11,7 @@ with the first, exit 1, nothing changed, no rollback file.
 from __future__ import annotations
 
 from ovsnvgre.actual import ActualKernel, ActualSwitch, LinkState
-from ovsnvgre.desired import OWNER_KEY, ROLE_KEY, DesiredHost, Role
+from ovsnvgre.desired import MAX_AUTO_OFPORTS, OWNER_KEY, ROLE_KEY, DesiredHost, Role
 from ovsnvgre.model import DatapathType
 from ovsnvgre.underlay import SAVED_ADDRESSES_KEY
 
@@ -43,7 +43,26 @@ def preflight(desired: DesiredHost, switch: ActualSwitch, kernel: ActualKernel
             if not _already_taken(desired, switch):
                 blockers += _leased(link)
     blockers += _pa_elsewhere(desired, kernel)
+    blockers += _too_many_ports(desired, switch)
     return blockers, warnings
+
+
+def _too_many_ports(desired: DesiredHost, switch: ActualSwitch) -> list[str]:
+    """A bridge that would hold more ports than ovs-vswitchd numbers (``MAX_AUTO_OFPORTS``):
+    `up` would fail half-way, the ports past the limit refused."""
+    blockers = []
+    for bridge in desired.bridges:
+        wanted = {name for name, port in desired.ports.items() if port.bridge == bridge}
+        foreign = {name for name in switch.bridges[bridge].ports
+                   if name not in desired.ports and name != bridge} \
+            if bridge in switch.bridges else set()
+        if len(wanted) + len(foreign) > MAX_AUTO_OFPORTS:
+            blockers.append(
+                f"bridge {bridge} would hold {len(wanted) + len(foreign):,} ports "
+                f"({len(wanted):,} of this fabric), and Open vSwitch numbers at most "
+                f"{MAX_AUTO_OFPORTS:,} on a bridge: use overlay.tunnel_ports per-peer or "
+                "flow (one port per peer, or one in all)")
+    return blockers
 
 
 def _already_taken(desired: DesiredHost, switch: ActualSwitch) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from ovsnvgre import external, externalhost, flow_cache, handles, netlink, openflow
 from ovsnvgre import trace as traces
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
-from ovsnvgre.changes import FlowChanges, Plan
+from ovsnvgre.changes import FlowChanges, OvsdbChange, Plan, PortCreate, PortDelete, PortUpdate
 from ovsnvgre.desired import DesiredHost, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.external import ActualSide
@@ -197,7 +197,7 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
         if unknown:
             the_plan = replace(the_plan, notes=(*the_plan.notes, "could not check whether "
                                f"ovs-vswitchd still holds the VM ports' devices: {unknown}"))
-        sides, the_plan = _external(desired, the_plan, removing)
+        sides, the_plan = _external(desired, actual, the_plan, removing)
         refused = actual.interfaces.only(set(desired.ports)).refused()
         live = frozenset(name for name in desired.ports if name not in refused)
         # Without a bridge there is no dump to compare: the key waits for wanted().
@@ -222,15 +222,34 @@ def survey(desired: DesiredHost, switch: Switch, removing: bool = False,
     return replace(found, installed=installed, plan=the_plan, flows_converged=converged)
 
 
-def _external(desired: DesiredHost, the_plan: Plan, removing: bool
+def _external(desired: DesiredHost, actual: ActualSwitch, the_plan: Plan, removing: bool
               ) -> tuple[dict[str, ActualSide], Plan]:
     """The routing domains' namespaces on this gateway host, and the plan with their
-    changes and what would block them (issue 19)."""
+    changes and what would block them (issue 19).  A namespace made again while its
+    bridge port's row is still there (a rollback put the row back without the namespace)
+    gets that port attached again: ovs-vswitchd opens the new veth end only then."""
     sides, external_changes = externalhost.survey(desired.fabric, desired.host.name, removing)
     if external_changes:
         blocked = externalhost.blockers(desired.fabric, desired.host.name, external_changes,
                                         removing)
-        the_plan = replace(the_plan, external=tuple(external_changes),
+        touched = {c.name for c in the_plan.ovsdb if isinstance(c, PortDelete)} \
+            | {c.spec.name for c in the_plan.ovsdb if isinstance(c, PortCreate)}
+        again: list[OvsdbChange] = []
+        for change in external_changes:
+            name = change.bridge_port
+            have = actual.ports.get(name or "")
+            if change.action != "create" or name is None or name in touched \
+                    or have is None or name not in desired.ports:
+                continue
+            spec = desired.ports[name]
+            again += [PortDelete(name, have.bridge, spec.role, reattach=(
+                          f"its namespace {change.netns} is made again, and ovs-vswitchd "
+                          "opens the new veth end only when the port is added")),
+                      PortCreate(spec)]
+        ovsdb = [c for c in the_plan.ovsdb if not (
+            isinstance(c, PortUpdate) and c.spec.name in {a.name for a in again
+                                                          if isinstance(a, PortDelete)})]
+        the_plan = replace(the_plan, external=tuple(external_changes), ovsdb=(*ovsdb, *again),
                            blockers=(*the_plan.blockers, *blocked))
     return sides, the_plan
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -485,3 +487,108 @@ def test_trace_says_the_gateway_drops_the_provider_network_and_other_domains(wor
         assert not world.vms["front-a"].ping(target, count=1)
     said = world.host1.ovsnvgre("trace", "--from", "front-a", "--to", SERVER).stdout
     assert "routed to the external gateway on host3, SNAT 203.0.113.11" in said, said
+
+
+def _own_namespaces() -> list[str]:
+    return sorted(n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-"))
+
+
+def _gateway_run(world: World, *args: str) -> subprocess.Popen:
+    """``ovsnvgre ARGS`` on host3 in the background, as ``run`` enters it."""
+    host3 = world.host3
+    return subprocess.Popen(  # noqa: S603 - a fixed argv
+        ["nsenter", f"--net=/run/netns/{host3.netns.name}", "--", sys.executable, "-m",
+         "ovsnvgre", *args, "-c", str(host3.fabric), "--host", "host3"],
+        env=host3.switch.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_confirmation_timers_rollback_deletes_the_namespaces_the_run_made(world):
+    # `up --confirm` made both domains' namespaces; nobody confirms: the timer (another
+    # process, after the run) rolls back to the host before it, namespaces included.
+    before = _switch_state(world.host3)
+    result = run(world.host3, "up", "--confirm", "3")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not confirmed in time: rolled back" in result.stdout, result.stdout
+    assert _own_namespaces() == []
+    assert not [line for line in world.host3.ip("-br", "link").splitlines()
+                if line.startswith("gw")]
+    assert _switch_state(world.host3) == before
+    assert "ovsnvgre-rollback.log" in os.listdir(world.host3.switch.rundir)
+    log = (world.host3.switch.rundir / "ovsnvgre-rollback.log").read_text()
+    assert f"ovsnvgre-{FABRIC}-contoso" in log, log
+
+
+def test_rollback_after_the_run_and_its_timer_died_deletes_the_namespaces(world):
+    # The machine's worst case short of a reboot: the run and its timer both killed while
+    # the change awaits confirmation.  `ovsnvgre rollback` returns the host to before.
+    before = _switch_state(world.host3)
+    pending = _gateway_run(world, "up", "--confirm", "300")
+    state = world.host3.switch.rundir / "ovsnvgre-rollback.json"
+    timer = world.host3.switch.rundir / "ovsnvgre-rollback.json.timer"
+    try:
+        for _ in range(600):
+            if state.exists() and "awaiting-confirmation" in state.read_text() \
+                    and timer.exists() and timer.read_text().strip().isdigit():
+                break
+            assert pending.poll() is None, pending.communicate()
+            time.sleep(0.1)
+        else:
+            pytest.fail("the run never awaited confirmation")
+        assert _own_namespaces() == [f"ovsnvgre-{FABRIC}-contoso",
+                                     f"ovsnvgre-{FABRIC}-fabrikam"]
+        os.kill(int(timer.read_text().strip()), signal.SIGKILL)
+    finally:
+        pending.kill()
+        pending.communicate()
+    rolled = sh("nsenter", f"--net=/run/netns/{world.host3.netns.name}", "--", sys.executable,
+                "-m", "ovsnvgre", "rollback", env=world.host3.switch.env, check=False,
+                timeout=120)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert _own_namespaces() == []
+    assert _switch_state(world.host3) == before
+
+
+def test_rolling_back_a_removed_gateway_restores_what_it_can_and_up_the_rest(world):
+    # Taking contoso's way out away under --confirm deletes its namespace (and so the
+    # veth end on br-int); `ovsnvgre rollback` puts the rows and flows back but cannot
+    # make a namespace again: it says so, the flows of that port wait for the next `up`,
+    # which makes the namespace again.
+    up(world)
+    fabric = world.host3.fabric
+    original = fabric.read_text()
+    fabric.write_text(original.replace(
+        "    external:\n      host: host3\n      nic: eth2\n      address: 203.0.113.10/24\n"
+        "      gateway: 203.0.113.1\n      floating_ips: {web-a: 203.0.113.21}\n", "    {}\n"))
+    assert fabric.read_text() != original
+    pending = _gateway_run(world, "up", "--confirm", "300")
+    state = world.host3.switch.rundir / "ovsnvgre-rollback.json"
+    try:
+        for _ in range(600):
+            if state.exists() and "awaiting-confirmation" in state.read_text():
+                break
+            assert pending.poll() is None, pending.communicate()
+            time.sleep(0.1)
+        else:
+            pytest.fail("the run never awaited confirmation")
+        assert _own_namespaces() == [f"ovsnvgre-{FABRIC}-fabrikam"]
+        rolled = sh("nsenter", f"--net=/run/netns/{world.host3.netns.name}", "--",
+                    sys.executable, "-m", "ovsnvgre", "rollback", env=world.host3.switch.env,
+                    check=False, timeout=120)
+        out, err = pending.communicate(timeout=120)
+    finally:
+        pending.kill()
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert "rolled back" in out, out + err
+    log = (world.host3.switch.rundir / "ovsnvgre-rollback.log").read_text()
+    assert re.search(r"not restored: [1-9][0-9]* flows of gw[0-9a-f]{8}, whose device is gone",
+                     log), log
+    fabric.write_text(original)
+    again = run(world.host3, "up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _own_namespaces() == [f"ovsnvgre-{FABRIC}-contoso", f"ovsnvgre-{FABRIC}-fabrikam"]
+    assert "no changes" in run(world.host3, "up").stdout
+    server = Listener(world.outside.name, SERVER)
+    try:
+        assert world.ask("web-b", "udp").startswith("203.0.113.10:")
+    finally:
+        server.stop()

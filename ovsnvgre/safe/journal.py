@@ -28,6 +28,9 @@ FILE_NAME = "ovsnvgre-rollback.json"
 LOG_NAME = "ovsnvgre-rollback.log"
 APPLYING = "applying"
 AWAITING = "awaiting-confirmation"
+# Record.extra's key for the routing domains' namespaces a run began to make, oldest
+# first, as [namespace, bridge port or None]: every rollback deletes them (restore.py).
+NAMESPACES_MADE = "namespaces_made"
 
 
 def path_for(remote: str) -> Path:

@@ -1,12 +1,13 @@
-"""Carry out a snapshot's way back: owned rows, then links, then owned flows."""
+"""Carry out a run's way back: owned rows, then links, then owned flows (the snapshot's),
+then the routing domains' namespaces the run made (the record's)."""
 
 from __future__ import annotations
 
-from ovsnvgre import netlink, openflow
+from ovsnvgre import externalns, netlink, openflow
 from ovsnvgre.ovsdb import Switch
 from ovsnvgre.plan import is_owned
 from ovsnvgre.progress import Progress, quiet
-from ovsnvgre.safe import snapshot
+from ovsnvgre.safe import journal, snapshot
 
 
 def restore(switch: Switch, snap: snapshot.Snapshot, progress: Progress = quiet) -> int:
@@ -31,9 +32,31 @@ def restore(switch: Switch, snap: snapshot.Snapshot, progress: Progress = quiet)
         count += netlink.apply(kernel_changes)
     bridge = actual.bridges.get(snap.flow_bridge)
     if bridge is not None and is_owned(bridge.external_ids, snap.owner):
-        switch.port_status(snap.port_names(), wait=5.0)
-        flows = snapshot.restore_flows(snap, openflow.dump(snap.flow_bridge))
+        names = snap.port_names()
+        gone = frozenset(names - switch.port_status(names, wait=5.0).live())
+        if gone:
+            left = sum(1 for flow in snap.flows if snapshot.names_port(flow, gone))
+            progress(f"not restored: {left} flows of {', '.join(sorted(gone))}, whose device "
+                     "is gone (the next `ovsnvgre up` makes it and its flows again)")
+        flows = snapshot.restore_flows(snap, openflow.dump(snap.flow_bridge), gone)
         if flows:
             progress(f"restoring {len(flows.add) + len(flows.delete)} flows in one bundle")
             count += openflow.apply(flows.bridge, flows.add, flows.delete)
+    return count
+
+
+def restore_record(switch: Switch, record: journal.Record, progress: Progress = quiet) -> int:
+    """Return the host to the state before ``record``'s run: ``restore`` of its snapshot,
+    then delete the routing domains' namespaces the run made or began to make
+    (``record.extra[journal.NAMESPACES_MADE]``, newest first).  The same way back for the
+    run itself, the confirmation timer and `ovsnvgre rollback` after a crash.  Returns the
+    number of changes made; raises SystemFailure."""
+    count = restore(switch, record.snapshot, progress)
+    made = record.extra.get(journal.NAMESPACES_MADE, [])
+    if made:
+        progress(f"deleting {len(made)} namespace(s) the run made: "
+                 + ", ".join(netns for netns, _ in made))
+    for netns, bridge_port in reversed(made):
+        externalns.remove(netns, bridge_port)
+        count += 1
     return count

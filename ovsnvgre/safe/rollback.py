@@ -21,7 +21,7 @@ from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock, Liveness
-from ovsnvgre.safe.restore import restore
+from ovsnvgre.safe.restore import restore_record
 from ovsnvgre.safe.timer import CONFIRMED, ROLLED_BACK
 
 
@@ -141,7 +141,7 @@ def rollback(db: str | None = None, progress: Progress = quiet,
         os.rename(path, taken)
         try:
             with Switch(record.db) as switch:
-                undone = restore(switch, record.snapshot, progress)
+                undone = restore_record(switch, record, progress)
         except BaseException:
             os.rename(taken, path)
             raise

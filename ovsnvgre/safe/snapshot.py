@@ -124,9 +124,21 @@ def restore_kernel(snapshot: Snapshot, kernel: ActualKernel) -> list[KernelChang
     return [*leave_routes, *leave_addresses, *links, *arrive_addresses, *arrive_routes]
 
 
-def restore_flows(snapshot: Snapshot, installed: set[Flow]) -> FlowChanges:
-    """The flow-mods that make the owned flows what they were."""
-    return diff_flows(snapshot.flow_bridge, set(snapshot.flows), installed)
+def restore_flows(snapshot: Snapshot, installed: set[Flow], gone: frozenset[str] = frozenset()
+                  ) -> FlowChanges:
+    """The flow-mods that make the owned flows what they were, but for those that name a
+    port in ``gone`` (ovs-ofctl refuses a flow naming a port that has no OpenFlow
+    number: a device the run deleted, such as a routing domain's veth)."""
+    wanted = {flow for flow in snapshot.flows if not names_port(flow, gone)} if gone \
+        else set(snapshot.flows)
+    return diff_flows(snapshot.flow_bridge, wanted, installed)
+
+
+def names_port(flow: Flow, ports: frozenset[str]) -> bool:
+    """Whether ``flow`` matches on (``in_port``) or outputs to one of ``ports``."""
+    return any(token.startswith("in_port=") and token[8:] in ports for token in flow.match) \
+        or any(action.startswith("output:") and action[7:] in ports
+               for action in flow.actions.split(","))
 
 
 # --- as JSON (the rollback file) ------------------------------------------------------

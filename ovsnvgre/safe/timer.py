@@ -21,7 +21,7 @@ from ovsnvgre.errors import OvsnvgreError
 from ovsnvgre.ovsdb import Switch
 from ovsnvgre.safe import journal
 from ovsnvgre.safe.lock import HostLock, Liveness
-from ovsnvgre.safe.restore import restore
+from ovsnvgre.safe.restore import restore_record
 
 CONFIRMED, ROLLED_BACK, FAILED = 0, 3, 1
 POLL = 0.1          # seconds between looks at the rollback file
@@ -66,7 +66,7 @@ def run(path: Path, token: str) -> int:
 def _roll_back(record: journal.Record, path: Path, taken: Path) -> int:
     try:
         with Switch(record.db) as switch:
-            undone = restore(switch, record.snapshot, _log)
+            undone = restore_record(switch, record, _log)
     except Exception as exc:  # noqa: BLE001 - whatever it is, the state must stay pending
         record.state, record.deadline = journal.APPLYING, None
         journal.save(path, record)
