@@ -22,7 +22,8 @@ set ``cur_cfg`` to it (ovs-vswitchd.conf.db(5)), as ovs-vsctl does.
 
 from __future__ import annotations
 
-from functools import singledispatch
+import threading
+from functools import cache, singledispatch
 from typing import Any
 
 from ovsnvgre.changes import (
@@ -48,6 +49,33 @@ def in_place(changes: list[OvsdbChange]) -> set[str]:
 def root_row(api: Any) -> Any:
     """The one row of the Open_vSwitch table (bridges, cur_cfg, next_cfg) in ``api``'s IDL."""
     return next(iter(api.tables["Open_vSwitch"].rows.values()))
+
+
+@cache
+def _committing() -> type:
+    """ovsdbapp's OvsVsctlTransaction with an event set when the commit is in (made on
+    first use: a run that writes nothing never imports ovsdbapp)."""
+    from ovsdbapp.schema.open_vswitch import impl_idl
+
+    class Committing(impl_idl.OvsVsctlTransaction):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.committed = threading.Event()
+
+        def do_post_commit(self, txn: Any) -> None:
+            self.committed.set()
+            super().do_post_commit(txn)
+
+    return Committing
+
+
+def transaction(api: Any) -> Any:
+    """An ovsdbapp Open_vSwitch transaction on ``api``'s connection, as ovs-vsctl makes
+    one: it increments ``next_cfg``, commits, then waits until ovs-vswitchd has applied
+    it, all within the connection's timeout (ovsdbapp's OvsVsctlTransaction).  Its
+    ``committed`` event is set once the commit is in and only that wait is left.
+    Errors raise (``check_error``) and are not logged by ovsdbapp."""
+    return _committing()(api, api.ovsdb_connection, check_error=True, log_errors=False)
 
 
 class Batch:
