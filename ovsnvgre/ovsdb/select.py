@@ -65,7 +65,8 @@ class TransactError(SystemFailure):
 
 
 class RawClient:
-    """A connection to ovsdb-server for plain transactions (RFC 7047 `transact`)."""
+    """A connection to ovsdb-server for plain transactions (RFC 7047 `transact`): the
+    reads' selects (and the benchmarks' floor)."""
 
     def __init__(self, remote: str, timeout: float) -> None:
         """Connects to ``remote`` (unix: or tcp:) within ``timeout`` seconds; raises
