@@ -4,8 +4,8 @@ changed, and only their rows and flows are read and written.
 Where `up` reads the whole switch, dumps every flow and computes the whole pipeline,
 this run starts from what watch keeps (incremental.Model: the last run's desired
 rows, live ports and flows) and reads only the rows the change names, each selected
-by name; its changes go in one plain OVSDB transaction (ovsdb/switch.py, the one
-`up` uses) and one bundle, under the host's lock, as `up`'s do;
+by name; its changes go in one ovsdbapp transaction (ovsdb/switch.py, as `up`'s, on
+the watch monitor's connection) and one bundle, under the host's lock, as `up`'s do;
 the flow monitor is told which flow events that bundle will cause (it is not a
 change to repair).
 

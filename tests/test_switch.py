@@ -10,7 +10,7 @@ import time
 from fabrics import TWO_HOSTS
 from ovsenv import sh
 
-from ovsnvgre.changes import BridgeCreate, PortCreate, PortDelete
+from ovsnvgre.changes import BridgeCreate, PortCreate, PortDelete, PortUpdate
 from ovsnvgre.desired import desired_host
 from ovsnvgre.fabric import load
 from ovsnvgre.ovsdb import Switch
@@ -369,3 +369,29 @@ def test_one_switch_can_change_rows_it_created_itself(host1):
         assert switch.apply([PortDelete("vnet0", "br-int", "vm")]) == 1
         assert switch.read().bridges["br-int"].ports == ("br-int",)
     assert host1.switch.vsctl("list-ports", "br-int").split() == []
+
+
+def test_a_repair_in_place_replaces_options_and_keeps_keys_it_does_not_own(host1):
+    """An owned port repaired in place (ovsdbapp's db_set, db_clear, db_remove): its
+    options are replaced (a stale key goes), its owned external_ids keys are set or
+    dropped, and a key another tool wrote on the same row stays."""
+    desired = desired_host(load(host1.fabric), "host1")
+    port = desired.ports["vnet0"]
+    sw = host1.switch
+    with Switch(sw.db) as switch:
+        switch.apply([BridgeCreate(desired.bridges["br-int"]), PortCreate(port)])
+    sw.vsctl("set", "interface", "vnet0", "options:stray=1",
+             "external_ids:iface-id=hypervisor", "external_ids:ovsnvgre-old=x")
+    sw.vsctl("set", "port", "vnet0", "external_ids:iface-id=hypervisor")
+    update = PortUpdate(port, iface_type=None, options={"a": "1"},
+                        external_ids={"ovsnvgre-new": "y"}, stale_ids=("ovsnvgre-old",),
+                        reason="test")
+    with Switch(sw.db) as switch:
+        assert switch.apply([update]) == 1
+    iface, row = rows(host1, "Interface")["vnet0"], rows(host1, "Port")["vnet0"]
+    assert ovs_map(iface["options"]) == {"a": "1"}
+    for ids in (ovs_map(iface["external_ids"]), ovs_map(row["external_ids"])):
+        assert ids["iface-id"] == "hypervisor"
+        assert ids["ovsnvgre-new"] == "y"
+        assert "ovsnvgre-old" not in ids
+        assert port.external_ids.items() <= ids.items()

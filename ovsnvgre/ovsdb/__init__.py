@@ -1,9 +1,9 @@
 """The OVSDB edge: read the switch, apply a plan's rows in one transaction, watch rows.
 
     remote.py    where the database is; the monitored part of the schema
-    select.py    plain JSON-RPC transactions, decoded by the stdlib (fast)
-    switch.py    Switch: read() -> ActualSwitch, apply(changes) in one plain transaction
-    commands.py  the RFC 7047 operations of each change kind
+    select.py    plain JSON-RPC selects, decoded by the stdlib (fast reads)
+    switch.py    Switch: read() -> ActualSwitch, apply(changes) in one ovsdbapp transaction
+    commands.py  the ovsdbapp commands of each change kind
     monitor.py   row events for `ovsnvgre watch`
 """
 

@@ -1,24 +1,29 @@
-"""The RFC 7047 operations that carry out a plan's OVSDB changes in one transaction.
+"""The ovsdbapp commands that carry out a plan's OVSDB changes in one transaction.
 
-Each kind of change has its own handler, registered with ``_add`` by its type, that
-adds operations to a ``Transaction``.  New rows reference each other by uuid-name;
-rows changed in place are named by the ``_uuid`` read just before (``Rows``), so that
-ovsdb-server finds each without scanning its table.  A bridge's port set changes in
-one mutation per bridge whatever the number of ports (one mutation per port would
-copy the whole set each time: quadratic at 11,000 ports).  Ports and interfaces that
-no bridge references any more are removed by ovsdb-server itself (they are not root
-tables of the Open_vSwitch schema); a removed port's rows are also deleted by name,
-as ovs-vsctl does, so that a row no bridge held goes too.
+Each kind of change has its own handler, registered with ``_add`` by its type, that adds
+commands of ovsdbapp's Open_vSwitch API to a ``Batch``, as a chained ovs-vsctl would:
+``add_br`` and ``del_br`` for bridges; ``db_create`` of an Interface and of its Port for a
+new port (ovsdbapp's ``add_port`` sets no Port column, and the Port carries the owner's
+``external_ids``); ``db_set``, ``db_clear`` and ``db_remove`` for rows changed in place;
+``db_destroy`` for the rows of a removed port.
 
-The transaction also increments ``Open_vSwitch.next_cfg`` and reads it back: the
-value ovs-vswitchd sets ``cur_cfg`` to once it has applied the change
-(ovs-vswitchd.conf.db(5)), which ``wait_for`` waits on.
+Two choices keep a transaction of 11,000 ports linear (ovsdbapp finds a row by name by
+scanning its table, and its ``db_remove`` reads a whole set column each time):
+
+- rows changed in place are named by their uuid, looked up once per transaction in the
+  IDL (``Batch``), not by name, change after change;
+- a bridge's port set changes with one ``db_remove`` and one ``db_add`` per bridge,
+  whatever the number of ports.
+
+The transaction itself is ovsdbapp's Open_vSwitch one (``OvsVsctlTransaction``): it
+increments ``Open_vSwitch.next_cfg`` and, once committed, waits until ovs-vswitchd has
+set ``cur_cfg`` to it (ovs-vswitchd.conf.db(5)), as ovs-vsctl does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import singledispatch
+import threading
+from functools import cache, singledispatch
 from typing import Any
 
 from ovsnvgre.changes import (
@@ -32,263 +37,213 @@ from ovsnvgre.changes import (
     PortUpdate,
 )
 from ovsnvgre.errors import SystemFailure
-from ovsnvgre.ovsdb.select import values
-
-# What the operations need of the rows that exist: name -> _uuid, and references.
-ROWS_READ = {"Bridge": ["name", "ports"], "Port": ["name", "interfaces"],
-             "Interface": ["name"]}
 
 
-@dataclass
-class Rows:
-    """The Bridge, Port and Interface rows as read just before the transaction: each
-    ``_uuid`` by name, the ports of each bridge and the interfaces of each port."""
+def in_place(changes: list[OvsdbChange]) -> set[str]:
+    """The names of the Port (and Interface) rows ``changes`` change or delete in place:
+    the rows the writing IDL must hold.  New rows are inserted and need none."""
+    return {change.spec.name if isinstance(change, PortUpdate) else change.name
+            for change in changes if isinstance(change, PortUpdate | PortDelete | PortRecord)}
 
-    bridges: dict[str, str] = field(default_factory=dict)
-    ports: dict[str, str] = field(default_factory=dict)
-    bridge_ports: dict[str, set[str]] = field(default_factory=dict)  # bridge uuid -> ports
-    port_interfaces: dict[str, list[str]] = field(default_factory=dict)  # port name -> uuids
 
-    @classmethod
-    def from_select(cls, rows: dict[str, list[dict[str, Any]]]) -> Rows:
-        """From a select of ROWS_READ (or of its Bridge table alone)."""
-        found = cls()
-        for row in rows.get("Bridge", []):
-            uuid = row["_uuid"][1]
-            found.bridges[row["name"]] = uuid
-            found.bridge_ports[uuid] = set(values(row["ports"]))
-        for row in rows.get("Port", []):
-            found.ports[row["name"]] = row["_uuid"][1]
-            found.port_interfaces[row["name"]] = values(row["interfaces"])
-        return found
+def root_row(api: Any) -> Any:
+    """The one row of the Open_vSwitch table (bridges, cur_cfg, next_cfg) in ``api``'s IDL."""
+    return next(iter(api.tables["Open_vSwitch"].rows.values()))
 
-    def port(self, name: str) -> str:
-        """The _uuid of port ``name``; SystemFailure when it is gone."""
-        if name not in self.ports:
+
+@cache
+def _committing() -> type:
+    """ovsdbapp's OvsVsctlTransaction with an event set when the commit is in (made on
+    first use: a run that writes nothing never imports ovsdbapp)."""
+    from ovsdbapp.schema.open_vswitch import impl_idl
+
+    class Committing(impl_idl.OvsVsctlTransaction):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.committed = threading.Event()
+
+        def do_post_commit(self, txn: Any) -> None:
+            self.committed.set()
+            super().do_post_commit(txn)
+
+    return Committing
+
+
+def transaction(api: Any) -> Any:
+    """An ovsdbapp Open_vSwitch transaction on ``api``'s connection, as ovs-vsctl makes
+    one: it increments ``next_cfg``, commits, then waits until ovs-vswitchd has applied
+    it, all within the connection's timeout (ovsdbapp's OvsVsctlTransaction).  Its
+    ``committed`` event is set once the commit is in and only that wait is left.
+    Errors raise (``check_error``) and are not logged by ovsdbapp."""
+    return _committing()(api, api.ovsdb_connection, check_error=True, log_errors=False)
+
+
+class Batch:
+    """The ovsdbapp commands of one transaction, as the changes add them.
+
+    Built while holding the connection's lock: it reads the IDL's Port and Interface rows
+    (their uuids by name) once, and the handlers read the rows they change in place.
+    """
+
+    def __init__(self, api: Any) -> None:
+        """``api``: an ovsdbapp Open_vSwitch API (impl_idl.OvsdbIdl) whose IDL holds at
+        least the Port and Interface rows the changes touch in place."""
+        self.api = api
+        self.ports = {row.name: row for row in api.tables["Port"].rows.values()}
+        self.bridge_of: dict[Any, str] | None = None  # port uuid -> bridge name, when needed
+        self.removed: dict[str, list[Any]] = {}  # bridge name -> uuids of ports leaving it
+        self.in_place: list[Any] = []  # commands on rows that exist: sets, clears, destroys
+        self.creates: list[Any] = []  # commands that insert rows
+        self.added: dict[str, list[Any]] = {}  # bridge name -> db_create commands of Ports
+
+    def port(self, name: str) -> Any:
+        """The IDL row of port ``name``; SystemFailure when it is gone."""
+        row = self.ports.get(name)
+        if row is None:
             raise SystemFailure(f"Port {name} disappeared while ovsnvgre was changing it; "
                                 "run again")
-        return self.ports[name]
+        return row
 
-    def bridge(self, name: str) -> str:
-        """The _uuid of bridge ``name``; SystemFailure when it is gone."""
-        if name not in self.bridges:
-            raise SystemFailure(f"Bridge {name} disappeared while ovsnvgre was changing it; "
-                                "run again")
-        return self.bridges[name]
+    def bridge_holding(self, port: Any) -> str | None:
+        """The name of the bridge whose ``ports`` hold the IDL row ``port``, if any."""
+        if self.bridge_of is None:
+            self.bridge_of = {member.uuid: bridge.name
+                              for bridge in self.api.tables["Bridge"].rows.values()
+                              for member in bridge.ports}
+        return self.bridge_of.get(port.uuid)
 
-
-def needs_ports(changes: list[OvsdbChange]) -> bool:
-    """Whether the changes touch existing Port or Interface rows (else a read of the
-    Bridge table is all they need)."""
-    return any(isinstance(c, PortUpdate | PortDelete | PortRecord) for c in changes)
-
-
-def _map(pairs: dict[str, str]) -> list[Any]:
-    return ["map", [[key, value] for key, value in sorted(pairs.items())]]
-
-
-def _set(items: list[Any]) -> list[Any]:
-    return ["set", items]
-
-
-def _uuid(uuid: str) -> list[str]:
-    return ["uuid", uuid]
-
-
-class Transaction:
-    """The operations of one transaction, as the changes add them."""
-
-    def __init__(self, rows: Rows) -> None:
-        self.rows = rows
-        self.inserts: list[dict[str, Any]] = []
-        self.updates: list[dict[str, Any]] = []
-        self.deletes: list[dict[str, Any]] = []
-        self.new_bridges: dict[str, dict[str, Any]] = {}  # name -> its insert's row
-        self.ports_added: dict[str, list[Any]] = {}  # existing bridge uuid -> refs
-        self.ports_removed: dict[str, list[Any]] = {}  # bridge uuid -> refs
-        self.bridges_added: list[Any] = []
-        self.bridges_removed: list[Any] = []
-        self.serial = 0
-
-    def named(self, prefix: str) -> str:
-        """A fresh uuid-name."""
-        self.serial += 1
-        return f"{prefix}{self.serial}"
-
-    def insert_port(self, name: str, iface_type: str, options: dict[str, str],
-                    port_ids: dict[str, str], iface_ids: dict[str, str],
-                    bfd: dict[str, str] | None = None, mtu_request: int | None = None,
-                    mac: str | None = None) -> list[str]:
-        """A new Port row with its one Interface; returns the Port's reference."""
-        iface_name, port_name = self.named("iface"), self.named("port")
-        iface: dict[str, Any] = {"name": name, "type": iface_type, "options": _map(options),
-                                 "external_ids": _map(iface_ids)}
-        if bfd:
-            iface["bfd"] = _map(bfd)
-        if mtu_request is not None:
-            iface["mtu_request"] = mtu_request
-        if mac is not None:
-            iface["mac"] = mac
-        self.inserts.append({"op": "insert", "table": "Interface", "row": iface,
-                             "uuid-name": iface_name})
-        self.inserts.append({"op": "insert", "table": "Port", "uuid-name": port_name,
-                             "row": {"name": name, "interfaces": ["named-uuid", iface_name],
-                                     "external_ids": _map(port_ids)}})
-        return ["named-uuid", port_name]
-
-    def set_keys(self, table: str, uuid: str, keys: dict[str, str],
+    def set_keys(self, table: str, uuid: Any, keys: dict[str, str],
                  stale: tuple[str, ...] = ()) -> None:
-        """external_ids keys set (replacing their values) and ``stale`` ones dropped;
-        the row's other keys stay, whoever wrote them."""
-        gone = sorted(set(keys) | set(stale))
-        mutations: list[Any] = []
-        if gone:
-            mutations.append(["external_ids", "delete", _set(gone)])
+        """external_ids keys set (``db_set`` merges a map) and ``stale`` ones dropped; the
+        row's other keys stay, whoever wrote them."""
         if keys:
-            mutations.append(["external_ids", "insert", _map(keys)])
-        if mutations:
-            self.updates.append({"op": "mutate", "table": table,
-                                 "where": [["_uuid", "==", _uuid(uuid)]],
-                                 "mutations": mutations})
+            self.in_place.append(self.api.db_set(table, uuid, ("external_ids", dict(keys)),
+                                                 if_exists=False))
+        if stale:
+            self.in_place.append(self.api.db_remove(table, uuid, "external_ids", *stale))
 
-    def add_to_bridge(self, bridge: str, port: list[str]) -> None:
-        """``port`` (a reference) joins bridge ``bridge``, new or existing."""
-        if bridge in self.new_bridges:
-            self.new_bridges[bridge]["ports"][1].append(port)
-        else:
-            self.ports_added.setdefault(self.rows.bridge(bridge), []).append(port)
+    def replace_map(self, table: str, uuid: Any, column: str, value: dict[str, str]) -> None:
+        """Map column ``column`` replaced by ``value``: its stale keys go (``db_set`` of a
+        map only merges keys into it)."""
+        self.in_place.append(self.api.db_clear(table, uuid, column))
+        if value:
+            self.in_place.append(self.api.db_set(table, uuid, (column, dict(value)),
+                                                 if_exists=False))
 
-    def operations(self) -> list[dict[str, Any]]:
-        """Every operation, in an order ovsdb-server accepts: rows inserted, changed,
-        port sets and the bridge list mutated, rows deleted, then ``next_cfg``
-        incremented and read back (the last result)."""
-        bridges = [{"op": "insert", "table": "Bridge", "uuid-name": row.pop("uuid-name"),
-                    "row": row} for row in self.new_bridges.values()]
-        sets = [{"op": "mutate", "table": "Bridge", "where": [["_uuid", "==", _uuid(uuid)]],
-                 "mutations": [["ports", "delete", _set(refs)]]}
-                for uuid, refs in self.ports_removed.items()]
-        sets += [{"op": "mutate", "table": "Bridge", "where": [["_uuid", "==", _uuid(uuid)]],
-                  "mutations": [["ports", "insert", _set(refs)]]}
-                 for uuid, refs in self.ports_added.items()]
-        root: list[Any] = []
-        if self.bridges_removed:
-            root.append(["bridges", "delete", _set(self.bridges_removed)])
-        if self.bridges_added:
-            root.append(["bridges", "insert", _set(self.bridges_added)])
-        root.append(["next_cfg", "+=", 1])
-        return [{"op": "comment", "comment": "ovsnvgre"}, *self.inserts, *bridges,
-                *self.updates, *sets,
-                {"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": root},
-                *self.deletes,
-                {"op": "select", "table": "Open_vSwitch", "where": [],
-                 "columns": ["next_cfg"]}]
+    def commands(self) -> list[Any]:
+        """Every command, each port set changed once per bridge: ports leave their
+        bridges, rows change in place or go, new rows are made, ports join bridges."""
+        api = self.api
+        return [*(api.db_remove("Bridge", bridge, "ports", *uuids)
+                  for bridge, uuids in self.removed.items()),
+                *self.in_place, *self.creates,
+                *(api.db_add("Bridge", bridge, "ports", *ports)
+                  for bridge, ports in self.added.items())]
 
 
-def operations(changes: list[OvsdbChange], rows: Rows) -> list[dict[str, Any]]:
-    """The operations of one transaction that makes every change of ``changes``;
-    raises SystemFailure when a row it changes in place is gone."""
-    transaction = Transaction(rows)
+def batch(api: Any, changes: list[OvsdbChange]) -> list[Any]:
+    """The ovsdbapp commands of one transaction that makes every change of ``changes``;
+    raises SystemFailure when a row it changes in place is gone.  Call it holding
+    ``api.ovsdb_connection.lock``: it reads the IDL."""
+    commands = Batch(api)
     for change in changes:
-        _add(change, transaction)
-    return transaction.operations()
-
-
-def wait_for(next_cfg: int, timeout: float) -> list[dict[str, Any]]:
-    """The operation that waits, at most ``timeout`` seconds, until ovs-vswitchd has
-    applied configuration ``next_cfg`` (no Open_vSwitch row left whose ``cur_cfg`` is
-    below it); ovsdb-server answers "timed out" otherwise."""
-    return [{"op": "wait", "timeout": int(timeout * 1000), "table": "Open_vSwitch",
-             "where": [["cur_cfg", "<", next_cfg]], "columns": ["cur_cfg"], "until": "==",
-             "rows": []}]
+        _add(change, commands)
+    return commands.commands()
 
 
 @singledispatch
-def _add(change: Any, transaction: Transaction) -> None:  # pragma: no cover - every kind is below
-    raise TypeError(f"no OVSDB operations for {type(change).__name__}")
+def _add(change: Any, batch: Batch) -> None:  # pragma: no cover - every kind is below
+    raise TypeError(f"no ovsdbapp command for {type(change).__name__}")
 
 
 @_add.register
-def _(change: BridgeCreate, transaction: Transaction) -> None:
-    spec = change.spec
-    local = transaction.insert_port(spec.name, "internal", {}, spec.external_ids,
-                                    spec.external_ids)
-    name = transaction.named("bridge")
-    transaction.new_bridges[spec.name] = {
-        "uuid-name": name, "name": spec.name, "ports": _set([local]),
-        "datapath_type": spec.datapath_type, "protocols": _set(list(spec.protocols)),
-        "fail_mode": _set([spec.fail_mode] if spec.fail_mode else []),
-        "external_ids": _map(spec.external_ids)}
-    transaction.bridges_added.append(["named-uuid", name])
+def _(change: BridgeCreate, batch: Batch) -> None:
+    api, spec = batch.api, change.spec
+    ids = dict(spec.external_ids)
+    # add_br makes the bridge with its local port and internal interface, as
+    # `ovs-vsctl add-br` does; the rest is set on those rows by name.
+    batch.creates += [
+        api.add_br(spec.name, may_exist=False, datapath_type=spec.datapath_type),
+        api.db_set("Bridge", spec.name, ("protocols", list(spec.protocols)),
+                   ("fail_mode", [spec.fail_mode] if spec.fail_mode else []),
+                   ("external_ids", ids), if_exists=False),
+        api.db_set("Port", spec.name, ("external_ids", ids), if_exists=False),
+        api.db_set("Interface", spec.name, ("external_ids", ids), if_exists=False)]
 
 
 @_add.register
-def _(change: BridgeUpdate, transaction: Transaction) -> None:
-    uuid = transaction.rows.bridge(change.name)
-    row: dict[str, Any] = {}
-    for column, value in change.columns.items():
-        row[column] = _set(list(value)) if isinstance(value, list | tuple) else value
-    if row:
-        transaction.updates.append({"op": "update", "table": "Bridge",
-                                    "where": [["_uuid", "==", _uuid(uuid)]], "row": row})
-    transaction.set_keys("Bridge", uuid, change.external_ids, change.stale_ids)
+def _(change: BridgeUpdate, batch: Batch) -> None:
+    if change.columns:
+        batch.in_place.append(batch.api.db_set("Bridge", change.name,
+                                               *change.columns.items(), if_exists=False))
+    batch.set_keys("Bridge", change.name, change.external_ids, change.stale_ids)
 
 
 @_add.register
-def _(change: BridgeDelete, transaction: Transaction) -> None:
-    uuid = transaction.rows.bridge(change.name)
-    transaction.bridges_removed.append(_uuid(uuid))
-    transaction.deletes.append({"op": "delete", "table": "Bridge",
-                                "where": [["_uuid", "==", _uuid(uuid)]]})
+def _(change: BridgeDelete, batch: Batch) -> None:
+    # Its ports and interfaces go with it (ovsdb-server removes the rows no bridge
+    # references any more; del_br deletes those the IDL holds, as ovs-vsctl does).
+    batch.in_place.append(batch.api.del_br(change.name, if_exists=False))
 
 
 @_add.register
-def _(change: PortCreate, transaction: Transaction) -> None:
-    spec = change.spec
-    port = transaction.insert_port(spec.name, spec.iface_type, spec.options,
-                                   {**spec.external_ids, **change.extra_ids},
-                                   spec.external_ids, spec.bfd, spec.mtu_request, spec.mac)
-    transaction.add_to_bridge(spec.bridge, port)
+def _(change: PortCreate, batch: Batch) -> None:
+    api, spec = batch.api, change.spec
+    columns: dict[str, Any] = {"name": spec.name, "type": spec.iface_type,
+                               "options": dict(spec.options),
+                               "external_ids": dict(spec.external_ids)}
+    if spec.bfd:
+        columns["bfd"] = dict(spec.bfd)
+    if spec.mtu_request is not None:
+        columns["mtu_request"] = spec.mtu_request
+    if spec.mac is not None:
+        columns["mac"] = spec.mac
+    iface = api.db_create("Interface", **columns)
+    # A tuple: ovsdbapp replaces a command in a list by its row in place, and a
+    # transaction tried again would then hold the row of the first attempt.
+    port = api.db_create("Port", name=spec.name, interfaces=(iface,),
+                         external_ids={**spec.external_ids, **change.extra_ids})
+    batch.creates += [iface, port]
+    batch.added.setdefault(spec.bridge, []).append(port)
 
 
 @_add.register
-def _(change: PortUpdate, transaction: Transaction) -> None:
-    name = change.spec.name
-    port = transaction.rows.port(name)
-    interfaces = transaction.rows.port_interfaces.get(name, [])
-    iface = interfaces[0] if interfaces else None
-    row: dict[str, Any] = {}
-    if change.iface_type is not None:
-        row["type"] = change.iface_type
-    if change.options is not None:
-        row["options"] = _map(change.options)  # replaces the map: stale keys go
-    if change.bfd is not None:
-        row["bfd"] = _map(change.bfd)
-    if change.mtu_request is not None:
-        row["mtu_request"] = change.mtu_request
-    if change.mac is not None:
-        row["mac"] = change.mac
-    if iface is not None and row:
-        transaction.updates.append({"op": "update", "table": "Interface",
-                                    "where": [["_uuid", "==", _uuid(iface)]], "row": row})
-    transaction.set_keys("Port", port, change.external_ids, change.stale_ids)
+def _(change: PortUpdate, batch: Batch) -> None:
+    port = batch.port(change.spec.name)
+    interfaces = list(port.interfaces)
+    iface = interfaces[0].uuid if interfaces else None
     if iface is not None:
-        transaction.set_keys("Interface", iface, change.external_ids, change.stale_ids)
+        columns: list[tuple[str, Any]] = []
+        if change.iface_type is not None:
+            columns.append(("type", change.iface_type))
+        if change.mtu_request is not None:
+            columns.append(("mtu_request", change.mtu_request))
+        if change.mac is not None:
+            columns.append(("mac", change.mac))
+        if columns:
+            batch.in_place.append(batch.api.db_set("Interface", iface, *columns,
+                                                   if_exists=False))
+        if change.options is not None:
+            batch.replace_map("Interface", iface, "options", change.options)
+        if change.bfd is not None:
+            batch.replace_map("Interface", iface, "bfd", change.bfd)
+        batch.set_keys("Interface", iface, change.external_ids, change.stale_ids)
+    batch.set_keys("Port", port.uuid, change.external_ids, change.stale_ids)
 
 
 @_add.register
-def _(change: PortRecord, transaction: Transaction) -> None:
-    transaction.set_keys("Port", transaction.rows.port(change.name), change.ids)
+def _(change: PortRecord, batch: Batch) -> None:
+    batch.set_keys("Port", batch.port(change.name).uuid, change.ids)
 
 
 @_add.register
-def _(change: PortDelete, transaction: Transaction) -> None:
-    rows = transaction.rows
-    port = rows.port(change.name)
-    for bridge, ports in rows.bridge_ports.items():
-        if port in ports:
-            transaction.ports_removed.setdefault(bridge, []).append(_uuid(port))
-    transaction.deletes.append({"op": "delete", "table": "Port",
-                                "where": [["_uuid", "==", _uuid(port)]]})
-    transaction.deletes += [{"op": "delete", "table": "Interface",
-                             "where": [["_uuid", "==", _uuid(iface)]]}
-                            for iface in rows.port_interfaces.get(change.name, [])]
+def _(change: PortDelete, batch: Batch) -> None:
+    # `ovs-vsctl del-port`: out of its bridge (whichever holds it now), its rows deleted,
+    # so that a row no bridge held goes too.
+    port = batch.port(change.name)
+    bridge = batch.bridge_holding(port)
+    if bridge is not None:
+        batch.removed.setdefault(bridge, []).append(port.uuid)
+    batch.in_place += [batch.api.db_destroy("Interface", iface.uuid)
+                       for iface in port.interfaces]
+    batch.in_place.append(batch.api.db_destroy("Port", port.uuid))

@@ -3,8 +3,7 @@
 Reading a thousand ports through the ovsdbapp IDL spends most of its time in the
 pure-Python JSON parser of the `ovs` package and in row attribute access; a plain
 select of the columns ovsnvgre needs, parsed by the stdlib's C JSON decoder, takes
-a fraction of that.  Writes are plain transactions too (ovsdb/commands.py builds
-their operations): 22,000 rows through the IDL cost ~4 s of Python, measured.
+a fraction of that.  Writes go through ovsdbapp (ovsdb/commands.py, switch.py).
 """
 
 from __future__ import annotations
@@ -66,7 +65,8 @@ class TransactError(SystemFailure):
 
 
 class RawClient:
-    """A connection to ovsdb-server for plain transactions (RFC 7047 `transact`)."""
+    """A connection to ovsdb-server for plain transactions (RFC 7047 `transact`): the
+    reads' selects (and the benchmarks' floor)."""
 
     def __init__(self, remote: str, timeout: float) -> None:
         """Connects to ``remote`` (unix: or tcp:) within ``timeout`` seconds; raises
@@ -99,25 +99,14 @@ class RawClient:
         each.  ``timeout``: seconds to wait for the reply (a "wait" operation may hold
         it), else the connect timeout.  Raises TransactError (SystemFailure) with
         ovsdb-server's error and details when an operation or the commit fails."""
-        return self.finish(self.start(operations), timeout)
-
-    def start(self, operations: list[dict[str, Any]]) -> int:
-        """Send a transaction without waiting for its reply; returns its id for finish()."""
         self.serial += 1
         request = {"method": "transact", "params": ["Open_vSwitch", *operations],
                    "id": self.serial}
         try:
-            self.sock.sendall(json.dumps(request, separators=(",", ":")).encode())
-        except OSError as exc:
-            raise SystemFailure(f"writing to {self.remote}: {exc.strerror or exc}") from None
-        return self.serial
-
-    def finish(self, serial: int, timeout: float | None = None) -> list[dict[str, Any]]:
-        """The results of the transaction ``serial`` sent by start(); see transact()."""
-        try:
             if timeout is not None:
                 self.sock.settimeout(timeout)
-            reply = self._reply(serial)
+            self.sock.sendall(json.dumps(request, separators=(",", ":")).encode())
+            reply = self._reply(self.serial)
         except TimeoutError:
             raise SystemFailure(f"ovsdb-server at {self.remote} did not answer within "
                                 f"{timeout or self.timeout:g} s") from None

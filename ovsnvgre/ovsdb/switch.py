@@ -1,26 +1,27 @@
-"""One switch's database: read it (plain selects), apply a plan's OVSDB part (plain
-transactions, ovsdb/commands.py)."""
+"""One switch's database: read it (plain selects), apply a plan's OVSDB part (one ovsdbapp
+transaction, ovsdb/commands.py)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ovsnvgre.actual import ActualBridge, ActualPort, ActualSwitch, PortStatus
 from ovsnvgre.changes import OvsdbChange, PortCreate, PortDelete
 from ovsnvgre.errors import SystemFailure
 from ovsnvgre.ovsdb import commands
-from ovsnvgre.ovsdb.commands import ROWS_READ, Rows, needs_ports
 from ovsnvgre.ovsdb.remote import (
     CONNECT_TIMEOUT,
     MONITORED,
     absolute,
     check_remote,
     default_remote,
+    schema_helper,
 )
-from ovsnvgre.ovsdb.select import RawClient, TransactError, as_map, interface_status, values
+from ovsnvgre.ovsdb.select import RawClient, as_map, interface_status, values
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,24 @@ class NotApplied(SystemFailure):
 
 
 class Switch:
-    """One switch's database, used as a context manager: one connection that reads
-    (plain selects) and writes (plain transactions, waiting for ovs-vswitchd)."""
+    """One switch's database, used as a context manager.
+
+    Reads are plain selects; writes go through ovsdbapp, whose connection is opened
+    only when there is something to write (a converged run never imports it).
+    """
 
     def __init__(self, remote: str | None = None, timeout: float = 30.0, api: Any = None
                  ) -> None:
         """``remote``: unix:PATH or tcp:HOST:PORT (default: default_remote());
-        ``timeout``: seconds a write waits for ovs-vswitchd to apply it; ``api``: the
-        ovsdbapp API of watch's monitor, which writes once went through; they are plain
-        transactions on this Switch's own connection now, and it is not used."""
+        ``timeout``: seconds a write may take, ovs-vswitchd applying it included
+        (--timeout); ``api``: an ovsdbapp API whose IDL holds every row (watch's
+        monitor.Monitor) to write through, instead of a connection of this Switch's own."""
         self.remote = absolute(remote or default_remote())
         check_remote(self.remote)
         self.timeout = timeout
+        self.api: Any = api
+        self.shared = api is not None
+        self.watched: set[str] = set()  # the Port and Interface rows our own IDL holds
         self.raw: RawClient | None = None
 
     def __enter__(self) -> Switch:
@@ -55,6 +62,8 @@ class Switch:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.api is not None and not self.shared:
+            self.api.ovsdb_connection.stop(timeout=5)
         if self.raw is not None:
             self.raw.close()
 
@@ -151,6 +160,42 @@ class Switch:
 
     # --- writing ----------------------------------------------------------------
 
+    def _connect_api(self, port_names: set[str]) -> Any:
+        """The ovsdbapp API, its IDL holding every Bridge row but only the Port and
+        Interface rows named (watch's shared API holds them all already).
+
+        A transaction only needs to see the rows it changes in place: new rows are
+        inserted, and a bridge's port set is changed by mutation.  Monitoring 11,000
+        ports to add one would cost seconds of the `ovs` package's pure-Python JSON.
+        A second transaction (a rollback) that changes other rows in place connects
+        again with those.
+        """
+        if self.api is not None and (self.shared or port_names <= self.watched):
+            return self.api
+        if self.api is not None:
+            self.api.ovsdb_connection.stop(timeout=5)
+            self.api = None
+        from ovsdbapp.backend.ovs_idl import connection
+        from ovsdbapp.schema.open_vswitch import impl_idl
+
+        idl = connection.OvsdbIdl(self.remote, schema_helper(self.remote))
+        wanted = [["name", "==", name] for name in sorted(port_names)] or [False]
+        for table in ("Port", "Interface"):
+            idl.cond_change(table, wanted)
+        conn = connection.Connection(idl=idl, timeout=self.timeout)
+        # ovsdbapp keeps the connection on the API class, one per process; a class of
+        # our own per Switch lets one process drive several switches.  No name
+        # indexes: the commands name rows changed in place by uuid (commands.Batch),
+        # and keeping indexes sorted cost ~35 ms of a 1,000-port transaction.
+        api_class = type("SwitchApi", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
+        try:
+            self.api = api_class(conn, auto_index=False)
+        except Exception as exc:  # noqa: BLE001 - ovsdbapp wraps whatever failed: one line
+            raise SystemFailure(f"cannot connect to the database at {self.remote}: "
+                                f"{exc}") from None
+        self.watched = set(port_names)
+        return self.api
+
     def _not_applied(self) -> NotApplied:
         return NotApplied(f"ovs-vswitchd did not apply the change within {self.timeout:g} s "
                              f"(is ovs-vswitchd running for {self.remote}?); the database "
@@ -158,9 +203,9 @@ class Switch:
 
     def apply(self, changes: Iterable[OvsdbChange],
               meanwhile: Callable[[], object] | None = None) -> int:
-        """All changes in one transaction, then wait for ovs-vswitchd to apply it,
-        calling ``meanwhile()`` (work that needs no switch: ovs-vswitchd and
-        ovsdb-server are the busy ones then) while it waits for the first.
+        """All changes in one ovsdbapp transaction, which waits for ovs-vswitchd to apply
+        it, calling ``meanwhile()`` (work that needs no switch) while ovs-vswitchd
+        applies the first: ovsdbapp's connection thread only waits then.
 
         Except one thing: a port removed to be attached again (PortDelete with
         ``reattach``) is created again in a second transaction once ovs-vswitchd has
@@ -189,27 +234,48 @@ class Switch:
     def _transact(self, changes: list[OvsdbChange],
                   meanwhile: Callable[[], object] | None = None) -> None:
         """One transaction, applied by ovs-vswitchd; raises SystemFailure."""
-        tables = ROWS_READ if needs_ports(changes) else {"Bridge": ROWS_READ["Bridge"]}
-        operations = commands.operations(changes, Rows.from_select(self._select(tables)))
+        api = self._connect_api(commands.in_place(changes) | self.watched)
+        with api.ovsdb_connection.lock:
+            batch = commands.batch(api, changes)
         for change in changes:
             log.debug("OVSDB: %s", change.describe())
-        try:
-            # Committing 110,000 rows (per-vsid, 5,000 hosts) takes ovsdb-server longer
-            # than a read may: the run's --timeout bounds it.
-            results = self._raw().transact(operations, timeout=self.timeout)
-        except TransactError as exc:
-            raise SystemFailure(f"the OVSDB transaction failed: {exc}") from None
-        next_cfg = results[-1]["rows"][0]["next_cfg"]
-        waiting = self._raw().start(commands.wait_for(next_cfg, self.timeout))
-        if meanwhile is not None:
-            meanwhile()
-        try:
-            # The reply may take the whole timeout: a little more to read it.
-            self._raw().finish(waiting, timeout=self.timeout + CONNECT_TIMEOUT)
-        except TransactError as exc:
-            if exc.error == "timed out":
-                raise self._not_applied() from None
-            raise
+        txn = commands.transaction(api)
+        for command in batch:
+            txn.add(command)
+        # ovsdbapp commits in its connection thread; a worker waits for the result.
+        # ``meanwhile`` runs once the commit is in and ovs-vswitchd applies it: run
+        # while ovsdbapp still builds the transaction and parses the reply, two threads
+        # of Python work slowed the commit more than they gained (measured).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovsdb-commit") as pool:
+            committed = pool.submit(txn.commit)
+            try:
+                if meanwhile is not None:
+                    committed.add_done_callback(lambda _: txn.committed.set())
+                    txn.committed.wait()
+                    meanwhile()
+            finally:
+                failure = committed.exception()  # the transaction's outcome, always
+                if failure is not None:
+                    raise self._failed(failure) from None
+        # ovsdbapp only logs a switch that never applied the transaction.
+        with api.ovsdb_connection.lock:
+            root = commands.root_row(api)
+            if root.cur_cfg < root.next_cfg:
+                raise self._not_applied()
+
+    def _failed(self, exc: BaseException) -> SystemFailure:
+        """The failure a user sees for an ovsdbapp transaction that raised ``exc``."""
+        from ovsdbapp import exceptions
+        from ovsdbapp.backend.ovs_idl import idlutils
+
+        if isinstance(exc, exceptions.TimeoutException):
+            return self._not_applied()
+        if isinstance(exc, SystemFailure):
+            return exc
+        if isinstance(exc, idlutils.RowNotFound):
+            return SystemFailure(f"{exc} while ovsnvgre was changing it (another client "
+                                 "changed the switch meanwhile); run again")
+        return SystemFailure(f"the OVSDB transaction failed: {exc}")
 
     def _raw(self) -> RawClient:
         assert self.raw is not None, "use Switch as a context manager"  # noqa: S101 - an invariant the code above guarantees, not input checking
