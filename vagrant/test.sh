@@ -117,7 +117,7 @@ until vagrant ssh host1 -c "sudo ovsnvgre lab check -c $FABRIC --host host1" \
     sleep 5
 done
 echo "host2 back on the fabric $(($(date +%s) - READY)) s after it answered SSH"
-vagrant ssh host2 --no-tty -c 'systemctl is-active ovsnvgre-boot'
+vagrant ssh host2 --no-tty -c 'sudo systemctl is-active ovsnvgre-boot'
 vagrant ssh host2 -c "sudo ovsnvgre lab check -c $FABRIC --host host2"
 
 # 5. One GRE port for every peer (`tunnel_ports: flow`: remote_ip=flow, key=flow) on
