@@ -35,6 +35,8 @@ REG_FROM_TUNNEL = "reg1"
 # The routing domain (Context.domain_numbers) of a frame a VM sent to the distributed
 # router: set by classify, read by the router's stages; 0 for every other frame.
 REG_DOMAIN = "reg2"
+# Which part of a VSID's flood list a frame is at (forward.py): 0 for every other frame.
+REG_FLOOD_PART = "reg3"
 
 # The FlowID as a hash of the inner flow, written into the key's low 8 bits after the
 # VSID (ovs-actions(7), "The multipath action"; spelled as ovs-ofctl dumps it).

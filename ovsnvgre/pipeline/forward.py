@@ -7,16 +7,23 @@ from ovsnvgre.pipeline.flow import (
     PRIORITY_DEFAULT,
     PRIORITY_EXACT,
     PRIORITY_FLOOD,
+    REG_FLOOD_PART,
     Flow,
     from_tunnel,
     in_vsid,
     make,
+    reg,
 )
 from ovsnvgre.pipeline.stage import Context, Stage
 
 # Broadcast and multicast: the group bit of the destination MAC (ovs-fields(7), eth_dst
 # with a mask), as ovs-ofctl prints it.
 MULTICAST = "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00"
+# One OpenFlow message holds at most 64 KiB (a flow_mod's length is 16 bits): a flood
+# to thousands of peers does not fit in one flow ("input too big": flow mode at 5,000
+# hosts sets tun_dst and outputs per peer, 32 bytes).  1,500 actions of at most 32 bytes
+# (an OpenFlow 1.3 set_field or output is 16) stay under 48 KiB.
+FLOOD_ACTIONS_PER_FLOW = 1500
 
 
 def _flows(context: Context, table: int) -> set[Flow]:
@@ -57,8 +64,7 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...]
                 keys_set.add(action)
                 to_peers.append(action)
     if to_locals or to_peers:
-        flows.add(make(table, PRIORITY_FLOOD, [vsid_match, from_tunnel(False)],
-                       to_locals + to_peers))
+        flows |= _flood(table, [vsid_match, from_tunnel(False)], to_locals + to_peers)
     if to_locals:
         # Split horizon: a frame from a tunnel never goes back into one.  Its unicast
         # reaches a local VM through that VM's own flow above; any other unicast is
@@ -67,6 +73,33 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...]
         # table's default, one flow per VSID instead of one per remote VM.
         flows.add(make(table, PRIORITY_FLOOD, [vsid_match, from_tunnel(True), MULTICAST],
                        to_locals))
+    return flows
+
+
+def _flood(table: int, match: list[str], actions: list[str],
+           most: int = FLOOD_ACTIONS_PER_FLOW) -> set[Flow]:
+    """The flood of one VSID as flows of at most ``most`` actions each: one flow, or a
+    chain in which each part sends its share, numbers the next part in ``REG_FLOOD_PART``
+    and resubmits to this table, where that part's flow (one priority higher) matches.
+    The packet's metadata (the key, tun_dst) is kept across a resubmit, so the parts
+    replicate exactly as one flow would."""
+    parts = [actions[start:start + most] for start in range(0, len(actions), most)]
+    flows = set()
+    key: list[str] = []  # the key (and FlowID hash) the part before set last
+    for number, part in enumerate(parts):
+        more = [f"set_field:{reg(number + 1)}->{REG_FLOOD_PART}", f"resubmit(,{table})"] \
+            if number + 1 < len(parts) else []
+        if number == 0:
+            flows.add(make(table, PRIORITY_FLOOD, match, part + more))
+        else:
+            # The key is kept across the resubmit; set again, each part reads whole (status).
+            flows.add(make(table, PRIORITY_FLOOD + 1,
+                           [*match, f"{REG_FLOOD_PART}={reg(number)}"], key + part + more))
+        for action in part:
+            if action.endswith("->tun_id"):
+                key = [action]
+            elif action.startswith("multipath("):
+                key = [*key, action]
     return flows
 
 
@@ -79,7 +112,9 @@ STAGE = Stage(
             "horizon): it reaches the local VM whose MAC it is for, or, broadcast and "
             "multicast, every local port of its VSID; other unicast from a tunnel is for "
             "no VM here and is dropped. Where the pipeline sets the key, `flow_id: hash` "
-            "puts a hash of the inner flow in its FlowID bits.",
+            "puts a hash of the inner flow in its FlowID bits. A flood of more than 1,500 "
+            "actions (thousands of peers; one OpenFlow message holds 64 KiB) is a chain of "
+            "flows: each part numbers the next in reg3 and resubmits to this table.",
     drop_reason="no port of VSID {vsid} takes it",
     flows=_flows,
     incremental=True,

@@ -1,0 +1,71 @@
+"""A VSID flooded to more peers than one OpenFlow flow can hold (64 KiB a message): the
+flood is a chain of flows (forward.py), on a real switch; and as plain flows."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from fabrics import load
+from test_trace import Tracer
+
+from ovsnvgre.desired import desired_host
+from ovsnvgre.pipeline import desired_flows
+from ovsnvgre.pipeline.forward import FLOOD_ACTIONS_PER_FLOW
+
+RED_A = "02:00:00:00:50:01"
+# Flow mode: 2 actions a peer (tun_dst, output), 32 bytes: 2,100 peers are 67 KB, more
+# than one flow_mod holds; three parts of at most 1,500 actions.
+PEERS = 2100
+
+
+def wide_vsid(peers: int, mode: str) -> str:
+    """host1 (the lab's) with red-a in VSID 5001, and ``peers`` hosts with one VM each in
+    it; no packet is sent to their PAs (only traced)."""
+    lines = ["fabric: wide", "datapath_type: netdev",
+             f"overlay: {{bridge: br-int, key_layout: rfc7637, tunnel_ports: {mode}}}",
+             "hosts:",
+             "  host1: {pa: 198.51.100.11/24, uplink: eth1, gateway: 198.51.100.1}"]
+    lines += [f"  p{n}: {{pa: {ipaddress.ip_address('10.64.0.2') + n}/10, uplink: eth1, "
+              "gateway: 10.64.0.1}" for n in range(peers)]
+    lines += ["virtual_subnets:", "  red: {vsid: 5001}", "vms:",
+              f'  red-a: {{host: host1, subnet: red, port: vnet0, mac: "{RED_A}", '
+              "ca: 10.0.0.1/16}"]
+    lines += [f'  r{n}: {{host: p{n}, subnet: red, port: vnet0, '
+              f'mac: "02:01:00:{n >> 8 & 255:02x}:{n & 255:02x}:01", '
+              f"ca: 10.0.{(n + 2) >> 8}.{(n + 2) & 255}/16}}" for n in range(peers)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_wide_flood_is_split_into_parts_that_chain():
+    desired = desired_host(load(wide_vsid(PEERS, "flow")), "host1")
+    flood = sorted((f for f in desired_flows(desired, {"vnet0", "gre-flow"})
+                    if f.priority in (50, 51) and "reg1=0" in f.match),
+                   key=lambda f: sorted(f.match))
+    assert len(flood) == 3
+    for flow in flood:
+        actions = flow.actions.replace("resubmit(,", "resubmit(").split(",")
+        # + the key set again, the next part's number, the resubmit
+        assert len(actions) <= FLOOD_ACTIONS_PER_FLOW + 3
+    assert [f.actions.endswith(f"resubmit(,{f.table})") for f in flood].count(True) == 2
+    sent = [a for f in flood for a in f.actions.split(",") if a.endswith("->tun_dst")]
+    assert len(sent) == len(set(sent)) == PEERS
+
+
+def test_a_broadcast_reaches_every_peer_of_a_wide_vsid(lab):
+    # Before the chain: `up` failed with ovs-ofctl's "input too big" for this flow.
+    lab.fabric.write_text(wide_vsid(PEERS, "flow"))
+    host = lab.host("host1", "198.51.100.11/24", "198.51.100.1", vm_ports=("vnet0",))
+    result = host.ovsnvgre("up", "--no-verify")
+    assert result.returncode == 0, result.stderr
+    again = host.ovsnvgre("up", "--no-verify")
+    assert "no changes" in again.stdout, again.stdout + again.stderr
+    broadcast = Tracer(host)(f"in_port=vnet0,dl_src={RED_A},dl_dst=ff:ff:ff:ff:ff:ff,ip,"
+                             "nw_src=10.0.0.1,nw_dst=10.0.255.255")
+    assert len(set(broadcast.tun_dsts)) == len(broadcast.outputs) == PEERS
+    assert {tun_id for _, tun_id in broadcast.outputs} == {5001 << 8}
+    status = host.ovsnvgre("status", "--json")
+    assert status.returncode == 0, status.stdout[-2000:] + status.stderr
+    rows = json.loads(status.stdout)["tunnels"]
+    assert len({row["peer"] for row in rows}) == PEERS
+    assert all(row["state"] == "up" for row in rows), [r for r in rows if r["state"] != "up"][:3]
