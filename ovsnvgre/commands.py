@@ -233,7 +233,7 @@ def _await_confirmation(result: engine.RunResult, seconds: float | None, as_json
                "without it the run is rolled back, even if this command is interrupted",
                err=True)
     try:
-        outcome = rollbacks.await_confirmation(result.timer, seconds)
+        outcome = rollbacks.await_confirmation(result.timer, seconds, result.left)
     except KeyboardInterrupt:
         click.echo("ovsnvgre: interrupted; the rollback timer keeps running: "
                    "`ovsnvgre confirm` keeps the change, `ovsnvgre rollback` undoes it now",

@@ -43,6 +43,7 @@ from ovsnvgre.plan import with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
+from ovsnvgre.safe.restore import left_behind
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
 from ovsnvgre.survey import (
@@ -73,6 +74,8 @@ class RunResult:
     # the flows installed for them (watch keeps both), built when first asked: a run
     # that found its bridge converged by the flow cache never built them.
     flows_of: Callable[[], frozenset[Flow]] = field(default=frozenset, repr=False)
+    # What a rollback of the run would not restore (safe/restore.left_behind), or "".
+    left: str = ""
 
     @property
     def flows(self) -> frozenset[Flow]:
@@ -282,7 +285,7 @@ class Converge:
                     "rollback` tries the restore again")
             journal.remove(self.path)
         return UnderlayLost(f"{what}. Rolled back: the host is as it was before the run "
-                            f"({undone} changes undone){more}")
+                            f"({undone} changes undone){left_behind(self.record)}{more}")
 
     def apply_flows(self) -> None:
         """Plan the flows for the ports that exist now; apply them in one bundle."""
@@ -325,7 +328,8 @@ class Converge:
         """What the run did."""
         return RunResult(self.plan, self.ovsdb_writes, self.kernel_changes, self.flow_mods,
                          self.status.refused(), self.check, self.timer,
-                         frozenset(self.status.live()), self.wanted)
+                         frozenset(self.status.live()), self.wanted,
+                         left_behind(self.record) if self.record else "")
 
 
 def up(fabric: Fabric, host: str, db: str | None = None, timeout: float = DEFAULT_TIMEOUT,

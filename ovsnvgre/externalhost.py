@@ -149,19 +149,16 @@ def phase(run: Any, last: bool) -> None:
             run.record.extra.setdefault(journal.NAMESPACES_MADE, []).append([netns, bridge_port])
             journal.save(run.path, run.record)
 
-        run.external_phase_ran = True
+        left = sorted({c.netns for c in run.plan.external if c.action != "create"})
+        if left:
+            run.record.extra[journal.NAMESPACES_LEFT] = left
+            journal.save(run.path, run.record)
         run.kernel_changes += apply(run.plan.external, making)
 
 
 def restore(run: Any) -> int:
     """engine's rollback of ``run`` (an engine.Converge): safe/restore.py's way back for
     its rollback file (rows, links, flows, and the namespaces it made); the number of
-    changes undone.  A namespace the run deleted (`down`) or changed is not put back:
-    the next `up` makes or converges it, and the progress says so.  Raises
-    SystemFailure."""
-    undone = restore_record(run.switch, run.record, run.progress)
-    kept = [change.netns for change in run.plan.external if change.action != "create"]
-    if kept and getattr(run, "external_phase_ran", False):
-        run.progress(f"not rolled back: {', '.join(sorted(set(kept)))} (deleted or changed "
-                     "by the run; the next `ovsnvgre up` makes or converges them)")
-    return undone
+    changes undone.  A namespace the run deleted (`down`) or changed is not put back (the
+    run's last line names it: restore.left_behind).  Raises SystemFailure."""
+    return restore_record(run.switch, run.record, run.progress)

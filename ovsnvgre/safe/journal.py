@@ -31,6 +31,8 @@ AWAITING = "awaiting-confirmation"
 # Record.extra's key for the routing domains' namespaces a run began to make, oldest
 # first, as [namespace, bridge port or None]: every rollback deletes them (restore.py).
 NAMESPACES_MADE = "namespaces_made"
+# ... and those it deleted or changed, which no rollback makes again (their names).
+NAMESPACES_LEFT = "namespaces_left"
 
 
 def path_for(remote: str) -> Path:

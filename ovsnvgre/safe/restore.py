@@ -45,6 +45,18 @@ def restore(switch: Switch, snap: snapshot.Snapshot, progress: Progress = quiet)
     return count
 
 
+def left_behind(record: journal.Record) -> str:
+    """"" when a rollback of ``record``'s run returns the host to the state before it;
+    else the clause that names the routing domains' namespaces the run deleted or
+    changed, which a rollback does not make again (``journal.NAMESPACES_LEFT``)."""
+    left = record.extra.get(journal.NAMESPACES_LEFT, [])
+    if not left:
+        return ""
+    return (f"; except namespace(s) {', '.join(left)}, which the run deleted or changed "
+            "and a rollback does not make again: their routing domains' way out is not as "
+            "before until `ovsnvgre up` with the fabric file of before the run")
+
+
 def restore_record(switch: Switch, record: journal.Record, progress: Progress = quiet) -> int:
     """Return the host to the state before ``record``'s run: ``restore`` of its snapshot,
     then delete the routing domains' namespaces the run made or began to make

@@ -21,8 +21,8 @@ from ovsnvgre.ovsdb import Switch, default_remote
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock, Liveness
-from ovsnvgre.safe.restore import restore_record
-from ovsnvgre.safe.timer import CONFIRMED, ROLLED_BACK
+from ovsnvgre.safe.restore import left_behind, restore_record
+from ovsnvgre.safe.timer import CONFIRMED, ROLLED_BACK, ROLLED_BACK_ON_REQUEST
 
 
 def start_timer(path: Path, record: journal.Record, seconds: float) -> subprocess.Popen:
@@ -63,16 +63,20 @@ class Confirmation:
     detail: str
 
 
-def await_confirmation(timer: subprocess.Popen, seconds: float) -> Confirmation:
-    """Wait for the timer of ``up --confirm``: it ends on `ovsnvgre confirm` or its deadline
-    (``seconds``, plus 120 s for the rollback).  Raises SystemFailure when the rollback
-    failed."""
+def await_confirmation(timer: subprocess.Popen, seconds: float, left: str = "") -> Confirmation:
+    """Wait for the timer of ``up --confirm``: it ends on `ovsnvgre confirm`, `ovsnvgre
+    rollback` or its deadline (``seconds``, plus 120 s for the rollback).  ``left``: what
+    a rollback does not restore (restore.left_behind), said after it.  Raises
+    SystemFailure when the rollback failed."""
     code = timer.wait(timeout=seconds + 120)
     if code == CONFIRMED:
         return Confirmation(True, "confirmed: the change stays")
     if code == ROLLED_BACK:
         return Confirmation(False, "not confirmed in time: rolled back to the state before "
-                                   "the run")
+                                   f"the run{left}")
+    if code == ROLLED_BACK_ON_REQUEST:
+        return Confirmation(False, "rolled back by `ovsnvgre rollback` to the state before "
+                                   f"the run{left}")
     raise SystemFailure("not confirmed in time, and the rollback failed: see "
                         "ovsnvgre-rollback.log in the OVS run directory, then run "
                         "`ovsnvgre rollback`")
@@ -114,7 +118,16 @@ def _ask_timer(path: Path, record: journal.Record, timer: int, progress: Progres
         time.sleep(0.1)
     if path.exists() or journal.taken_path(path).exists():
         raise SystemFailure(f"the rollback failed: see {journal.log_path(path)}")
-    return f"rolled back {record.title()}"
+    return _said(f"rolled back {record.title()}", record)
+
+
+def _said(sentence: str, record: journal.Record) -> str:
+    """``sentence``, or a SystemFailure (exit 1) that says what the rollback could not
+    restore: the host is not as it was before the run."""
+    left = left_behind(record)
+    if left:
+        raise SystemFailure(sentence + left)
+    return sentence
 
 
 def rollback(db: str | None = None, progress: Progress = quiet,
@@ -146,4 +159,4 @@ def rollback(db: str | None = None, progress: Progress = quiet,
             os.rename(taken, path)
             raise
         journal.remove(taken)
-    return f"rolled back {record.title()}: {undone} changes undone"
+    return _said(f"rolled back {record.title()}: {undone} changes undone", record)

@@ -3,7 +3,8 @@
     python -I -m ovsnvgre.safe.timer ROLLBACK_FILE TOKEN LIVENESS_FD
 
 Exits 0 when `ovsnvgre confirm` removed the file in time, 3 after rolling the run
-back, 1 when the rollback failed (the file is then kept for `ovsnvgre rollback`,
+back at its deadline, 4 after rolling it back at `ovsnvgre rollback`'s request, 1 when
+the rollback failed (the file is then kept for `ovsnvgre rollback`,
 or for the next `up`, which adopts it).  SIGUSR1 (sent by `ovsnvgre rollback`)
 rolls back at once.  LIVENESS_FD is the locked proof of life its parent claimed.
 """
@@ -21,9 +22,9 @@ from ovsnvgre.errors import OvsnvgreError
 from ovsnvgre.ovsdb import Switch
 from ovsnvgre.safe import journal
 from ovsnvgre.safe.lock import HostLock, Liveness
-from ovsnvgre.safe.restore import restore_record
+from ovsnvgre.safe.restore import left_behind, restore_record
 
-CONFIRMED, ROLLED_BACK, FAILED = 0, 3, 1
+CONFIRMED, ROLLED_BACK, ROLLED_BACK_ON_REQUEST, FAILED = 0, 3, 4, 1
 POLL = 0.1          # seconds between looks at the rollback file
 LOCK_WAIT = 600.0   # seconds the rollback waits for a `confirm` or `rollback` in progress
 
@@ -35,7 +36,8 @@ def _log(message: str) -> None:
 
 def run(path: Path, token: str) -> int:
     """Wait for `confirm` or the deadline of the record at ``path`` (whose token must be
-    ``token``), then roll back; returns CONFIRMED, ROLLED_BACK or FAILED."""
+    ``token``), then roll back; returns CONFIRMED, ROLLED_BACK, ROLLED_BACK_ON_REQUEST or
+    FAILED."""
     now = {"requested": False}
 
     def roll_back_now(*_: object) -> None:
@@ -60,7 +62,8 @@ def run(path: Path, token: str) -> int:
         taken = journal.taken_path(path)
         os.rename(path, taken)
         _log(f"rolling back {record.describe()}: {reason}")
-        return _roll_back(record, path, taken)
+        code = _roll_back(record, path, taken)
+    return ROLLED_BACK_ON_REQUEST if code == ROLLED_BACK and now["requested"] else code
 
 
 def _roll_back(record: journal.Record, path: Path, taken: Path) -> int:
@@ -76,7 +79,7 @@ def _roll_back(record: journal.Record, path: Path, taken: Path) -> int:
              "rollback` (or the next `ovsnvgre up`)")
         return FAILED
     journal.remove(taken)
-    _log(f"rolled back: {undone} changes undone")
+    _log(f"rolled back: {undone} changes undone{left_behind(record)}")
     return ROLLED_BACK
 
 
