@@ -268,6 +268,7 @@ def rollback_command(db: str | None, wait: float) -> None:
     once. Restores the rows ovsnvgre owns, the addresses, routes and link
     states of the uplink and the tep port, and the owned flows, and deletes
     the routing domains' namespaces the run made (one it changed or deleted
-    stays so, for the next `up`). Exits 1 when there is nothing to roll back.
+    stays so, for the next `up`). Exits 1 when there is nothing to roll back,
+    or when such a namespace leaves the host unlike before the run (named).
     """
     click.echo(rollbacks.rollback(db, progress(False), wait))

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ovsnvgre import external, nvgre
-from ovsnvgre.model import Choice, Fabric, Host, KeyLayout, TunnelPorts
+from ovsnvgre.model import Choice, DatapathType, Fabric, Host, KeyLayout, TunnelPorts
 
 # external_ids keys.  The fabric key is the ownership marker: a row is ovsnvgre's
 # when it carries it with this fabric's name.
@@ -237,6 +237,30 @@ def too_many_ports(fabric: Fabric) -> list[str]:
                          f"overlay.tunnel_ports per-vsid, and Open vSwitch numbers at most "
                          f"{MAX_AUTO_OFPORTS:,} ports on a bridge: `up` would fail there; "
                          "per-peer or flow mode needs one port per peer or one in all")
+    return lines
+
+
+# On the userspace datapath each natively pushed tunnel copy costs ~84 bytes of datapath
+# actions, and ovs-vswitchd stops translating a packet past 64 KB ("resubmits yielded
+# over 64 kB of actions", checked at every tunnel output): measured, a broadcast to 2,100
+# peers reached 780 of them.  The kernel datapath slow-paths such a flow instead.
+USERSPACE_FLOOD_PEERS = 750
+
+
+def flood_limits(fabric: Fabric) -> list[str]:
+    """With the userspace datapath, the VSIDs whose VMs are on more hosts than one
+    broadcast reaches (``USERSPACE_FLOOD_PEERS`` peers), one line each."""
+    if fabric.datapath_type != DatapathType.NETDEV:
+        return []
+    lines = []
+    for name, subnet in fabric.virtual_subnets.items():
+        peers = len(fabric.hosts_with(subnet.vsid)) - 1
+        if peers > USERSPACE_FLOOD_PEERS:
+            lines.append(f"virtual subnet {name} (VSID {subnet.vsid}) has VMs on {peers + 1:,} "
+                         "hosts: with datapath_type netdev a broadcast, multicast or unknown "
+                         f"unicast frame reaches only about {USERSPACE_FLOOD_PEERS} peers (Open "
+                         "vSwitch translates at most 64 KB of actions a packet); the kernel "
+                         "datapath (system) reaches them all")
     return lines
 
 

@@ -92,12 +92,12 @@ def blockers(fabric: Fabric, host: str, changes: Iterable[ExternalChange] = (),
 
 
 def apply(changes: Iterable[ExternalChange],
-          making: Callable[[str, str | None], None] | None = None) -> int:
+          making: Callable[[str, str | None, bool], None] | None = None) -> int:
     """Carry ``changes`` out, domain by domain; the number of changes made.  Raises
     SystemFailure (with the netlink or command's reason: pyroute2's NetlinkError, an
     OSError) on the first that fails, so the run rolls back.  ``making`` is called with
-    each namespace (and its bridge port) this call is about to make, before it is made,
-    so that a rollback removes it."""
+    each namespace (its bridge port, and whether it is made new) before this call
+    touches it, so that a rollback removes a new one and names a changed one."""
     from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415 - as externalns._ipr
 
     done = 0
@@ -108,14 +108,14 @@ def apply(changes: Iterable[ExternalChange],
         actions = {change.action for change in group}
         side = group[0].side
         try:
+            if making is not None:
+                making(netns, group[0].bridge_port, "create" in actions)
             if "delete" in actions:
                 remove(netns, group[0].bridge_port)
                 done += 1
                 continue
             assert side is not None  # noqa: S101 - every other change carries its side
             if "create" in actions:
-                if making is not None:
-                    making(netns, side.bridge_port)
                 create(side)
                 done += 1
                 continue
@@ -145,13 +145,12 @@ def phase(run: Any, last: bool) -> None:
         run.progress(f"applying {len(run.plan.external)} changes to the routing domains' "
                      "external sides")
 
-        def making(netns: str, bridge_port: str | None) -> None:
-            run.record.extra.setdefault(journal.NAMESPACES_MADE, []).append([netns, bridge_port])
-            journal.save(run.path, run.record)
-
-        left = sorted({c.netns for c in run.plan.external if c.action != "create"})
-        if left:
-            run.record.extra[journal.NAMESPACES_LEFT] = left
+        def making(netns: str, bridge_port: str | None, new: bool) -> None:
+            extra = run.record.extra  # an adopted record's lists are kept and added to
+            if new:
+                extra.setdefault(journal.NAMESPACES_MADE, []).append([netns, bridge_port])
+            elif netns not in extra.setdefault(journal.NAMESPACES_LEFT, []):
+                extra[journal.NAMESPACES_LEFT].append(netns)
             journal.save(run.path, run.record)
         run.kernel_changes += apply(run.plan.external, making)
 

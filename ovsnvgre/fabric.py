@@ -386,7 +386,7 @@ def _vms(doc: LineMap, check: Checker, hosts: dict[str, Host],  # noqa: C901 - o
 def warnings(fabric: Fabric) -> list[str]:
     """What is legal in a fabric file but will not work as the user expects (one line each)."""
     vm_mtu, underlay_mtu = fabric.overlay.vm_mtu, fabric.underlay.mtu
-    found = desired.too_many_ports(fabric)
+    found = desired.too_many_ports(fabric) + desired.flood_limits(fabric)
     if vm_mtu is not None and vm_mtu > nvgre.max_vm_mtu(underlay_mtu):
         found.insert(0, f"overlay.vm_mtu {vm_mtu} is more than underlay.mtu {underlay_mtu} - "
                      f"{nvgre.OVERHEAD} = {nvgre.max_vm_mtu(underlay_mtu)}: frames that "

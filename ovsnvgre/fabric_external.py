@@ -43,8 +43,8 @@ class Seen:
     # ``address`` and ``nic`` lines (checked against subnets and VMs once they are known).
     gateways: dict[ipaddress.IPv4Address, str] = field(default_factory=dict)
     lines: dict[tuple[str, str], int] = field(default_factory=dict)
-    # The external network of each (host, NIC), and the entry path that gave it first.
-    networks: dict[tuple[str, str], tuple[ipaddress.IPv4Network, str]] = field(
+    # The external networks on each (host, NIC), with the entry path of each.
+    networks: dict[tuple[str, str], dict[ipaddress.IPv4Network, str]] = field(
         default_factory=dict)
 
 
@@ -84,11 +84,14 @@ def external(entry: LineMap, path: str, check: Checker, hosts: dict[str, Host],
     address = check.parsed(section, "address", where, _parse_interface,
                            "an IPv4 address with a prefix length (like 203.0.113.10/24)")
     network = address.network
-    first = seen.networks.setdefault((host, nic), (network, join(where, "address")))
-    if first[0] != network:
-        raise check.fail(join(where, "address"), f"{address} is on NIC {nic!r} of host "
-                         f"{host!r}, whose external network is {first[0]} ({first[1]}): one "
-                         "NIC, one external network", section.key_lines["address"])
+    on_nic = seen.networks.setdefault((host, nic), {})
+    for other, other_path in on_nic.items():
+        # Several networks may share a wire; one network is one prefix on it.
+        if other != network and other.overlaps(network):
+            raise check.fail(join(where, "address"), f"{address} is on NIC {nic!r} of host "
+                             f"{host!r} with {other_path}'s network {other}: the same "
+                             "network with another prefix length", section.key_lines["address"])
+    on_nic.setdefault(network, join(where, "address"))
     for other in hosts.values():
         if network.overlaps(other.pa.network):
             raise check.fail(join(where, "address"), f"the external network {network} "

@@ -53,8 +53,11 @@ def _too_many_ports(desired: DesiredHost, switch: ActualSwitch) -> list[str]:
     blockers = []
     for bridge in desired.bridges:
         wanted = {name for name, port in desired.ports.items() if port.bridge == bridge}
+        # Another fabric's or tool's ports stay; this fabric's that it no longer wants go.
         foreign = {name for name in switch.bridges[bridge].ports
-                   if name not in desired.ports and name != bridge} \
+                   if name not in desired.ports and name != bridge
+                   and (name not in switch.ports
+                        or switch.ports[name].external_ids.get(OWNER_KEY) != desired.owner)} \
             if bridge in switch.bridges else set()
         if len(wanted) + len(foreign) > MAX_AUTO_OFPORTS:
             blockers.append(

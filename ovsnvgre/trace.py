@@ -303,7 +303,7 @@ def _external(fabric: Fabric, the_probe: Probe, out: dict[str, Any],
            else f"on port {out['port']}")
     unknown = "" if host_addresses is not None else (
         f"; unless it is an address of {gateway.host} itself, which its namespace drops: "
-        f"only a trace on {gateway.host} knows them")
+        f"those are read on {gateway.host} only")
     return (f"routed to the external gateway on {gateway.host}, {nat} ({the_probe.address} "
             f"is outside every subnet of {domain.name}; {how}{unknown})")
 

@@ -94,8 +94,7 @@ def test_the_cache_gives_the_external_sections_back(tmp_path, monkeypatch):
      "f.yaml:19: routing_domains.contoso.external.address: the external network "
      "192.168.1.0/24 overlaps the PA network 192.168.1.0/24 of host 'host1'"),
     # The namespace routes the domain's own prefixes to the overlay.
-    (contoso(address="10.1.1.5/24", gateway="10.1.1.254", floating_ips="").replace(
-        "nic: eth2, address: 203.0.113.11", "nic: eth3, address: 203.0.113.11"),
+    (contoso(address="10.1.1.5/24", gateway="10.1.1.254", floating_ips=""),
      "f.yaml:19: routing_domains.contoso.external.address: the external network "
      "10.1.1.0/24 overlaps the prefix 10.1.1.0/24 of the domain's subnet 'web'"),
     (GATEWAY.replace("gateway: 203.0.113.1}", "gateway: 203.0.113.10}"),
@@ -141,11 +140,11 @@ def test_the_cache_gives_the_external_sections_back(tmp_path, monkeypatch):
     (GATEWAY.replace("address: 203.0.113.11/24", "address: 203.0.113.21/24"),
      "f.yaml:23: routing_domains.fabrikam.external.address: 203.0.113.21 is already "
      "routing_domains.contoso.external.floating_ips.web-a"),
-    # Two domains on one NIC share its network (a macvlan each on the same wire).
+    # Two domains on one NIC (a macvlan each on the same wire): one network, one prefix.
     (GATEWAY.replace("address: 203.0.113.11/24", "address: 203.0.113.11/25"),
      "f.yaml:23: routing_domains.fabrikam.external.address: 203.0.113.11/25 is on NIC 'eth2' "
-     "of host 'host3', whose external network is 203.0.113.0/24 "
-     "(routing_domains.contoso.external.address): one NIC, one external network"),
+     "of host 'host3' with routing_domains.contoso.external.address's network "
+     "203.0.113.0/24: the same network with another prefix length"),
     (GATEWAY.replace(FABRIKAM, "    external: {host: host3}\n"),
      "f.yaml:23: routing_domains.fabrikam.external.address: is required"),
     (GATEWAY.replace(FABRIKAM, "    external: [host3]\n"),

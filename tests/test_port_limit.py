@@ -8,6 +8,7 @@ import ipaddress
 
 from click.testing import CliRunner
 from fabrics import load
+from test_desired_plan import converged
 from test_preflight import kernel
 
 from ovsnvgre.actual import ActualSwitch
@@ -106,3 +107,11 @@ def test_up_refuses_before_any_change_where_the_ports_cannot_be_numbered():
                                                 "numbers at most 32,767 on a bridge")], blockers
     per_peer = desired_host(load(BIG.replace("per-vsid", "per-peer")), "host0")
     assert preflight(per_peer, ActualSwitch({}, {}), kernel()) == ([], [])
+
+
+def test_moving_such_a_host_to_per_peer_is_not_refused_for_the_ports_it_will_delete():
+    # The host holds the per-vsid ports (ovsnvgre's own): the per-peer run deletes them,
+    # so they do not count against the bridge, as the refusal's own advice needs.
+    switch = converged(desired_host(load(BIG), "host0"))
+    per_peer = desired_host(load(BIG.replace("per-vsid", "per-peer")), "host0")
+    assert preflight(per_peer, switch, kernel())[0] == []

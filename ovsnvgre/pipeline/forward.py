@@ -64,7 +64,9 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...]
                 keys_set.add(action)
                 to_peers.append(action)
     if to_locals or to_peers:
-        flows |= _flood(table, [vsid_match, from_tunnel(False)], to_locals + to_peers)
+        units = [[action] for action in to_locals] + [
+            tunnel_out[peer, vsid] for peer in context.peers_of.get(vsid, [])]
+        flows |= _flood(table, [vsid_match, from_tunnel(False)], to_locals + to_peers, units)
     if to_locals:
         # Split horizon: a frame from a tunnel never goes back into one.  Its unicast
         # reaches a local VM through that VM's own flow above; any other unicast is
@@ -76,30 +78,36 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...]
     return flows
 
 
-def _flood(table: int, match: list[str], actions: list[str],
+def _flood(table: int, match: list[str], whole: list[str], units: list[list[str]],
            most: int = FLOOD_ACTIONS_PER_FLOW) -> set[Flow]:
-    """The flood of one VSID as flows of at most ``most`` actions each: one flow, or a
-    chain in which each part sends its share, numbers the next part in ``REG_FLOOD_PART``
-    and resubmits to this table, where that part's flow (one priority higher) matches.
-    The packet's metadata (the key, tun_dst) is kept across a resubmit, so the parts
-    replicate exactly as one flow would."""
-    parts = [actions[start:start + most] for start in range(0, len(actions), most)]
+    """The flood of one VSID: ``whole`` (every local port's and peer's actions, a key set
+    once) as one flow when it holds at most ``most`` actions; else a chain of parts, each
+    whole ``units`` (a local port's output, or a peer's actions: tun_dst, key, output) up
+    to ``most`` actions, matched by its number in ``REG_FLOOD_PART`` (0 for the first).
+
+    Each part first numbers the next and resubmits to this table, then sends its own:
+    ovs-vswitchd refuses a resubmit once a packet's datapath actions exceed 64 KiB
+    ("resubmits yielded over 64 kB of actions", ofproto-dpif-xlate.c), so every resubmit
+    comes before any output.  The next parts may change the key and tun_dst: each part
+    sets its own again (the key once per part)."""
+    if len(whole) <= most:
+        return {make(table, PRIORITY_FLOOD, match, whole)}
+    parts: list[list[str]] = [[]]
+    once: set[str] = set()  # the current part's actions other than outputs
+    for unit in units:
+        new = [a for a in unit if a.startswith("output:") or a not in once]
+        if parts[-1] and len(parts[-1]) + len(new) > most:
+            parts.append([])
+            once = set()
+            new = unit
+        once.update(a for a in new if not a.startswith("output:"))
+        parts[-1] += new
     flows = set()
-    key: list[str] = []  # the key (and FlowID hash) the part before set last
     for number, part in enumerate(parts):
-        more = [f"set_field:{reg(number + 1)}->{REG_FLOOD_PART}", f"resubmit(,{table})"] \
+        chain = [f"set_field:{reg(number + 1)}->{REG_FLOOD_PART}", f"resubmit(,{table})"] \
             if number + 1 < len(parts) else []
-        if number == 0:
-            flows.add(make(table, PRIORITY_FLOOD, match, part + more))
-        else:
-            # The key is kept across the resubmit; set again, each part reads whole (status).
-            flows.add(make(table, PRIORITY_FLOOD + 1,
-                           [*match, f"{REG_FLOOD_PART}={reg(number)}"], key + part + more))
-        for action in part:
-            if action.endswith("->tun_id"):
-                key = [action]
-            elif action.startswith("multipath("):
-                key = [*key, action]
+        flows.add(make(table, PRIORITY_FLOOD, [*match, f"{REG_FLOOD_PART}={reg(number)}"],
+                       chain + part))
     return flows
 
 

@@ -52,7 +52,7 @@ def left_behind(record: journal.Record) -> str:
     left = record.extra.get(journal.NAMESPACES_LEFT, [])
     if not left:
         return ""
-    return (f"; except namespace(s) {', '.join(left)}, which the run deleted or changed "
+    return (f"; except namespace(s) {', '.join(sorted(left))}, which the run deleted or changed "
             "and a rollback does not make again: their routing domains' way out is not as "
             "before until `ovsnvgre up` with the fabric file of before the run")
 

@@ -53,7 +53,8 @@ def run(path: Path, token: str) -> int:
         if now["requested"] or (record.deadline or 0) <= time.time():
             break
         time.sleep(POLL)
-    reason = "by request" if now["requested"] else "no confirmation in time"
+    requested = now["requested"]  # a request during the rollback changes nothing
+    reason = "by request" if requested else "no confirmation in time"
     with HostLock(path.parent, "rollback (confirmation timer)", LOCK_WAIT, _log):
         record = journal.load(path)
         if record is None or record.token != token:
@@ -63,7 +64,7 @@ def run(path: Path, token: str) -> int:
         os.rename(path, taken)
         _log(f"rolling back {record.describe()}: {reason}")
         code = _roll_back(record, path, taken)
-    return ROLLED_BACK_ON_REQUEST if code == ROLLED_BACK and now["requested"] else code
+    return ROLLED_BACK_ON_REQUEST if code == ROLLED_BACK and requested else code
 
 
 def _roll_back(record: journal.Record, path: Path, taken: Path) -> int:
