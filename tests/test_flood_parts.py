@@ -95,3 +95,18 @@ def test_validate_warns_of_a_vsid_wider_than_the_userspace_datapath_floods():
     assert fabric.warnings(load(wide_vsid(800, "flow").replace(
         "datapath_type: netdev", "datapath_type: system"))) == []
     assert fabric.warnings(load(wide_vsid(700, "flow"))) == []
+
+
+def test_per_peer_and_per_vsid_floods_chain_too():
+    for mode, port_count in (("per-peer", 1600), ("per-vsid", 1600)):
+        desired = desired_host(load(wide_vsid(port_count, mode)), "host1")
+        ports = set(desired.ports)
+        flood = [f for f in desired_flows(desired, ports)
+                 if f.priority == 50 and "reg1=0" in f.match and "reg0=0x1389" in f.match]
+        assert len(flood) == 2, mode
+        outputs = [a for f in flood for a in f.actions.split(",") if a.startswith("output:")]
+        # every peer's port, and red-a's own (OVS sends nothing back to the in_port)
+        assert len(outputs) == len(set(outputs)) == port_count + 1, mode
+        assert "output:vnet0" in outputs
+        for flow in flood:
+            assert flow.actions.count("->tun_id") == (1 if mode == "per-peer" else 0), mode
