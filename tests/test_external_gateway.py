@@ -115,9 +115,8 @@ def world(tmp_path, request) -> Iterator[World]:
             # Whatever the test did: the gateway host's namespaces go (they are made in
             # the machine's mount namespace, not the lab's).
             run(host3, "down", "--no-verify")
-            for name in os.listdir("/run/netns"):
-                if name.startswith(f"ovsnvgre-{FABRIC}-"):
-                    sh("ip", "netns", "delete", name, check=False)
+            for name in _own_namespaces():
+                sh("ip", "netns", "delete", name, check=False)
 
 
 def run(host: Host, *args: str) -> subprocess.CompletedProcess:
@@ -134,6 +133,16 @@ def run_bare(host: Host, *args: str) -> subprocess.CompletedProcess:
     (`rollback`, `confirm`)."""
     return sh("nsenter", f"--net=/run/netns/{host.netns.name}", "--", sys.executable, "-m",
               "ovsnvgre", *args, env=host.switch.env, check=False, timeout=120)
+
+
+def _own_namespaces() -> list[str]:
+    """This run's domains' namespaces on the machine (the gateway host makes them there)."""
+    return sorted(n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-"))
+
+
+def _gateway_links(host: Host) -> list[str]:
+    """The domains' bridge-port veth ends on ``host``, as `ip -br link` lists them."""
+    return [line for line in host.ip("-br", "link").splitlines() if line.startswith("gw")]
 
 
 def up(world: World) -> None:
@@ -345,7 +354,7 @@ def test_a_missing_external_nic_is_refused_before_any_change(world):
     assert result.stderr.strip().splitlines()[-1] == (
         "ovsnvgre: error: host host3: routing domain contoso's external NIC eth2 does not "
         "exist on this host (and 1 more: `ovsnvgre plan` lists them); nothing was changed")
-    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    assert _own_namespaces() == []
     assert world.host3.switch.vsctl("show") == before
 
 
@@ -355,7 +364,7 @@ def test_an_enslaved_external_nic_is_refused_before_any_change(world):
     result = run(world.host3, "up")
     assert result.returncode == 1
     assert "routing domain contoso's external NIC eth2 is enslaved to brx" in result.stderr
-    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    assert _own_namespaces() == []
 
 
 def _switch_state(host: Host) -> tuple[str, str, str]:
@@ -377,7 +386,7 @@ def test_a_run_under_ip_netns_exec_is_refused_before_any_change(world):
                            "namespace"), refused.stderr
     assert last.endswith("nothing was changed"), last
     assert _switch_state(host3) == before
-    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
+    assert _own_namespaces() == []
     up(world)
     before = _switch_state(host3)
     refused = host3.ovsnvgre("down", "--no-verify")
@@ -431,9 +440,8 @@ def test_a_netlink_error_in_the_external_phase_rolls_back(world):
     assert "Rolled back" in last, last
     assert _switch_state(world.host3) == before
     # The namespaces the run made (contoso's whole, fabrikam's begun) go with it.
-    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
-    assert not [line for line in world.host3.ip("-br", "link").splitlines()
-                if line.startswith("gw")]
+    assert _own_namespaces() == []
+    assert _gateway_links(world.host3) == []
 
 
 def test_down_removes_a_namespace_left_unmarked_by_a_run_that_died(world):
@@ -448,9 +456,8 @@ def test_down_removes_a_namespace_left_unmarked_by_a_run_that_died(world):
     assert f"set links of namespace {contoso}" in plan.stdout, plan.stdout + plan.stderr
     down = run(world.host3, "down", "--no-verify")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-")]
-    assert not [line for line in world.host3.ip("-br", "link").splitlines()
-                if line.startswith("gw")]
+    assert _own_namespaces() == []
+    assert _gateway_links(world.host3) == []
 
 
 def test_a_rule_added_by_hand_in_a_namespace_is_drift_that_up_repairs(world):
@@ -503,10 +510,6 @@ def test_trace_says_the_gateway_drops_the_provider_network_and_other_domains(wor
     assert "routed to the external gateway on host3, SNAT 203.0.113.11" in said, said
 
 
-def _own_namespaces() -> list[str]:
-    return sorted(n for n in os.listdir("/run/netns") if n.startswith(f"ovsnvgre-{FABRIC}-"))
-
-
 def _gateway_run(world: World, *args: str) -> subprocess.Popen:
     """``ovsnvgre ARGS`` on host3 in the background, as ``run`` enters it."""
     host3 = world.host3
@@ -538,8 +541,7 @@ def test_the_confirmation_timers_rollback_deletes_the_namespaces_the_run_made(wo
     assert result.returncode == 1, result.stdout + result.stderr
     assert "not confirmed in time: rolled back" in result.stdout, result.stdout
     assert _own_namespaces() == []
-    assert not [line for line in world.host3.ip("-br", "link").splitlines()
-                if line.startswith("gw")]
+    assert _gateway_links(world.host3) == []
     assert _switch_state(world.host3) == before
     assert "ovsnvgre-rollback.log" in os.listdir(world.host3.switch.rundir)
     log = (world.host3.switch.rundir / "ovsnvgre-rollback.log").read_text()
