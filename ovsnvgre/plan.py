@@ -256,31 +256,40 @@ def stale_text(name: str, index: int) -> str:
 def reattach(desired: DesiredHost, actual: ActualSwitch, kernel: ActualKernel,
              changes: list[OvsdbChange]) -> tuple[list[OvsdbChange], list[str]]:
     """``changes`` with each owned stale VM port (``kernel.stale``) removed and added
-    again, and a note for each stale VM port ovsnvgre did not create (left alone).
+    again (``attach_again``), and a note for each stale VM port ovsnvgre did not create
+    (left alone)."""
+    why, notes = {}, []
+    for name, index in sorted(kernel.stale.items()):
+        spec, have = desired.ports.get(name), actual.ports.get(name)
+        if spec is None or have is None:
+            continue
+        if is_owned(have.external_ids, desired.owner):
+            why[name] = stale_text(name, index)
+            continue
+        vm = spec.external_ids.get(VM_KEY, "?")
+        notes.append(f"VM port {name} ({vm}) is dead: {stale_text(name, index)}; "
+                     "ovsnvgre did not create this Port row and does not re-create it: "
+                     f"its owner must attach it again (`ovs-vsctl del-port {have.bridge} "
+                     f"{name}`, then add it as the hypervisor does)")
+    return attach_again(desired, actual, changes, why), notes
 
-    The removal carries ``reattach``: the port is created again in a second
-    transaction, as ovs-vswitchd re-opens a device only when a transaction it
-    applies no longer has the port.  A port another change already removes or
-    creates is left to that change.
-    """
+
+def attach_again(desired: DesiredHost, actual: ActualSwitch, changes: list[OvsdbChange],
+                 why: dict[str, str]) -> list[OvsdbChange]:
+    """``changes`` with each port of ``why`` (name -> the reason) removed and, in a second
+    transaction (the removal's ``reattach``), added again: ovs-vswitchd re-opens a device
+    only when a transaction no longer has its port.  A port another change removes or
+    creates is left to it, as is one not in the fabric or not on the switch."""
     touched = {c.name for c in changes if isinstance(c, PortDelete)}
     touched |= {c.spec.name for c in changes if isinstance(c, PortCreate)}
-    notes: list[str] = []
-    for name, index in sorted(kernel.stale.items()):
+    for name, reason in why.items():
         spec, have = desired.ports.get(name), actual.ports.get(name)
         if spec is None or have is None or name in touched:
             continue
-        if not is_owned(have.external_ids, desired.owner):
-            vm = spec.external_ids.get(VM_KEY, "?")
-            notes.append(f"VM port {name} ({vm}) is dead: {stale_text(name, index)}; "
-                         "ovsnvgre did not create this Port row and does not re-create it: "
-                         f"its owner must attach it again (`ovs-vsctl del-port {have.bridge} "
-                         f"{name}`, then add it as the hypervisor does)")
-            continue
         changes = [c for c in changes if not (isinstance(c, PortUpdate) and c.spec.name == name)]
-        changes.append(PortDelete(name, have.bridge, spec.role, reattach=stale_text(name, index)))
+        changes.append(PortDelete(name, have.bridge, spec.role, reattach=reason))
         changes.append(PortCreate(spec, _saved_ids(have)))
-    return changes, notes
+    return changes
 
 
 # --- flows ---------------------------------------------------------------------------

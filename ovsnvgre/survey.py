@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from ovsnvgre import external, externalhost, flow_cache, handles, netlink, openflow
 from ovsnvgre import trace as traces
 from ovsnvgre.actual import ActualKernel, ActualPort, ActualSwitch
-from ovsnvgre.changes import FlowChanges, OvsdbChange, Plan, PortCreate, PortDelete, PortUpdate
+from ovsnvgre.changes import FlowChanges, Plan
 from ovsnvgre.desired import DesiredHost, desired_host
 from ovsnvgre.errors import SystemFailure, UsageError
 from ovsnvgre.external import ActualSide
@@ -25,6 +25,7 @@ from ovsnvgre.ovsdb import Switch
 from ovsnvgre.ovsdb.remote import check_remote
 from ovsnvgre.pipeline import Flow, desired_flows
 from ovsnvgre.plan import (
+    attach_again,
     by_dump_line,
     diff_dump,
     handle_candidates,
@@ -233,27 +234,14 @@ def _external(desired: DesiredHost, actual: ActualSwitch, the_plan: Plan, removi
     if external_changes:
         blocked = externalhost.blockers(desired.fabric, desired.host.name, external_changes,
                                         removing)
-        touched = {c.name for c in the_plan.ovsdb if isinstance(c, PortDelete)} \
-            | {c.spec.name for c in the_plan.ovsdb if isinstance(c, PortCreate)}
-        again: list[OvsdbChange] = []
-        for change in external_changes:
-            name = change.bridge_port
-            have = actual.ports.get(name or "")
-            if name is None or name in touched or have is None or name not in desired.ports:
-                continue
-            if change.action != "create" and not (change.action == "links"
-                                                  and name not in actual.interfaces.live()):
-                continue
-            spec = desired.ports[name]
-            again += [PortDelete(name, have.bridge, spec.role, reattach=(
-                          f"the veth of namespace {change.netns} is made again, and "
-                          "ovs-vswitchd opens the new end for certain only when the port is "
-                          "added")),
-                      PortCreate(spec)]
-        ovsdb = [c for c in the_plan.ovsdb if not (
-            isinstance(c, PortUpdate) and c.spec.name in {a.name for a in again
-                                                          if isinstance(a, PortDelete)})]
-        the_plan = replace(the_plan, external=tuple(external_changes), ovsdb=(*ovsdb, *again),
+        live = actual.interfaces.live()
+        why = {change.bridge_port: f"the veth of namespace {change.netns} is made again, and "
+               "ovs-vswitchd opens the new end for certain only when the port is added"
+               for change in external_changes if change.bridge_port is not None
+               and (change.action == "create"
+                    or (change.action == "links" and change.bridge_port not in live))}
+        ovsdb = attach_again(desired, actual, list(the_plan.ovsdb), why)
+        the_plan = replace(the_plan, external=tuple(external_changes), ovsdb=tuple(ovsdb),
                            blockers=(*the_plan.blockers, *blocked))
     return sides, the_plan
 
