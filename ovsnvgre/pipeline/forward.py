@@ -53,20 +53,11 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...]
         flows.add(make(table, PRIORITY_EXACT, [vsid_match, from_tunnel(False),
                                                f"dl_dst={vm.mac}"], out))
     to_locals = [f"output:{port}" for port in local_ports]
-    # Head-end replication: each peer's actions in turn; a key set once serves them all.
-    to_peers: list[str] = []
-    keys_set: set[str] = set()
-    for peer in context.peers_of.get(vsid, []):
-        for action in tunnel_out[peer, vsid]:
-            if action.startswith("output:"):
-                to_peers.append(action)
-            elif action not in keys_set:
-                keys_set.add(action)
-                to_peers.append(action)
-    if to_locals or to_peers:
-        units = [[action] for action in to_locals] + [
-            tunnel_out[peer, vsid] for peer in context.peers_of.get(vsid, [])]
-        flows |= _flood(table, [vsid_match, from_tunnel(False)], to_locals + to_peers, units)
+    # Head-end replication: each local port, then each peer's actions in turn.
+    units = [[action] for action in to_locals] + [
+        tunnel_out[peer, vsid] for peer in context.peers_of.get(vsid, [])]
+    if units:
+        flows |= _flood(table, [vsid_match, from_tunnel(False)], units)
     if to_locals:
         # Split horizon: a frame from a tunnel never goes back into one.  Its unicast
         # reaches a local VM through that VM's own flow above; any other unicast is
@@ -78,20 +69,19 @@ def _vsid_flows(context: Context, table: int, vsid: int, members: tuple[Vm, ...]
     return flows
 
 
-def _flood(table: int, match: list[str], whole: list[str], units: list[list[str]],
+def _flood(table: int, match: list[str], units: list[list[str]],
            most: int = FLOOD_ACTIONS_PER_FLOW) -> set[Flow]:
-    """The flood of one VSID: ``whole`` (every local port's and peer's actions, a key set
-    once) as one flow when it holds at most ``most`` actions; else a chain of parts, each
-    whole ``units`` (a local port's output, or a peer's actions: tun_dst, key, output) up
-    to ``most`` actions, matched by its number in ``REG_FLOOD_PART`` (0 for the first).
+    """The flood of one VSID: ``units`` (a local port's output, or a peer's actions:
+    tun_dst, key, output) in turn, a key set once serving the units after it, as one flow
+    when that holds at most ``most`` actions; else a chain of parts of whole units, each
+    at most ``most`` actions and matched by its number in ``REG_FLOOD_PART`` (0 for the
+    first).
 
     Each part first numbers the next and resubmits to this table, then sends its own:
     ovs-vswitchd refuses a resubmit once a packet's datapath actions exceed 64 KiB
     ("resubmits yielded over 64 kB of actions", ofproto-dpif-xlate.c), so every resubmit
     comes before any output.  The next parts may change the key and tun_dst: each part
     sets its own again (the key once per part)."""
-    if len(whole) <= most:
-        return {make(table, PRIORITY_FLOOD, match, whole)}
     parts: list[list[str]] = [[]]
     once: set[str] = set()  # the current part's actions other than outputs
     for unit in units:
@@ -102,6 +92,8 @@ def _flood(table: int, match: list[str], whole: list[str], units: list[list[str]
             new = unit
         once.update(a for a in new if not a.startswith("output:"))
         parts[-1] += new
+    if len(parts) == 1:
+        return {make(table, PRIORITY_FLOOD, match, parts[0])}
     flows = set()
     for number, part in enumerate(parts):
         chain = [f"set_field:{reg(number + 1)}->{REG_FLOOD_PART}", f"resubmit(,{table})"] \
