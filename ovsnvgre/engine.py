@@ -43,7 +43,7 @@ from ovsnvgre.plan import with_flows
 from ovsnvgre.progress import Progress, quiet
 from ovsnvgre.safe import journal, snapshot
 from ovsnvgre.safe.lock import DEFAULT_WAIT, HostLock
-from ovsnvgre.safe.restore import left_behind
+from ovsnvgre.safe.restore import left_behind, restore_record
 from ovsnvgre.safe.rollback import start_timer
 from ovsnvgre.safe.verify import Check, targets, touches_underlay
 from ovsnvgre.survey import (
@@ -277,7 +277,7 @@ class Converge:
         self.progress(f"{what}: restoring the state before the run")
         with signals_deferred():
             try:
-                undone = externalhost.restore(self)
+                undone = restore_record(self.switch, self.record, self.progress)
             except Exception as exc:  # noqa: BLE001 - whatever it is, say what is left
                 return SystemFailure(
                     f"{what}; restoring the state before the run failed too ({exc}): it is "

@@ -28,7 +28,6 @@ from ovsnvgre.externalns import (
 )
 from ovsnvgre.model import Fabric
 from ovsnvgre.safe import journal
-from ovsnvgre.safe.restore import restore_record
 
 
 def survey(fabric: Fabric, host: str, removing: bool = False
@@ -153,11 +152,3 @@ def phase(run: Any, last: bool) -> None:
                 extra[journal.NAMESPACES_LEFT].append(netns)
             journal.save(run.path, run.record)
         run.kernel_changes += apply(run.plan.external, making)
-
-
-def restore(run: Any) -> int:
-    """engine's rollback of ``run`` (an engine.Converge): safe/restore.py's way back for
-    its rollback file (rows, links, flows, and the namespaces it made); the number of
-    changes undone.  A namespace the run deleted (`down`) or changed is not put back (the
-    run's last line names it: restore.left_behind).  Raises SystemFailure."""
-    return restore_record(run.switch, run.record, run.progress)
